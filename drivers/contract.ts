@@ -1,0 +1,105 @@
+/**
+ * The driver contract. A driver knows a device, never MQTT or policy.
+ *
+ * Lifecycle (CONVENTIONS.md #3): `create()` validates and does no I/O;
+ * `start()` connects (or checks reachability); every I/O has a deadline;
+ * `read()` never throws: it returns timestamped values with a freshness
+ * state; actions are gated by `capabilities` and throw RackpilotError.
+ */
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+
+export const DEVICE_KINDS = ['asic', 'gpu', 'pdu', 'meter', 'gpio', 'controller'] as const;
+export type DeviceKind = (typeof DEVICE_KINDS)[number];
+
+export const DEVICE_STATES = ['running', 'curtailed', 'transitioning', 'unreachable', 'unknown'] as const;
+export type DeviceState = (typeof DEVICE_STATES)[number];
+
+/** fresh: read in this cycle; stale: last good values, older than one cycle; missing: never read. */
+export const FRESHNESS = ['fresh', 'stale', 'missing'] as const;
+export type Freshness = (typeof FRESHNESS)[number];
+
+export type FieldValue = number | string | boolean | null;
+
+export interface Reading {
+  /** Epoch ms at which the values were sampled (of the last good sample when stale). */
+  ts: number;
+  freshness: Freshness;
+  /** Whether the device answered the last read. */
+  online: boolean;
+  state: DeviceState;
+  powerW: number | null;
+  /** Kind-specific normalized fields, e.g. hashrateThs, temperatureC, fanRpm. */
+  fields: Record<string, FieldValue>;
+  /** Why the last read failed, when it did. */
+  error?: { code: string; message: string };
+}
+
+export interface PowerTargetRange {
+  minW: number;
+  maxW: number;
+  /** True when changing the target restarts the device (never used on the fast path). */
+  reboots: boolean;
+}
+
+export interface Capabilities {
+  curtail: boolean;
+  restore: boolean;
+  powerTarget: PowerTargetRange | null;
+  switchOutlet: boolean;
+}
+
+export interface ActionOptions {
+  /** Overall deadline for the action including its read-back confirmation. */
+  deadlineMs: number;
+  signal?: AbortSignal;
+}
+
+export interface ActionResult {
+  /** True only when read-back confirmed the new state. */
+  confirmed: boolean;
+  /** Milliseconds from the call until confirmation. */
+  tookMs: number;
+  /** The reading that confirmed it. */
+  reading: Reading;
+}
+
+export type ActionName = 'curtail' | 'restore';
+
+export interface DeviceDriver {
+  readonly id: string;
+  readonly kind: DeviceKind;
+  readonly driverId: string;
+  readonly capabilities: Capabilities;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  read(opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Reading>;
+  /** Sheds the device's load; resolves once read-back confirms, throws NOT_CONFIRMED otherwise. */
+  curtail?(opts: ActionOptions): Promise<ActionResult>;
+  /** Returns the device to normal operation; resolves once read-back confirms. */
+  restore?(opts: ActionOptions): Promise<ActionResult>;
+}
+
+export interface DriverContext {
+  logger: Logger;
+  /** Clock, overridable by tests. */
+  now: () => number;
+}
+
+/** Every device block has these keys; a driver's schema extends them. */
+export interface BaseDeviceConfig {
+  id: string;
+  driver: string;
+  name?: string | undefined;
+}
+
+export interface DriverDefinition<S extends z.ZodType<BaseDeviceConfig> = z.ZodType<BaseDeviceConfig>> {
+  /** Matches the `driver:` key in config. */
+  readonly id: string;
+  readonly kind: DeviceKind;
+  readonly description: string;
+  /** The device block's schema, with `driver: z.literal(id)`. */
+  readonly configSchema: S;
+  create(config: z.output<S>, ctx: DriverContext): DeviceDriver;
+}
+

@@ -1,0 +1,20 @@
+import { z } from 'zod';
+import { idSchema } from '../lib/ids.js';
+import { tcpTransportSchema } from '../lib/transports.js';
+
+export const luxosConfigSchema = z
+  .object({
+    id: idSchema,
+    driver: z.literal('luxos'),
+    name: z.string().max(128).optional(),
+    ...tcpTransportSchema(4028),
+    /** Replies larger than this are refused (bytes). */
+    maxResponseBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
+    /** A curtail is confirmed only when the miner draws at most this (LuxOS sleeps at ~25 W). */
+    sleepPowerMaxW: z.number().positive().max(1000).default(60),
+    /** Interval of read-back polls while confirming an action. */
+    confirmPollMs: z.number().int().min(20).max(5000).default(250),
+  })
+  .strict();
+
+export type LuxosConfig = z.output<typeof luxosConfigSchema>;
