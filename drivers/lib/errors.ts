@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   DEVICE_ERROR: { retriable: false },
   AUTH_FAILED: { retriable: false },
   SESSION_BUSY: { retriable: true },
+  BUSY: { retriable: true },
   NOT_CONFIRMED: { retriable: true },
   UNSUPPORTED: { retriable: false },
   NOT_STARTED: { retriable: false },

@@ -1,0 +1,158 @@
+/**
+ * Intake of commands from central control: size cap, retained check, JSON,
+ * envelope and per-command params schemas, expiry, duplicate ids; then
+ * `accepted` and exactly one final result. Intake is synchronous so a slow
+ * command never blocks the MQTT client's message loop.
+ */
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { toRackpilotError } from '../drivers/lib/errors.js';
+import {
+  COMMAND_NAMES,
+  commandEnvelopeSchema,
+  commandParamsSchemas,
+  type CommandName,
+  type CommandResult,
+  type CommandStatus,
+} from '../protocol/messages.js';
+import { formatPath } from './config.js';
+import type { Dispatcher } from './dispatcher.js';
+
+export const MAX_COMMAND_BYTES = 64 * 1024;
+const RECENT_IDS = 1000;
+
+export interface CommandMeta {
+  retain: boolean;
+  /** MQTT 5 response topic and correlation data, when the request carried them. */
+  responseTopic?: string | undefined;
+  correlationData?: Buffer | undefined;
+}
+
+export type ResultSink = (result: CommandResult, meta: CommandMeta) => void;
+
+function zodFirst(err: z.ZodError, prefix: string): string {
+  return err.issues
+    .map((i) => `${formatPath([prefix, ...i.path].filter((p) => p !== ''))}: ${i.message.replace(/^Invalid input: /, '')}`)
+    .join('; ');
+}
+
+export class CommandHandler {
+  private readonly recent = new Map<string, CommandStatus>();
+
+  constructor(
+    private readonly dispatcher: Dispatcher,
+    private readonly sink: ResultSink,
+    private readonly agentVersion: string,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  private send(
+    meta: CommandMeta,
+    id: string | null,
+    command: string | null,
+    status: CommandStatus,
+    extra: Pick<CommandResult, 'error' | 'result'> = {},
+  ): void {
+    if (id !== null) this.remember(id, status);
+    this.sink({ id, command, status, ...extra, ts: new Date(this.now()).toISOString() }, meta);
+  }
+
+  private remember(id: string, status: CommandStatus): void {
+    this.recent.delete(id);
+    this.recent.set(id, status);
+    if (this.recent.size > RECENT_IDS) {
+      const oldest = this.recent.keys().next().value;
+      if (oldest !== undefined) this.recent.delete(oldest);
+    }
+  }
+
+  handle(payload: Buffer, meta: CommandMeta): void {
+    const receivedAt = this.now();
+    const reject = (id: string | null, command: string | null, code: string, message: string): void => {
+      this.log.info({ id, code }, 'command rejected');
+      this.send(meta, id, command, 'rejected', { error: { code, message } });
+    };
+    if (payload.length > MAX_COMMAND_BYTES) {
+      reject(null, null, 'PAYLOAD_TOO_LARGE', `command payload is ${payload.length} bytes; the limit is ${MAX_COMMAND_BYTES}`);
+      return;
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(payload.toString('utf8'));
+    } catch (err) {
+      reject(null, null, 'INVALID_JSON', `command payload is not JSON: ${(err as Error).message}`);
+      return;
+    }
+    const rawId = json && typeof json === 'object' ? (json as { id?: unknown }).id : undefined;
+    const id = typeof rawId === 'string' && rawId.length > 0 && rawId.length <= 128 ? rawId : null;
+    const rawCmd = json && typeof json === 'object' ? (json as { command?: unknown }).command : undefined;
+    const cmdName = typeof rawCmd === 'string' ? rawCmd : null;
+    if (meta.retain) {
+      reject(id, cmdName, 'RETAINED_COMMAND', 'commands must not be published with the retain flag; publish again without retain (and clear the retained message)');
+      return;
+    }
+    const env = commandEnvelopeSchema.safeParse(json);
+    if (!env.success) {
+      reject(id, cmdName, 'INVALID_COMMAND', zodFirst(env.error, ''));
+      return;
+    }
+    const cmd = env.data;
+    if (!(COMMAND_NAMES as readonly string[]).includes(cmd.command)) {
+      reject(cmd.id, cmd.command, 'UNKNOWN_COMMAND', `command: unknown command "${cmd.command}" (known: ${COMMAND_NAMES.join(', ')})`);
+      return;
+    }
+    const name = cmd.command as CommandName;
+    const params = commandParamsSchemas[name].safeParse(cmd.params ?? {});
+    if (!params.success) {
+      reject(cmd.id, name, 'INVALID_PARAMS', zodFirst(params.error, 'params'));
+      return;
+    }
+    const previous = this.recent.get(cmd.id);
+    if (previous !== undefined) {
+      reject(cmd.id, name, 'DUPLICATE_ID', `command id "${cmd.id}" was already handled (last status: ${previous}); use a new id`);
+      return;
+    }
+    if (cmd.expiresAt !== undefined) {
+      const exp = typeof cmd.expiresAt === 'number' ? cmd.expiresAt : Date.parse(cmd.expiresAt);
+      if (exp <= receivedAt) {
+        this.send(meta, cmd.id, name, 'expired', {
+          error: { code: 'EXPIRED', message: `command expired at ${new Date(exp).toISOString()}, received ${new Date(receivedAt).toISOString()}` },
+        });
+        return;
+      }
+    }
+    this.send(meta, cmd.id, name, 'accepted');
+    void this.execute(name, params.data, cmd.id, receivedAt, meta);
+  }
+
+  private async execute(name: CommandName, params: { timeoutMs?: number }, id: string, receivedAt: number, meta: CommandMeta): Promise<void> {
+    try {
+      switch (name) {
+        case 'ping':
+          this.send(meta, id, name, 'succeeded', { result: { pong: true, agentVersion: this.agentVersion, durationMs: this.now() - receivedAt } });
+          return;
+        case 'curtail':
+        case 'restore': {
+          const req = { commandId: id, receivedAt, ...(params.timeoutMs !== undefined ? { deadlineMs: params.timeoutMs } : {}) };
+          const out = name === 'curtail' ? await this.dispatcher.curtail(req) : await this.dispatcher.restore(req);
+          const result = { devices: out.devices, durationMs: out.durationMs };
+          if (out.ok) {
+            this.send(meta, id, name, 'succeeded', { result });
+          } else {
+            const bad = out.devices.filter((d) => !d.ok);
+            const detail = bad.map((d) => `${d.id}: ${d.error?.code ?? 'FAILED'}`).join(', ');
+            const error = out.preempted
+              ? { code: 'PREEMPTED', message: `${name} was interrupted by a curtail` }
+              : { code: 'NOT_CONFIRMED', message: `${bad.length} of ${out.devices.length} device(s) did not confirm ${name}: ${detail}` };
+            this.send(meta, id, name, 'failed', { result, error });
+          }
+          return;
+        }
+      }
+    } catch (err) {
+      const e = toRackpilotError(err);
+      this.send(meta, id, name, 'failed', { error: e.toJSON() });
+    }
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * The agent's YAML config, validated by zod. Every error is reported at
+ * once with its path (`devices[3].host: expected string, received number`).
+ * Device blocks are validated by their driver's own schema.
+ */
+import { readFileSync } from 'node:fs';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { DRIVERS, findDriver, type RegisteredDriver } from '../drivers/registry.js';
+import { topicIdSchema } from '../protocol/topics.js';
+
+export const mqttConfigSchema = z
+  .object({
+    url: z
+      .string()
+      .regex(/^(mqtts?|wss?):\/\/[^\s]+$/, 'expected a broker URL such as mqtt://127.0.0.1:1883 or mqtts://broker:8883'),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    clientId: z.string().min(1).max(128).optional(),
+    /** 'auto' tries MQTT 5 and falls back to 3.1.1 when the broker refuses it. */
+    protocolVersion: z.union([z.literal('auto'), z.literal(4), z.literal(5)]).default('auto'),
+    keepaliveS: z.number().int().min(5).max(600).default(30),
+    connectTimeoutMs: z.number().int().min(500).max(60_000).default(5_000),
+    publishTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+    reconnect: z
+      .object({
+        minMs: z.number().int().min(50).max(60_000).default(500),
+        maxMs: z.number().int().min(100).max(600_000).default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    tls: z
+      .object({
+        caFile: z.string().optional(),
+        certFile: z.string().optional(),
+        keyFile: z.string().optional(),
+        rejectUnauthorized: z.boolean().default(true),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+export const pollConfigSchema = z
+  .object({
+    intervalMs: z.number().int().min(100).max(3_600_000).default(5_000),
+    /** Deadline of one device's read. */
+    deadlineMs: z.number().int().min(50).max(120_000).default(3_000),
+    /** At most this many devices are read at once. */
+    concurrency: z.number().int().min(1).max(1024).default(32),
+  })
+  .strict()
+  .prefault({});
+
+export const actionsConfigSchema = z
+  .object({
+    /** How long a device may take to confirm a curtail or restore (commands may override). */
+    deadlineMs: z.number().int().min(1000).max(600_000).default(30_000),
+  })
+  .strict()
+  .prefault({});
+
+export const logConfigSchema = z
+  .object({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict()
+  .prefault({});
+
+const rootSchema = z
+  .object({
+    site: topicIdSchema,
+    rack: topicIdSchema,
+    mqtt: mqttConfigSchema,
+    poll: pollConfigSchema,
+    actions: actionsConfigSchema,
+    log: logConfigSchema,
+    devices: z.array(z.unknown()).max(4096).default([]),
+  })
+  .strict();
+
+export type DeviceConfig = z.output<RegisteredDriver['configSchema']>;
+export type AgentConfig = Omit<z.output<typeof rootSchema>, 'devices'> & { devices: DeviceConfig[] };
+export type MqttConfig = z.output<typeof mqttConfigSchema>;
+
+export type ConfigResult = { ok: true; config: AgentConfig } | { ok: false; errors: string[] };
+
+/** `devices[3].host` style path. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out ? `.${String(p)}` : String(p);
+  }
+  return out || '(root)';
+}
+
+function issueLines(issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): string[] {
+  return issues.map((i) => {
+    const msg = i.message.replace(/^Invalid input: /, '');
+    return `${formatPath([...prefix, ...i.path])}: ${msg}`;
+  });
+}
+
+/** Validates an already-parsed config object. */
+export function validateConfig(raw: unknown): ConfigResult {
+  const errors: string[] = [];
+  const root = rootSchema.safeParse(raw);
+  if (!root.success) errors.push(...issueLines(root.error.issues));
+  const rawDevices =
+    raw && typeof raw === 'object' && Array.isArray((raw as { devices?: unknown }).devices)
+      ? ((raw as { devices: unknown[] }).devices)
+      : [];
+  const devices: DeviceConfig[] = [];
+  const seen = new Map<string, number>();
+  rawDevices.forEach((d, i) => {
+    const driverId = d && typeof d === 'object' ? (d as { driver?: unknown }).driver : undefined;
+    if (typeof driverId !== 'string') {
+      errors.push(`devices[${i}].driver: expected one of ${DRIVERS.map((x) => `"${x.id}"`).join(', ')}`);
+      return;
+    }
+    const def = findDriver(driverId);
+    if (!def) {
+      errors.push(`devices[${i}].driver: unknown driver "${driverId}" (known: ${DRIVERS.map((x) => x.id).join(', ')})`);
+      return;
+    }
+    const parsed = def.configSchema.safeParse(d);
+    if (!parsed.success) {
+      errors.push(...issueLines(parsed.error.issues, ['devices', i]));
+      return;
+    }
+    const prev = seen.get(parsed.data.id);
+    if (prev !== undefined) {
+      errors.push(`devices[${i}].id: duplicate id "${parsed.data.id}" (also devices[${prev}].id)`);
+      return;
+    }
+    seen.set(parsed.data.id, i);
+    devices.push(parsed.data as DeviceConfig);
+  });
+  if (errors.length > 0 || !root.success) return { ok: false, errors };
+  return { ok: true, config: { ...root.data, devices } };
+}
+
+/** Parses YAML text; YAML syntax errors carry line and column. */
+export function parseConfigText(text: string, file = 'config'): ConfigResult {
+  const doc = parseDocument(text, { prettyErrors: false });
+  if (doc.errors.length > 0) {
+    return {
+      ok: false,
+      errors: doc.errors.map((e) => {
+        const pos = e.linePos?.[0];
+        return `${file}${pos ? `:${pos.line}:${pos.col}` : ''}: YAML error: ${e.message.split('\n')[0] ?? e.message}`;
+      }),
+    };
+  }
+  return validateConfig(doc.toJS());
+}
+
+export function loadConfigFile(file: string): ConfigResult {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    return { ok: false, errors: [`${file}: cannot read config file (${code})`] };
+  }
+  return parseConfigText(text, file);
+}

@@ -1,0 +1,92 @@
+/** Builds the v1 contract's messages from the agent's view of the rack. */
+import type { DeviceDriver, Reading } from '../drivers/contract.js';
+import type { DeviceTelemetry, RackState, StateMessage, StatusMessage, TelemetryMessage } from '../protocol/messages.js';
+
+export interface RackIdentity {
+  site: string;
+  rack: string;
+}
+
+export function statusMessage(id: RackIdentity, online: boolean, reason: StatusMessage['reason'], version: string, at = Date.now()): StatusMessage {
+  return { online, ts: new Date(at).toISOString(), site: id.site, rack: id.rack, agentVersion: version, protocol: 'v1', reason };
+}
+
+export function deviceTelemetry(d: DeviceDriver, r: Reading | undefined): DeviceTelemetry {
+  if (!r) {
+    return {
+      id: d.id,
+      kind: d.kind,
+      driver: d.driverId,
+      online: false,
+      state: 'unknown',
+      freshness: 'missing',
+      powerW: null,
+      sampledAt: new Date(0).toISOString(),
+    };
+  }
+  const common = {
+    id: d.id,
+    kind: d.kind,
+    driver: d.driverId,
+    online: r.online,
+    state: r.state,
+    freshness: r.freshness,
+    powerW: r.powerW,
+    sampledAt: new Date(r.ts).toISOString(),
+    ...(r.error ? { error: r.error } : {}),
+  };
+  // common keys first and winning over any same-named driver field; the cast is because
+  // the schema's catchall (kind-specific primitives) makes TS reject `error`, an object
+  return { ...common, ...r.fields, ...common } as DeviceTelemetry;
+}
+
+export function telemetryMessage(
+  id: RackIdentity,
+  devices: readonly DeviceDriver[],
+  readings: ReadonlyMap<string, Reading>,
+  seq: number,
+  intervalMs: number,
+  at = Date.now(),
+): TelemetryMessage {
+  let online = 0;
+  let curtailed = 0;
+  let powerW = 0;
+  let powerComplete = true;
+  const list = devices.map((d) => {
+    const t = deviceTelemetry(d, readings.get(d.id));
+    if (t.online) online++;
+    if (t.state === 'curtailed') curtailed++;
+    if (t.freshness === 'fresh' && t.powerW !== null) powerW += t.powerW;
+    else powerComplete = false;
+    return t;
+  });
+  return {
+    ts: new Date(at).toISOString(),
+    site: id.site,
+    rack: id.rack,
+    seq,
+    intervalMs,
+    summary: { devices: devices.length, online, curtailed, powerW, powerComplete },
+    devices: list,
+  };
+}
+
+export function stateMessage(
+  id: RackIdentity,
+  state: RackState,
+  since: number,
+  commandId: string | null,
+  devices: readonly DeviceDriver[],
+  readings: ReadonlyMap<string, Reading>,
+  at = Date.now(),
+): StateMessage {
+  return {
+    ts: new Date(at).toISOString(),
+    site: id.site,
+    rack: id.rack,
+    state,
+    since: new Date(since).toISOString(),
+    commandId,
+    devices: devices.map((d) => ({ id: d.id, state: readings.get(d.id)?.state ?? 'unknown' })),
+  };
+}

@@ -1,0 +1,215 @@
+/**
+ * The MQTT side of the agent: connects with a Will (status offline,
+ * retained), reconnects with exponential backoff and jitter (MQTT.js only
+ * has a fixed period), bounds everything it buffers, puts a deadline on every
+ * publish, and hands commands to the intake without awaiting them.
+ */
+import { readFileSync } from 'node:fs';
+import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import { withDeadline } from '../drivers/lib/deadline.js';
+import { toRackpilotError } from '../drivers/lib/errors.js';
+import type { RackTopics } from '../protocol/topics.js';
+import type { CommandMeta } from './commands.js';
+import type { MqttConfig } from './config.js';
+import { backoffDelay } from './concurrency.js';
+
+/** Results and events published while offline wait here (oldest dropped first). */
+const MAX_PENDING = 500;
+
+export interface BridgeCallbacks {
+  onCommand(payload: Buffer, meta: CommandMeta): void;
+  /** Called after each (re)connect and subscription; republish retained state here. */
+  onConnected(): void;
+  /** The Will payload, rebuilt before each connect attempt. */
+  willPayload(): string;
+}
+
+interface Pending {
+  topic: string;
+  payload: string;
+  opts: IClientPublishOptions;
+}
+
+export class MqttBridge {
+  private client: MqttClient | undefined;
+  private version: 4 | 5;
+  private attempt = 0;
+  private stopping = false;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private pending: Pending[] = [];
+  connected = false;
+  /** Counters for health and tests. */
+  readonly stats = { connects: 0, dropped: 0, publishFailures: 0 };
+
+  constructor(
+    private readonly cfg: MqttConfig,
+    private readonly topics: RackTopics,
+    private readonly clientId: string,
+    private readonly cb: BridgeCallbacks,
+    private readonly log: Logger,
+  ) {
+    this.version = cfg.protocolVersion === 4 ? 4 : 5;
+  }
+
+  get protocolVersion(): 4 | 5 {
+    return this.version;
+  }
+
+  start(): void {
+    this.stopping = false;
+    this.connect();
+  }
+
+  private options(): IClientOptions {
+    const tls = this.cfg.tls;
+    return {
+      clientId: this.clientId,
+      protocolVersion: this.version,
+      clean: true,
+      keepalive: this.cfg.keepaliveS,
+      connectTimeout: this.cfg.connectTimeoutMs,
+      reconnectPeriod: 0,
+      queueQoSZero: false,
+      ...(this.cfg.username !== undefined ? { username: this.cfg.username } : {}),
+      ...(this.cfg.password !== undefined ? { password: this.cfg.password } : {}),
+      ...(tls
+        ? {
+            rejectUnauthorized: tls.rejectUnauthorized,
+            ...(tls.caFile ? { ca: readFileSync(tls.caFile) } : {}),
+            ...(tls.certFile ? { cert: readFileSync(tls.certFile) } : {}),
+            ...(tls.keyFile ? { key: readFileSync(tls.keyFile) } : {}),
+          }
+        : {}),
+      will: { topic: this.topics.status, payload: Buffer.from(this.cb.willPayload()), qos: 1, retain: true },
+    };
+  }
+
+  private connect(): void {
+    if (this.stopping) return;
+    let client: MqttClient;
+    try {
+      client = mqtt.connect(this.cfg.url, this.options());
+    } catch (err) {
+      this.log.error({ err: toRackpilotError(err).toJSON() }, 'cannot create MQTT client');
+      this.scheduleReconnect();
+      return;
+    }
+    this.client = client;
+    client.on('connect', () => {
+      this.connected = true;
+      this.attempt = 0;
+      this.stats.connects++;
+      this.log.info({ url: this.cfg.url, protocolVersion: this.version }, 'connected to broker');
+      void this.afterConnect(client);
+    });
+    client.on('message', (topic, payload, packet) => {
+      if (topic !== this.topics.cmd) return;
+      this.cb.onCommand(payload, {
+        retain: packet.retain,
+        responseTopic: packet.properties?.responseTopic,
+        correlationData: packet.properties?.correlationData,
+      });
+    });
+    client.on('error', (err: Error & { code?: number | string }) => {
+      // CONNACK "unacceptable protocol version" (3.1.1 code 1, MQTT 5 code 132): fall back once.
+      if (this.cfg.protocolVersion === 'auto' && this.version === 5 && (err.code === 1 || err.code === 132)) {
+        this.log.warn('broker refused MQTT 5; falling back to MQTT 3.1.1');
+        this.version = 4;
+        this.attempt = 0;
+      } else {
+        this.log.warn({ error: err.message, code: err.code }, 'MQTT error');
+      }
+    });
+    client.on('close', () => {
+      const was = this.connected;
+      this.connected = false;
+      if (was && !this.stopping) this.log.warn('disconnected from broker');
+      if (this.client === client) {
+        client.removeAllListeners();
+        client.on('error', () => undefined);
+        client.end(true);
+        this.client = undefined;
+        this.scheduleReconnect();
+      }
+    });
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopping || this.reconnectTimer) return;
+    const delay = backoffDelay(this.attempt++, this.cfg.reconnect.minMs, this.cfg.reconnect.maxMs);
+    this.log.debug({ delay, attempt: this.attempt }, 'reconnecting');
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.connect();
+    }, delay);
+  }
+
+  private async afterConnect(client: MqttClient): Promise<void> {
+    try {
+      await withDeadline('subscribe', this.cfg.publishTimeoutMs, () => client.subscribeAsync(this.topics.cmd, { qos: 1 }));
+    } catch (err) {
+      this.log.error({ err: toRackpilotError(err).toJSON() }, 'cannot subscribe to the command topic');
+      client.end(true);
+      return;
+    }
+    this.cb.onConnected();
+    const queued = this.pending;
+    this.pending = [];
+    for (const p of queued) await this.send(p);
+  }
+
+  private async send(p: Pending): Promise<boolean> {
+    const client = this.client;
+    if (!client || !this.connected) return false;
+    try {
+      await withDeadline(`publish ${p.topic}`, this.cfg.publishTimeoutMs, () => client.publishAsync(p.topic, p.payload, p.opts));
+      return true;
+    } catch (err) {
+      this.stats.publishFailures++;
+      this.log.warn({ topic: p.topic, error: toRackpilotError(err).message }, 'publish failed');
+      return false;
+    }
+  }
+
+  /**
+   * Publishes now when connected. Otherwise `keep` messages wait in a bounded
+   * queue for the next connection; the rest (telemetry) are dropped and counted.
+   */
+  async publish(topic: string, payload: string, opts: IClientPublishOptions, keep = false): Promise<boolean> {
+    const p = { topic, payload, opts };
+    if (this.connected && (await this.send(p))) return true;
+    if (keep) {
+      this.pending.push(p);
+      if (this.pending.length > MAX_PENDING) {
+        this.pending.shift();
+        this.stats.dropped++;
+      }
+    } else {
+      this.stats.dropped++;
+    }
+    return false;
+  }
+
+  /** Publishes to an MQTT 5 response topic with the request's correlation data. */
+  async reply(responseTopic: string, correlationData: Buffer | undefined, payload: string): Promise<boolean> {
+    if (this.version !== 5 || responseTopic.length === 0 || /[#+\u0000]/.test(responseTopic)) {
+      this.log.warn({ responseTopic }, 'ignoring an invalid response topic');
+      return false;
+    }
+    const properties = correlationData ? { correlationData } : {};
+    return this.publish(responseTopic, payload, { qos: 1, retain: false, properties }, true);
+  }
+
+  /** Publishes the given offline status (clean shutdown), then disconnects. */
+  async stop(offlinePayload: string): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    const client = this.client;
+    if (!client) return;
+    if (this.connected) await this.send({ topic: this.topics.status, payload: offlinePayload, opts: { qos: 1, retain: true } });
+    this.client = undefined;
+    await withDeadline('disconnect', this.cfg.publishTimeoutMs, () => client.endAsync()).catch(() => client.end(true));
+  }
+}
