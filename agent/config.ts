@@ -143,13 +143,13 @@ export function validateConfig(raw: unknown): ConfigResult {
 
 /** Parses YAML text; YAML syntax errors carry line and column. */
 export function parseConfigText(text: string, file = 'config'): ConfigResult {
-  const doc = parseDocument(text, { prettyErrors: false });
+  const doc = parseDocument(text);
   if (doc.errors.length > 0) {
     return {
       ok: false,
       errors: doc.errors.map((e) => {
         const pos = e.linePos?.[0];
-        return `${file}${pos ? `:${pos.line}:${pos.col}` : ''}: YAML error: ${e.message.split('\n')[0] ?? e.message}`;
+        return `${file}${pos ? `:${pos.line}:${pos.col}` : ''}: YAML error: ${(e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, '')}`;
       }),
     };
   }

@@ -146,8 +146,10 @@ export class MqttBridge {
   }
 
   private async afterConnect(client: MqttClient): Promise<void> {
+    // Under MQTT 5, retain-as-published keeps the retain flag on live deliveries, so a
+    // retained command is refused at once; under 3.1.1 only when (re)subscribing.
     try {
-      await withDeadline('subscribe', this.cfg.publishTimeoutMs, () => client.subscribeAsync(this.topics.cmd, { qos: 1 }));
+      await withDeadline('subscribe', this.cfg.publishTimeoutMs, () => client.subscribeAsync(this.topics.cmd, { qos: 1, ...(this.version === 5 ? { rap: true } : {}) }));
     } catch (err) {
       this.log.error({ err: toRackpilotError(err).toJSON() }, 'cannot subscribe to the command topic');
       client.end(true);

@@ -105,7 +105,10 @@ export function cgminerExchange(ep: CgminerEndpoint, request: string, signal?: A
       finish(null, text);
     });
     socket.once('error', (err: NodeJS.ErrnoException) => {
-      if (!connected) {
+      // A reset can surface before 'connect' is seen when the peer accepts and
+      // resets at once: the miner was reached, so it is a closed connection.
+      const reset = err.code === 'ECONNRESET' || err.code === 'EPIPE';
+      if (!connected && !reset) {
         const refused = err.code === 'ECONNREFUSED';
         finish(
           new RackpilotError(
@@ -118,7 +121,7 @@ export function cgminerExchange(ep: CgminerEndpoint, request: string, signal?: A
         );
       } else {
         finish(
-          new RackpilotError('CONNECTION_CLOSED', `${where}: connection failed mid-reply (${err.code ?? err.message})`, {
+          new RackpilotError('CONNECTION_CLOSED', `${where}: the miner closed the connection before the reply completed (${err.code ?? err.message}); retry`, {
             host: ep.host,
             port: ep.port,
           }),

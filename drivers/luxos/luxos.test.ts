@@ -1,0 +1,319 @@
+/**
+ * The LuxOS driver against the LuxOS simulator over real TCP on 127.0.0.1.
+ * Sim timings are shrunk (sleep 150 ms, wake ramp 150 ms) so tests are fast;
+ * deadlines are generous so a loaded machine does not make them flaky.
+ */
+import { afterEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { pino } from 'pino';
+import type { DeviceDriver, Reading } from '../contract.js';
+import { RackpilotError, type ErrorCode } from '../lib/errors.js';
+import { LuxosSim, type LuxosSimOptions } from '../../hil/sim/luxos-sim.js';
+import type { Fault } from '../../hil/sim/cgminer-server.js';
+import { luxosDriver } from './index.js';
+import { luxosConfigSchema } from './schema.js';
+
+const READ = { deadlineMs: 5000 };
+const ACT = { deadlineMs: 8000 };
+
+interface Rig {
+  sim: LuxosSim;
+  driver: DeviceDriver;
+  port: number;
+  /** Every command the sim answered, in order (joined telemetry requests show as their parts). */
+  commands: string[];
+}
+
+const rigs: Rig[] = [];
+afterEach(async () => {
+  for (const r of rigs.splice(0)) {
+    await r.driver.stop();
+    await r.sim.close();
+  }
+});
+
+async function rig(simOpts: LuxosSimOptions = {}, cfgOver: Record<string, unknown> = {}): Promise<Rig> {
+  const sim = new LuxosSim({ sleepDelayMs: 150, wakeRampMs: 150, ...simOpts });
+  const { port } = await sim.listen();
+  const cfg = luxosConfigSchema.parse({
+    id: 'm1',
+    driver: 'luxos',
+    host: '127.0.0.1',
+    port,
+    timeouts: { connectMs: 500, readMs: 1000 },
+    confirmPollMs: 50,
+    ...cfgOver,
+  });
+  const driver = luxosDriver.create(cfg, { logger: pino({ level: 'silent' }), now: Date.now });
+  // Record what the sim is asked (an observer on the device side; the driver is untouched).
+  const commands: string[] = [];
+  const handle = sim.handle.bind(sim);
+  sim.handle = (req) => {
+    commands.push(req.command);
+    return handle(req);
+  };
+  const r = { sim, driver, port, commands };
+  rigs.push(r);
+  return r;
+}
+
+async function expectCode(p: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<RackpilotError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof RackpilotError, `expected RackpilotError, got ${String(err)}`);
+    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
+    if (message) assert.match(err.message, message);
+    return err;
+  }
+  assert.fail(`expected ${code}, but the call succeeded`);
+}
+
+function assertFreshRunning(r: Reading): void {
+  assert.equal(r.freshness, 'fresh');
+  assert.equal(r.online, true);
+  assert.equal(r.state, 'running');
+  assert.equal(r.error, undefined);
+}
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('luxos config', () => {
+  test('defaults come from the schema', () => {
+    const cfg = luxosConfigSchema.parse({ id: 'm1', driver: 'luxos', host: '10.0.0.5' });
+    assert.equal(cfg.port, 4028);
+    assert.deepEqual(cfg.timeouts, { connectMs: 1000, readMs: 3000 });
+    assert.equal(cfg.maxResponseBytes, 1024 * 1024);
+    assert.equal(cfg.sleepPowerMaxW, 60);
+    assert.equal(cfg.confirmPollMs, 250);
+  });
+
+  test('unknown keys and bad values are all reported with their paths', () => {
+    const res = luxosConfigSchema.safeParse({ id: 'bad id', driver: 'luxos', host: '', prot: 1, sleepPowerMaxW: -1 });
+    assert.equal(res.success, false);
+    const paths = res.error.issues.map((i) => i.path.join('.') || i.message);
+    assert.ok(paths.includes('id'), paths.join());
+    assert.ok(paths.includes('host'), paths.join());
+    assert.ok(paths.includes('sleepPowerMaxW'), paths.join());
+    assert.ok(res.error.issues.some((i) => i.code === 'unrecognized_keys'), 'the typo "prot" is reported');
+  });
+
+  test('create() and start() do no I/O', async () => {
+    const { sim, driver } = await rig();
+    await driver.start();
+    assert.equal(sim.server.requests, 0);
+    assert.equal(driver.id, 'm1');
+    assert.equal(driver.kind, 'asic');
+    assert.equal(driver.driverId, 'luxos');
+    assert.equal(driver.capabilities.curtail, true);
+    assert.equal(driver.capabilities.restore, true);
+  });
+});
+
+describe('luxos read', () => {
+  test('returns fresh telemetry of a mining rig', async () => {
+    const { sim, driver } = await rig();
+    const t0 = Date.now();
+    const r = await driver.read(READ);
+    assertFreshRunning(r);
+    assert.equal(sim.server.requests, 1, 'all telemetry in one joined request');
+    assert.ok(r.ts >= t0 && r.ts <= Date.now());
+    assert.equal(r.powerW, 3250);
+    assert.equal(r.fields.hashrateThs, 110);
+    assert.equal(r.fields.nominalHashrateThs, 110);
+    assert.equal(r.fields.temperatureC, 71); // board temp 70, hottest sensor TopRight = +1
+    assert.equal(r.fields.fanRpm, 70 * 80);
+    assert.equal(r.fields.curtailMode, 'None');
+    assert.equal(r.fields.profile, 'default');
+  });
+});
+
+describe('luxos curtail and restore', () => {
+  test('curtail is confirmed by read-back, restore brings the rig back', async () => {
+    const { sim, driver } = await rig();
+    const res = await driver.curtail!(ACT);
+    assert.equal(res.confirmed, true);
+    assert.ok(res.tookMs >= 0 && res.tookMs < ACT.deadlineMs);
+    assert.equal(sim.sleeping, true);
+    assert.deepEqual(sim.actions, ['curtail sleep']);
+    assert.equal(res.reading.freshness, 'fresh');
+    assert.equal(res.reading.state, 'curtailed');
+    assert.ok(res.reading.powerW !== null && res.reading.powerW <= 60, `powerW ${res.reading.powerW}`);
+    assert.equal(res.reading.fields.hashrateThs, 0);
+    assert.equal(res.reading.fields.curtailMode, 'Sleep');
+
+    const later = await driver.read(READ);
+    assert.equal(later.state, 'curtailed');
+
+    const back = await driver.restore!(ACT);
+    assert.equal(back.confirmed, true);
+    assert.equal(sim.sleeping, false);
+    assert.deepEqual(sim.actions, ['curtail sleep', 'curtail wakeup']);
+    assertFreshRunning(back.reading);
+    assert.ok((back.reading.fields.hashrateThs as number) > 0);
+  });
+
+  test('the session is reused between actions (one logon)', async () => {
+    const { sim, driver } = await rig();
+    await driver.curtail!(ACT);
+    const sid = sim.activeSession;
+    assert.ok(sid);
+    await driver.restore!(ACT);
+    assert.equal(sim.activeSession, sid);
+  });
+
+  test('curtail while a foreign session exists adopts it and still works', async () => {
+    const { sim, driver } = await rig();
+    const foreign = sim.takeSessionElsewhere();
+    const res = await driver.curtail!(ACT);
+    assert.equal(res.confirmed, true);
+    assert.equal(sim.sleeping, true);
+    assert.equal(sim.activeSession, foreign, 'the foreign session was used, not replaced');
+    await driver.stop();
+    assert.equal(sim.activeSession, foreign, 'stop() never logs off a session it did not open');
+  });
+
+  test('an expired session is replaced by a new logon', async () => {
+    const { sim, driver, commands } = await rig({ sessionIdleMs: 150 });
+    await driver.curtail!(ACT);
+    assert.equal(commands.filter((c) => c === 'logon').length, 1);
+    for (let i = 0; i < 100 && sim.activeSession !== undefined; i++) await delay(50);
+    assert.equal(sim.activeSession, undefined, 'the sim expired the idle session');
+    const back = await driver.restore!(ACT);
+    assert.equal(back.confirmed, true);
+    assert.equal(sim.sleeping, false);
+    assert.equal(commands.filter((c) => c === 'logon').length, 2, 'logged on again');
+    // the stale id was tried once, refused, then the new session carried the wakeup
+    assert.equal(commands.filter((c) => c === 'curtail').length, 3);
+    assert.deepEqual(sim.actions, ['curtail sleep', 'curtail wakeup']);
+  });
+
+  test('a miner that refuses logon makes curtail fail with AUTH_FAILED', async () => {
+    const { sim, driver } = await rig();
+    sim.behaviour.refuseLogon = true;
+    const err = await expectCode(driver.curtail!(ACT), 'AUTH_FAILED');
+    assert.equal(err.retriable, false);
+    assert.equal(sim.sleeping, false);
+    assert.deepEqual(sim.actions, []);
+  });
+
+  test('a miner that ignores curtail gives NOT_CONFIRMED within the deadline, naming the last read-back', async () => {
+    const { sim, driver } = await rig();
+    sim.behaviour.ignoreCurtail = true;
+    const t0 = Date.now();
+    const err = await expectCode(driver.curtail!({ deadlineMs: 600 }), 'NOT_CONFIRMED', /did not reach "curtailed" within 600 ms/);
+    const took = Date.now() - t0;
+    assert.ok(took >= 550, `not before the deadline (${took} ms)`);
+    assert.ok(took < 5000, `settles near the deadline (${took} ms)`);
+    assert.match(err.message, /last read-back: state (running|unreachable), \d+ W, [\d.]+ TH\/s/);
+    assert.equal(err.retriable, true);
+    assert.deepEqual(sim.actions, ['curtail sleep'], 'the command was sent once');
+  });
+
+  test('an aborted signal cancels an action with CANCELLED', async () => {
+    const { sim, driver } = await rig();
+    sim.behaviour.ignoreCurtail = true;
+    const ctl = new AbortController();
+    setTimeout(() => ctl.abort(), 150);
+    await expectCode(driver.curtail!({ deadlineMs: 30_000, signal: ctl.signal }), 'CANCELLED');
+  });
+
+  test('an unreachable miner fails curtail with the transport error', async () => {
+    const { sim, driver } = await rig();
+    sim.setFault({ kind: 'reset' });
+    const err = await expectCode(driver.curtail!(ACT), 'CONNECTION_CLOSED');
+    assert.equal(err.retriable, true);
+  });
+});
+
+describe('luxos faults: read() never throws and reports stale data', () => {
+  const cases: { fault: Fault; code: ErrorCode }[] = [
+    { fault: { kind: 'silent' }, code: 'READ_TIMEOUT' },
+    { fault: { kind: 'slow', delayMs: 2500 }, code: 'READ_TIMEOUT' },
+    { fault: { kind: 'garbage' }, code: 'MALFORMED_RESPONSE' },
+    { fault: { kind: 'truncate' }, code: 'MALFORMED_RESPONSE' },
+    { fault: { kind: 'reset' }, code: 'CONNECTION_CLOSED' },
+  ];
+  for (const { fault, code } of cases) {
+    test(`${fault.kind} -> ${code}, stale after a good read, fresh again once cleared`, async () => {
+      const { sim, driver } = await rig();
+      const good = await driver.read(READ);
+      assertFreshRunning(good);
+
+      sim.setFault(fault);
+      const bad = await driver.read(READ);
+      assert.equal(bad.online, false);
+      assert.equal(bad.state, 'unreachable');
+      assert.equal(bad.freshness, 'stale');
+      assert.equal(bad.error?.code, code, bad.error?.message);
+      assert.ok(bad.error.message.includes('127.0.0.1'), `the message names the device: ${bad.error.message}`);
+      // stale keeps the last good values and their timestamp
+      assert.equal(bad.ts, good.ts);
+      assert.equal(bad.powerW, good.powerW);
+      assert.deepEqual(bad.fields, good.fields);
+
+      sim.setFault({ kind: 'none' });
+      const again = await driver.read(READ);
+      assertFreshRunning(again);
+      assert.ok(again.ts >= good.ts);
+    });
+  }
+
+  test('a failure before any good read is "missing"', async () => {
+    const { sim, driver } = await rig();
+    sim.setFault({ kind: 'garbage' });
+    const r = await driver.read(READ);
+    assert.equal(r.freshness, 'missing');
+    assert.equal(r.online, false);
+    assert.equal(r.state, 'unreachable');
+    assert.equal(r.powerW, null);
+    assert.deepEqual(r.fields, {});
+    assert.equal(r.error?.code, 'MALFORMED_RESPONSE');
+  });
+
+  test('a read deadline shorter than the socket timeouts is honoured', async () => {
+    const { sim, driver } = await rig();
+    sim.setFault({ kind: 'silent' });
+    const t0 = Date.now();
+    const r = await driver.read({ deadlineMs: 200 });
+    const took = Date.now() - t0;
+    assert.equal(r.error?.code, 'DEADLINE_EXCEEDED');
+    assert.ok(took < 900, `returned near its own deadline, before readMs (${took} ms)`);
+  });
+
+  test('an oversized reply is refused (RESPONSE_TOO_LARGE)', async () => {
+    const { sim, driver } = await rig({}, { maxResponseBytes: 4096 });
+    sim.setFault({ kind: 'flood', bytes: 1024 * 1024 });
+    const r = await driver.read(READ);
+    assert.equal(r.error?.code, 'RESPONSE_TOO_LARGE');
+    assert.equal(r.freshness, 'missing');
+  });
+
+  test('a refused port is CONNECT_REFUSED', async () => {
+    const { sim, driver } = await rig();
+    await sim.close();
+    const r = await driver.read(READ);
+    assert.equal(r.error?.code, 'CONNECT_REFUSED');
+    assert.equal(r.state, 'unreachable');
+  });
+});
+
+describe('luxos stop', () => {
+  test('stop() logs off a session the driver opened', async () => {
+    const { sim, driver } = await rig();
+    await driver.curtail!(ACT);
+    assert.ok(sim.activeSession);
+    await driver.stop();
+    assert.equal(sim.activeSession, undefined);
+  });
+
+  test('stop() without a session, or with the miner gone, resolves', async () => {
+    const { sim, driver } = await rig();
+    await driver.stop();
+    await driver.curtail!(ACT);
+    sim.setFault({ kind: 'silent' });
+    const t0 = Date.now();
+    await driver.stop(); // never throws; bounded by connectMs + readMs
+    assert.ok(Date.now() - t0 < 5000);
+  });
+});
