@@ -8,7 +8,6 @@
 import { parseArgs } from 'node:util';
 import { Agent } from './agent.js';
 import { loadConfigFile } from './config.js';
-import { demoBanner, startDemo } from './demo.js';
 import { createLogger } from './logger.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -122,6 +121,8 @@ async function main(argv: string[]): Promise<void> {
         intervalMs: intArg(values.interval, 'interval', 2000, 100, 60_000),
       };
       const log = createLogger(values['log-level'] ?? 'warn');
+      // loaded only here: `run` never pays for the simulators and the embedded broker
+      const { demoBanner, startDemo } = await import('./demo.js');
       let demo;
       try {
         demo = await startDemo(opts, log);

@@ -4,8 +4,9 @@
  * state. A curtail preempts a restore in progress (shedding load wins); a
  * restore while a curtail runs is refused.
  */
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
-import type { ActionName, DeviceDriver } from '../drivers/contract.js';
+import type { ActionName, ActionOptions, ActionResult, DeviceDriver } from '../drivers/contract.js';
 import { RackpilotError, toRackpilotError } from '../drivers/lib/errors.js';
 import type { EventType, RackState } from '../protocol/messages.js';
 
@@ -44,7 +45,7 @@ export class Dispatcher {
   since = Date.now();
   commandId: string | null = null;
   private inFlight: { action: ActionName; ctl: AbortController; done: Promise<ActionOutcome> } | undefined;
-  private readonly targets: Record<ActionName, DeviceDriver[]>;
+  private readonly targets: Record<ActionName, { id: string; act: (o: ActionOptions) => Promise<ActionResult> }[]>;
 
   constructor(
     devices: readonly DeviceDriver[],
@@ -54,10 +55,13 @@ export class Dispatcher {
     private readonly log: Logger,
   ) {
     // precomputed once: the hot path does not filter devices
-    this.targets = {
-      curtail: devices.filter((d) => d.capabilities.curtail && d.curtail),
-      restore: devices.filter((d) => d.capabilities.restore && d.restore),
-    };
+    const targets = (action: ActionName) =>
+      devices.flatMap((d) => {
+        if (!d.capabilities[action]) return [];
+        const act = action === 'curtail' ? d.curtail?.bind(d) : d.restore?.bind(d);
+        return act ? [{ id: d.id, act }] : [];
+      });
+    this.targets = { curtail: targets('curtail'), restore: targets('restore') };
   }
 
   get busyWith(): ActionName | undefined {
@@ -90,6 +94,8 @@ export class Dispatcher {
       }
     }
     const ctl = new AbortController();
+    // every device's action listens on this one signal
+    setMaxListeners(this.targets[action].length + 16, ctl.signal);
     const done = this.execute(action, req, ctl.signal);
     this.inFlight = { action, ctl, done };
     try {
@@ -107,9 +113,7 @@ export class Dispatcher {
     const devices = await Promise.all(
       this.targets[action].map(async (d): Promise<DeviceOutcome> => {
         try {
-          const fn = action === 'curtail' ? d.curtail : d.restore;
-          if (!fn) throw new RackpilotError('UNSUPPORTED', `${d.id}: ${action} not supported`);
-          await fn.call(d, { deadlineMs, signal });
+          await d.act({ deadlineMs, signal });
           const tookMs = Date.now() - receivedAt;
           this.emit({ type: 'device.confirmed', commandId, device: d.id, durationMs: tookMs });
           return { id: d.id, ok: true, tookMs };

@@ -32,6 +32,7 @@ export async function startEmbeddedBroker(host = '127.0.0.1', port = 1883): Prom
       throw new Error(
         `port ${port} on ${host} is already in use (is Mosquitto or another broker running?). ` +
           `Use --port N for the embedded broker, or --broker mqtt://${host}:${port} to use the broker that is there.`,
+        { cause: err },
       );
     }
     throw err;

@@ -195,7 +195,7 @@ export class MqttBridge {
 
   /** Publishes to an MQTT 5 response topic with the request's correlation data. */
   async reply(responseTopic: string, correlationData: Buffer | undefined, payload: string): Promise<boolean> {
-    if (this.version !== 5 || responseTopic.length === 0 || /[#+\u0000]/.test(responseTopic)) {
+    if (this.version !== 5 || responseTopic.length === 0 || /[#+]/.test(responseTopic) || responseTopic.includes('\0')) {
       this.log.warn({ responseTopic }, 'ignoring an invalid response topic');
       return false;
     }

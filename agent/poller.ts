@@ -3,6 +3,7 @@
  * deadline and a concurrency bound. Cycles never overlap; a slow cycle
  * delays the next instead of stacking up. Drivers' read() never throws.
  */
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { DeviceDriver, Reading } from '../drivers/contract.js';
 import { mapLimit } from './concurrency.js';
@@ -39,6 +40,8 @@ export class Poller {
     if (!this.stopped) return;
     this.stopped = false;
     this.ctl = new AbortController();
+    // every in-flight read listens on this one signal
+    setMaxListeners(this.devices.length + 16, this.ctl.signal);
     this.schedule(0);
   }
 

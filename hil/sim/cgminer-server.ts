@@ -47,7 +47,7 @@ export function parseRequest(text: string): CgminerRequest | undefined {
       if (typeof j.command !== 'string') return undefined;
       return {
         command: j.command,
-        parameter: j.parameter === undefined ? undefined : String(j.parameter as string | number),
+        parameter: j.parameter === undefined ? undefined : typeof j.parameter === 'string' ? j.parameter : JSON.stringify(j.parameter),
       };
     } catch {
       return undefined;

@@ -1,0 +1,134 @@
+/**
+ * Benchmark (prints figures; asserts nothing): a rack of simulated LuxOS
+ * miners, the embedded broker, and the agent as its own process.
+ *  - curtail/restore: command published -> final result received, and the
+ *    agent's own receipt -> all-devices-confirmed time (result.durationMs);
+ *  - telemetry poll cost: agent CPU ms per poll cycle and RSS, from /proc.
+ *
+ *   npm run bench -- [--miners 64] [--runs 5] [--sleep-delay-ms 0] [--wake-ramp-ms 0] [--cycles 20]
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startEmbeddedBroker } from '../../agent/embedded-broker.js';
+import type { CommandResult, TelemetryMessage } from '../../protocol/messages.js';
+import { rackTopics } from '../../protocol/topics.js';
+import { LuxosSim } from '../sim/luxos-sim.js';
+import { MqttWatch } from '../testing/mqtt-watch.js';
+import { freePort } from '../testing/ports.js';
+import { repoRoot } from '../testing/root.js';
+
+const { values } = parseArgs({
+  options: {
+    miners: { type: 'string', default: '64' },
+    runs: { type: 'string', default: '5' },
+    'sleep-delay-ms': { type: 'string', default: '0' },
+    'wake-ramp-ms': { type: 'string', default: '0' },
+    cycles: { type: 'string', default: '20' },
+    'interval-ms': { type: 'string', default: '1000' },
+  },
+});
+const miners = Number(values.miners);
+const runs = Number(values.runs);
+const cycles = Number(values.cycles);
+const intervalMs = Number(values['interval-ms']);
+
+const CLK_TCK = 100; // Linux USER_HZ
+
+function procStat(pid: number): { cpuMs: number; rssKiB: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(f[11]) + Number(f[12]); // utime + stime
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rss = /VmRSS:\s+(\d+)/.exec(status);
+  return { cpuMs: (ticks * 1000) / CLK_TCK, rssKiB: rss ? Number(rss[1]) : 0 };
+}
+
+function stats(xs: number[]): string {
+  const s = [...xs].sort((a, b) => a - b);
+  const pick = (q: number): number => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
+  return `median ${pick(0.5).toFixed(0)} ms, p90 ${pick(0.9).toFixed(0)} ms, max ${(s.at(-1) ?? NaN).toFixed(0)} ms (n=${s.length})`;
+}
+
+async function main(): Promise<void> {
+  const sims: LuxosSim[] = [];
+  for (let i = 0; i < miners; i++) {
+    const sim = new LuxosSim({ sleepDelayMs: Number(values['sleep-delay-ms']), wakeRampMs: Number(values['wake-ramp-ms']) });
+    await sim.listen();
+    sims.push(sim);
+  }
+  const broker = await startEmbeddedBroker('127.0.0.1', await freePort());
+  const site = 'bench';
+  const rack = `r${miners}`;
+  const t = rackTopics(site, rack);
+  const dir = mkdtempSync(join(tmpdir(), 'rackpilot-bench-'));
+  const cfg = join(dir, 'agent.json.yaml');
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      site,
+      rack,
+      mqtt: { url: broker.url },
+      poll: { intervalMs, deadlineMs: 2000, concurrency: 64 },
+      actions: { deadlineMs: 30_000 },
+      log: { level: 'warn' },
+      devices: sims.map((s, i) => ({ id: `m${i}`, driver: 'luxos', host: '127.0.0.1', port: s.server.port, confirmPollMs: 50 })),
+    }),
+  );
+  const watch = await MqttWatch.connect(broker.url, `${t.root}/#`);
+  const agent = spawn(process.execPath, [join(repoRoot(), 'dist', 'agent', 'cli.js'), 'run', '--config', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const pid = agent.pid ?? 0;
+  try {
+    await watch.waitFor((m) => m.topic === t.telemetry && (m.json as TelemetryMessage).summary.online === miners, 30_000, 'first full telemetry');
+    const node = process.version;
+    console.log(`rackpilot benchmark: ${miners} simulated LuxOS miners, node ${node}, sim sleep delay ${values['sleep-delay-ms']} ms, wake ramp ${values['wake-ramp-ms']} ms`);
+
+    // --- poll cost ---
+    const s0 = procStat(pid);
+    const seq0 = (watch.messages.filter((m) => m.topic === t.telemetry).at(-1)?.json as TelemetryMessage).seq;
+    await watch.next((m) => m.topic === t.telemetry && (m.json as TelemetryMessage).seq >= seq0 + cycles, (cycles + 10) * intervalMs * 2, `${cycles} cycles`);
+    const s1 = procStat(pid);
+    const tms = watch.messages.filter((m) => m.topic === t.telemetry).map((m) => m.text.length);
+    console.log(`telemetry poll: ${((s1.cpuMs - s0.cpuMs) / cycles).toFixed(1)} CPU ms per cycle (agent process, all work incl. MQTT, over ${cycles} cycles at ${intervalMs} ms); agent RSS ${(s1.rssKiB / 1024).toFixed(1)} MiB; telemetry message ${tms.at(-1) ?? 0} bytes`);
+
+    // --- curtail / restore ---
+    const curtailWall: number[] = [];
+    const curtailAgent: number[] = [];
+    const restoreWall: number[] = [];
+    const restoreAgent: number[] = [];
+    for (let r = 0; r < runs; r++) {
+      for (const [command, wall, own] of [
+        ['curtail', curtailWall, curtailAgent],
+        ['restore', restoreWall, restoreAgent],
+      ] as const) {
+        const id = `bench-${command}-${r}-${Date.now()}`;
+        const t0 = performance.now();
+        await watch.publish(t.cmd, JSON.stringify({ id, command }));
+        const m = await watch.next((x) => x.topic === t.cmdResult && (x.json as CommandResult).id === id && (x.json as CommandResult).status !== 'accepted', 60_000, `${command} result`);
+        const res = m.json as CommandResult;
+        if (res.status !== 'succeeded') throw new Error(`${command} ${res.status}: ${res.error?.message ?? ''}`);
+        wall.push(performance.now() - t0);
+        own.push(res.result?.durationMs ?? NaN);
+      }
+    }
+    console.log(`curtail, command published -> result received: ${stats(curtailWall)}`);
+    console.log(`curtail, agent receipt -> all ${miners} confirmed by read-back: ${stats(curtailAgent)}`);
+    console.log(`restore, command published -> result received: ${stats(restoreWall)}`);
+    console.log(`restore, agent receipt -> all ${miners} confirmed: ${stats(restoreAgent)}`);
+    const s2 = procStat(pid);
+    console.log(`agent RSS after ${runs} curtail/restore rounds: ${(s2.rssKiB / 1024).toFixed(1)} MiB`);
+  } finally {
+    agent.kill('SIGTERM');
+    await new Promise((r) => agent.once('exit', r));
+    await watch.close();
+    await broker.close();
+    await Promise.all(sims.map((s) => s.close()));
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
