@@ -44,13 +44,14 @@ export class Agent {
       return def.create(dc, ctx);
     });
     this.poller = new Poller(this.devices, config.poll, (readings) => this.onCycle(readings), log.child({ component: 'poller' }));
-    this.dispatcher = new Dispatcher(
-      this.devices,
-      config.actions.deadlineMs,
-      (e) => this.onEvent(e),
-      () => this.publishState(),
-      log.child({ component: 'dispatch' }),
-    );
+    this.dispatcher = new Dispatcher({
+      devices: this.devices,
+      deadlineMs: config.actions.deadlineMs,
+      log: log.child({ component: 'dispatch' }),
+      onEvent: (e) => this.onEvent(e),
+      onState: () => this.publishState(),
+      onReading: (deviceId, reading) => this.poller.latest.set(deviceId, reading),
+    });
     this.commands = new CommandHandler(this.dispatcher, (r, m) => this.onResult(r, m), AGENT_VERSION, log.child({ component: 'commands' }));
     const clientId = config.mqtt.clientId ?? `rackpilot-${config.site}-${config.rack}`;
     this.bridge = new MqttBridge(
@@ -95,11 +96,13 @@ export class Agent {
   }
 
   private onConnected(): void {
-    void this.bridge.publish(this.topics.status, JSON.stringify(statusMessage(this.id, true, 'started', AGENT_VERSION)), { qos: 1, retain: true });
+    const reason = this.bridge.stats.connects > 1 ? 'reconnected' : 'started';
+    void this.bridge.publish(this.topics.status, JSON.stringify(statusMessage(this.id, true, reason, AGENT_VERSION)), { qos: 1, retain: true });
     this.publishState();
   }
 
   private onCycle(readings: ReadonlyMap<string, Reading>): void {
+    this.dispatcher.reconcile(readings);
     const msg = telemetryMessage(this.id, this.devices, readings, this.seq++, this.config.poll.intervalMs);
     void this.bridge.publish(this.topics.telemetry, JSON.stringify(msg), { qos: 0, retain: false });
     const states = this.devices.map((d) => readings.get(d.id)?.state ?? ('unknown' satisfies DeviceState)).join(',');

@@ -54,7 +54,8 @@ export class CommandHandler {
     status: CommandStatus,
     extra: Pick<CommandResult, 'error' | 'result'> = {},
   ): void {
-    if (id !== null) this.remember(id, status);
+    // only commands that got past intake are remembered: a rejected one may be fixed and resent with its id
+    if (id !== null && status !== 'rejected' && status !== 'expired') this.remember(id, status);
     this.sink({ id, command, status, ...extra, ts: new Date(this.now()).toISOString() }, meta);
   }
 
@@ -69,6 +70,11 @@ export class CommandHandler {
 
   handle(payload: Buffer, meta: CommandMeta): void {
     const receivedAt = this.now();
+    if (payload.length === 0) {
+      // an empty (retained) message is how a retained command is cleared: nothing to answer
+      this.log.debug('ignoring empty command payload');
+      return;
+    }
     const reject = (id: string | null, command: string | null, code: string, message: string): void => {
       this.log.info({ id, code }, 'command rejected');
       this.send(meta, id, command, 'rejected', { error: { code, message } });
@@ -89,7 +95,7 @@ export class CommandHandler {
     const rawCmd = json && typeof json === 'object' ? (json as { command?: unknown }).command : undefined;
     const cmdName = typeof rawCmd === 'string' ? rawCmd : null;
     if (meta.retain) {
-      reject(id, cmdName, 'RETAINED_COMMAND', 'commands must not be published with the retain flag; publish again without retain (and clear the retained message)');
+      reject(id, cmdName, 'RETAINED_COMMAND', 'commands must not be published with the retain flag: clear it (publish an empty retained message to this topic) and publish the command again without retain');
       return;
     }
     const env = commandEnvelopeSchema.safeParse(json);

@@ -2,11 +2,12 @@
  * Sends curtail/restore to every capable device in parallel, each with its
  * own deadline and read-back confirmation, and keeps the rack's curtailment
  * state. A curtail preempts a restore in progress (shedding load wins); a
- * restore while a curtail runs is refused.
+ * second request for the action already running joins it; a restore while a
+ * curtail runs is refused.
  */
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
-import type { ActionName, ActionOptions, ActionResult, DeviceDriver } from '../drivers/contract.js';
+import type { ActionName, ActionOptions, ActionResult, DeviceDriver, DeviceState, Reading } from '../drivers/contract.js';
 import { RackpilotError, toRackpilotError } from '../drivers/lib/errors.js';
 import type { EventType, RackState } from '../protocol/messages.js';
 
@@ -40,23 +41,34 @@ export interface DispatchRequest {
   deadlineMs?: number;
 }
 
+export interface DispatcherOptions {
+  devices: readonly DeviceDriver[];
+  /** Default time each device has to confirm. */
+  deadlineMs: number;
+  log: Logger;
+  onEvent: (e: DispatchEvent) => void;
+  onState: () => void;
+  /** The read-back that confirmed a device's action (fresher than the last poll). */
+  onReading: (deviceId: string, reading: Reading) => void;
+}
+
+type Target = { id: string; act: (o: ActionOptions) => Promise<ActionResult> };
+
+const WANTED: Record<ActionName, DeviceState> = { curtail: 'curtailed', restore: 'running' };
+
 export class Dispatcher {
   state: RackState = 'running';
   since = Date.now();
   commandId: string | null = null;
+  /** The last action that set the state, if any since start. */
+  private lastAction: ActionName | undefined;
   private inFlight: { action: ActionName; ctl: AbortController; done: Promise<ActionOutcome> } | undefined;
-  private readonly targets: Record<ActionName, { id: string; act: (o: ActionOptions) => Promise<ActionResult> }[]>;
+  private readonly targets: Record<ActionName, Target[]>;
 
-  constructor(
-    devices: readonly DeviceDriver[],
-    private readonly defaultDeadlineMs: number,
-    private readonly emit: (e: DispatchEvent) => void,
-    private readonly onState: () => void,
-    private readonly log: Logger,
-  ) {
+  constructor(private readonly o: DispatcherOptions) {
     // precomputed once: the hot path does not filter devices
-    const targets = (action: ActionName) =>
-      devices.flatMap((d) => {
+    const targets = (action: ActionName): Target[] =>
+      o.devices.flatMap((d) => {
         if (!d.capabilities[action]) return [];
         const act = action === 'curtail' ? d.curtail?.bind(d) : d.restore?.bind(d);
         return act ? [{ id: d.id, act }] : [];
@@ -76,17 +88,38 @@ export class Dispatcher {
     return this.run('restore', req);
   }
 
+  /**
+   * Aligns the rack state with what the devices report while no action runs:
+   * at start-up (the rack may already be asleep) and after a `partial`
+   * outcome once every device has reached the wanted state.
+   */
+  reconcile(readings: ReadonlyMap<string, Reading>): void {
+    if (this.inFlight) return;
+    const states = this.targets.curtail.map((t) => readings.get(t.id));
+    if (states.some((r) => r === undefined || r.freshness !== 'fresh')) return;
+    const curtailed = states.filter((r) => r?.state === 'curtailed').length;
+    if (this.lastAction === undefined) {
+      const inferred: RackState = curtailed === 0 ? 'running' : curtailed === states.length ? 'curtailed' : 'partial';
+      if (inferred !== this.state) this.setState(inferred, null);
+      return;
+    }
+    if (this.state === 'partial' && states.every((r) => r?.state === WANTED[this.lastAction as ActionName])) {
+      this.setState(this.lastAction === 'curtail' ? 'curtailed' : 'running', this.commandId);
+    }
+  }
+
   private setState(state: RackState, commandId: string | null): void {
     this.state = state;
     this.commandId = commandId;
     this.since = Date.now();
-    this.onState();
+    this.o.onState();
   }
 
   private async run(action: ActionName, req: DispatchRequest): Promise<ActionOutcome> {
     const current = this.inFlight;
     if (current) {
-      if (current.action === 'restore' && action === 'curtail') {
+      if (current.action === action) return current.done;
+      if (current.action === 'restore') {
         current.ctl.abort();
         await current.done.catch(() => undefined);
       } else {
@@ -106,21 +139,24 @@ export class Dispatcher {
   }
 
   private async execute(action: ActionName, req: DispatchRequest, signal: AbortSignal): Promise<ActionOutcome> {
-    const deadlineMs = req.deadlineMs ?? this.defaultDeadlineMs;
+    const deadlineMs = req.deadlineMs ?? this.o.deadlineMs;
     const { commandId, receivedAt } = req;
+    const emit = this.o.onEvent;
+    this.lastAction = action;
     this.setState(action === 'curtail' ? 'curtailing' : 'restoring', commandId);
-    this.emit({ type: `${action}.started`, commandId, durationMs: Date.now() - receivedAt });
+    emit({ type: `${action}.started`, commandId, durationMs: Date.now() - receivedAt });
     const devices = await Promise.all(
       this.targets[action].map(async (d): Promise<DeviceOutcome> => {
         try {
-          await d.act({ deadlineMs, signal });
+          const res = await d.act({ deadlineMs, signal });
+          this.o.onReading(d.id, res.reading);
           const tookMs = Date.now() - receivedAt;
-          this.emit({ type: 'device.confirmed', commandId, device: d.id, durationMs: tookMs });
+          emit({ type: 'device.confirmed', commandId, device: d.id, durationMs: tookMs });
           return { id: d.id, ok: true, tookMs };
         } catch (err) {
           const e = toRackpilotError(err, { device: d.id }).toJSON();
-          this.emit({ type: 'device.failed', commandId, device: d.id, durationMs: Date.now() - receivedAt, error: e });
-          this.log.warn({ device: d.id, action, error: e }, 'device did not confirm');
+          emit({ type: 'device.failed', commandId, device: d.id, durationMs: Date.now() - receivedAt, error: e });
+          this.o.log.warn({ device: d.id, action, error: e }, 'device did not confirm');
           return { id: d.id, ok: false, error: e };
         }
       }),
@@ -133,7 +169,7 @@ export class Dispatcher {
     }
     const failed = devices.filter((o) => !o.ok).length;
     this.setState(ok ? (action === 'curtail' ? 'curtailed' : 'running') : 'partial', commandId);
-    this.emit({
+    emit({
       type: ok ? `${action}.completed` : `${action}.failed`,
       commandId,
       durationMs,

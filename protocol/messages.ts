@@ -1,7 +1,10 @@
 /**
  * Zod schemas of every message of the rackpilot v1 MQTT contract. The JSON
  * Schema files in protocol/schema/ are generated from these (npm run schema)
- * and a test fails when they are stale. Later versions extend, never break.
+ * and a test fails when they are stale. Later versions extend, never break:
+ * messages the agent publishes allow unknown fields (consumers must ignore
+ * them); commands it receives are strict, so a mistyped key is refused
+ * rather than silently ignored on a curtailment path.
  */
 import { z } from 'zod';
 
@@ -11,8 +14,7 @@ export const errorSchema = z
   .object({
     code: z.string().describe('Stable machine-readable code, e.g. NOT_CONFIRMED, INVALID_COMMAND'),
     message: z.string().describe('Human-readable explanation: what failed, where, what to do'),
-  })
-  .strict();
+  });
 
 // ---------- status (retained) ----------
 export const statusMessageSchema = z
@@ -24,10 +26,11 @@ export const statusMessageSchema = z
     agentVersion: z.string(),
     protocol: z.literal('v1'),
     reason: z
-      .enum(['started', 'shutdown', 'connection-lost'])
-      .describe('started: agent online; shutdown: clean stop; connection-lost: published by the broker as the MQTT Will'),
+      .enum(['started', 'reconnected', 'shutdown', 'connection-lost'])
+      .describe(
+        'started: first connection since the agent process started; reconnected: a later connection; shutdown: clean stop; connection-lost: published by the broker as the MQTT Will',
+      ),
   })
-  .strict()
   .describe('rackpilot/v1/<site>/<rack>/status — retained presence');
 
 // ---------- telemetry ----------
@@ -66,11 +69,9 @@ export const telemetryMessageSchema = z
         curtailed: z.number().int().nonnegative(),
         powerW: z.number().describe('Sum of powerW over devices with a fresh reading'),
         powerComplete: z.boolean().describe('False when some device had no fresh power reading'),
-      })
-      .strict(),
+      }),
     devices: z.array(deviceTelemetrySchema),
   })
-  .strict()
   .describe('rackpilot/v1/<site>/<rack>/telemetry — periodic, not retained');
 
 // ---------- state (retained) ----------
@@ -86,9 +87,8 @@ export const stateMessageSchema = z
       .describe('partial: the last curtail or restore did not confirm on every device'),
     since: isoTime.describe('When the rack entered this state'),
     commandId: z.string().nullable().describe('Id of the command that caused this state, if any'),
-    devices: z.array(z.object({ id: z.string(), state: z.enum(DEVICE_STATES) }).strict()),
+    devices: z.array(z.object({ id: z.string(), state: z.enum(DEVICE_STATES) })),
   })
-  .strict()
   .describe('rackpilot/v1/<site>/<rack>/state — retained current curtailment state');
 
 // ---------- events ----------
@@ -114,7 +114,6 @@ export const eventMessageSchema = z
     durationMs: z.number().nonnegative().optional().describe('From command receipt to this event'),
     error: errorSchema.optional(),
   })
-  .strict()
   .describe('rackpilot/v1/<site>/<rack>/events — curtailment events, not retained');
 
 // ---------- commands ----------
@@ -160,8 +159,7 @@ export const deviceOutcomeSchema = z
     ok: z.boolean(),
     tookMs: z.number().nonnegative().optional(),
     error: errorSchema.optional(),
-  })
-  .strict();
+  });
 
 export const commandResultSchema = z
   .object({
@@ -176,11 +174,9 @@ export const commandResultSchema = z
         pong: z.boolean().optional(),
         agentVersion: z.string().optional(),
       })
-      .strict()
       .optional(),
     ts: isoTime,
   })
-  .strict()
   .describe('rackpilot/v1/<site>/<rack>/cmd/result — one "accepted" then one final status per command');
 
 export type StatusMessage = z.infer<typeof statusMessageSchema>;

@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver, Reading } from '../contract.js';
 import { RackpilotError, type ErrorCode } from '../lib/errors.js';
+import { readFileSync } from 'node:fs';
 import { LuxosSim, type LuxosSimOptions } from '../../hil/sim/luxos-sim.js';
-import type { Fault } from '../../hil/sim/cgminer-server.js';
+import { CgminerServer, type CgminerRequest, type Fault } from '../../hil/sim/cgminer-server.js';
 import { luxosDriver } from './index.js';
 import { luxosConfigSchema } from './schema.js';
 
@@ -315,5 +316,72 @@ describe('luxos stop', () => {
     const t0 = Date.now();
     await driver.stop(); // never throws; bounded by connectMs + readMs
     assert.ok(Date.now() - t0 < 5000);
+  });
+});
+
+describe('luxos against replayed fixture replies', () => {
+  // dist/drivers/luxos/ -> drivers/luxos/fixtures/ (JSON is not copied by tsc)
+  const fixture = JSON.parse(
+    readFileSync(new URL('../../../drivers/luxos/fixtures/s19jpro-mining.json', import.meta.url), 'utf8'),
+  ) as Record<string, unknown>;
+
+  async function replay(answer: (req: CgminerRequest) => unknown) {
+    const seen: CgminerRequest[] = [];
+    const server = new CgminerServer({
+      handler: (req) => {
+        seen.push(req);
+        return answer(req) ?? { STATUS: [{ STATUS: 'E', Code: 14, Msg: 'Invalid command' }], id: 1 };
+      },
+    });
+    const { port } = await server.listen();
+    const cfg = luxosConfigSchema.parse({
+      id: 'replay',
+      driver: 'luxos',
+      host: '127.0.0.1',
+      port,
+      timeouts: { connectMs: 500, readMs: 1000 },
+      confirmPollMs: 50,
+    });
+    const driver = luxosDriver.create(cfg, { logger: pino({ level: 'silent' }), now: Date.now });
+    return { server, driver, seen };
+  }
+
+  test('parses a realistic S19j Pro snapshot (temps out of order, string FAN labels)', async () => {
+    const { server, driver } = await replay((req) => fixture[req.command]);
+    try {
+      const r = await driver.read(READ);
+      assertFreshRunning(r);
+      assert.equal(r.powerW, 3009);
+      assert.equal(r.fields.hashrateThs, 101.235);
+      assert.equal(r.fields.nominalHashrateThs, 104);
+      assert.equal(r.fields.temperatureC, 68);
+      assert.equal(r.fields.fanRpm, 3900);
+      assert.equal(r.fields.curtailMode, 'None');
+      assert.equal(r.fields.profile, '145MHz');
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('adopts the active session (402) and sends "<sid>,sleep"; unconfirmed when the miner keeps hashing', async () => {
+    const { server, driver, seen } = await replay((req) => {
+      if (req.command === 'logon') return fixture['logon-busy'];
+      if (req.command === 'curtail') return fixture['curtail-sleep'];
+      return fixture[req.command];
+    });
+    try {
+      const err = await expectCode(driver.curtail({ deadlineMs: 400 }), 'NOT_CONFIRMED');
+      assert.match(err.message, /last read-back: state running, 3009 W, 101.235 TH\/s/);
+      const writes = seen.filter((q) => ['logon', 'session', 'curtail'].includes(q.command));
+      assert.deepEqual(writes.slice(0, 3), [
+        { command: 'logon', parameter: undefined },
+        { command: 'session', parameter: undefined },
+        { command: 'curtail', parameter: 'yJN2nlj1,sleep' },
+      ]);
+      await driver.stop();
+      assert.ok(!seen.some((q) => q.command === 'logoff'), 'an adopted session is never logged off');
+    } finally {
+      await server.close();
+    }
   });
 });
