@@ -128,9 +128,11 @@ export class LuxosDriver implements DeviceDriver {
           await this.session.run('curtail', action, signal);
           const io = this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs;
           for (;;) {
-            last = await this.read({ deadlineMs: io, signal });
-            if (last.freshness === 'fresh' && last.state === want) {
-              return { confirmed: true, tookMs: this.ctx.now() - started, reading: last };
+            const r = await this.read({ deadlineMs: io, signal });
+            if (r.freshness === 'fresh') {
+              // a read cut short by the deadline must not stand in for the last real one
+              last = r;
+              if (r.state === want) return { confirmed: true, tookMs: this.ctx.now() - started, reading: r };
             }
             await sleep(this.cfg.confirmPollMs, signal);
           }

@@ -56,6 +56,7 @@ export class LuxosSession {
   /** Runs a privileged command with `<sid>,args`; re-logs on once if the session was invalid. */
   async run(command: string, args: string, signal?: AbortSignal) {
     for (let attempt = 0; ; attempt++) {
+      const reused = this.sid !== undefined;
       const sid = await this.acquire(signal);
       const reply = await this.client.raw(command, `${sid},${args}`, signal);
       try {
@@ -63,8 +64,10 @@ export class LuxosSession {
         this.lastUsed = this.now();
         return reply;
       } catch (err) {
-        const invalid = err instanceof RackpilotError && err.code === 'DEVICE_ERROR' && /session/i.test(err.message);
-        if (!invalid || attempt > 0) throw err;
+        // LuxOS does not document its "invalid session" error, and a session can end early
+        // (reboot, someone's `kill`): any device error on a reused session gets one fresh logon.
+        const retry = reused && attempt === 0 && err instanceof RackpilotError && err.code === 'DEVICE_ERROR';
+        if (!retry) throw err;
         this.sid = undefined;
       }
     }

@@ -24,7 +24,7 @@ export function parseTolerantJson(text: string, where: string): unknown {
   } catch (err) {
     const depth = openDepth(repaired);
     const snippet = text.length > 80 ? `${text.slice(0, 80)}…` : text;
-    if (depth > 0) {
+    if (depth > 0 && /^\s*[[{]/.test(text)) {
       throw new RackpilotError(
         'MALFORMED_RESPONSE',
         `${where}: reply is truncated (${text.length} bytes, ${depth} unclosed bracket(s)): ${JSON.stringify(snippet)}`,
