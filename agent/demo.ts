@@ -39,7 +39,8 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
     const parsed = validateConfig({
       site: opts.site,
       rack: opts.rack,
-      mqtt: { url: brokerUrl, reconnect: { minMs: 250, maxMs: 5000 } },
+      // the embedded aedes broker speaks MQTT 3.1.1 only: skip the MQTT 5 attempt
+      mqtt: { url: brokerUrl, protocolVersion: broker ? 4 : 'auto', reconnect: { minMs: 250, maxMs: 5000 } },
       poll: { intervalMs: opts.intervalMs, deadlineMs: 2000 },
       actions: { deadlineMs: 20_000 },
       devices: sims.map((s, i) => ({

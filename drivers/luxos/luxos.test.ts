@@ -7,12 +7,13 @@ import { afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver, Reading } from '../contract.js';
-import { RackpilotError, type ErrorCode } from '../lib/errors.js';
+import type { ErrorCode } from '../lib/errors.js';
 import { readFileSync } from 'node:fs';
 import { LuxosSim, type LuxosSimOptions } from '../../hil/sim/luxos-sim.js';
 import { CgminerServer, type CgminerRequest, type Fault } from '../../hil/sim/cgminer-server.js';
 import { luxosDriver } from './index.js';
 import { luxosConfigSchema } from './schema.js';
+import { expectCode } from '../../hil/testing/expect-code.js';
 
 const READ = { deadlineMs: 5000 };
 const ACT = { deadlineMs: 8000 };
@@ -33,9 +34,8 @@ afterEach(async () => {
   }
 });
 
-async function rig(simOpts: LuxosSimOptions = {}, cfgOver: Record<string, unknown> = {}): Promise<Rig> {
-  const sim = new LuxosSim({ sleepDelayMs: 150, wakeRampMs: 150, ...simOpts });
-  const { port } = await sim.listen();
+/** A LuxOS driver on a loopback port, with test-friendly deadlines. */
+function makeDriver(port: number, over: Record<string, unknown> = {}) {
   const cfg = luxosConfigSchema.parse({
     id: 'm1',
     driver: 'luxos',
@@ -43,9 +43,15 @@ async function rig(simOpts: LuxosSimOptions = {}, cfgOver: Record<string, unknow
     port,
     timeouts: { connectMs: 500, readMs: 1000 },
     confirmPollMs: 50,
-    ...cfgOver,
+    ...over,
   });
-  const driver = luxosDriver.create(cfg, { logger: pino({ level: 'silent' }), now: Date.now });
+  return luxosDriver.create(cfg, { logger: pino({ level: 'silent' }), now: Date.now });
+}
+
+async function rig(simOpts: LuxosSimOptions = {}, cfgOver: Record<string, unknown> = {}): Promise<Rig> {
+  const sim = new LuxosSim({ sleepDelayMs: 150, wakeRampMs: 150, ...simOpts });
+  const { port } = await sim.listen();
+  const driver = makeDriver(port, cfgOver);
   // Record what the sim is asked (an observer on the device side; the driver is untouched).
   const commands: string[] = [];
   const handle = sim.handle.bind(sim);
@@ -56,18 +62,6 @@ async function rig(simOpts: LuxosSimOptions = {}, cfgOver: Record<string, unknow
   const r = { sim, driver, port, commands };
   rigs.push(r);
   return r;
-}
-
-async function expectCode(p: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<RackpilotError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof RackpilotError, `expected RackpilotError, got ${String(err)}`);
-    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-    if (message) assert.match(err.message, message);
-    return err;
-  }
-  assert.fail(`expected ${code}, but the call succeeded`);
 }
 
 function assertFreshRunning(r: Reading): void {
@@ -334,15 +328,7 @@ describe('luxos against replayed fixture replies', () => {
       },
     });
     const { port } = await server.listen();
-    const cfg = luxosConfigSchema.parse({
-      id: 'replay',
-      driver: 'luxos',
-      host: '127.0.0.1',
-      port,
-      timeouts: { connectMs: 500, readMs: 1000 },
-      confirmPollMs: 50,
-    });
-    const driver = luxosDriver.create(cfg, { logger: pino({ level: 'silent' }), now: Date.now });
+    const driver = makeDriver(port, { id: 'replay' });
     return { server, driver, seen };
   }
 

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { CgminerClient, cgminerExchange, type CgminerEndpoint } from './client.js';
-import { RackpilotError, type ErrorCode } from '../errors.js';
+import { expectCode } from '../../../hil/testing/expect-code.js';
 
 /** How a test server answers one connection: it gets the request bytes read so far and the socket. */
 type Answer = (request: string, socket: net.Socket) => void;
@@ -79,18 +79,6 @@ const errReply = (code: number, msg: string) => ({
   id: 1,
 });
 const withNul = (obj: unknown): Buffer => Buffer.concat([Buffer.from(JSON.stringify(obj)), Buffer.from([0])]);
-
-async function expectCode(p: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<RackpilotError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof RackpilotError, `expected RackpilotError, got ${String(err)}`);
-    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-    if (message) assert.match(err.message, message);
-    return err;
-  }
-  assert.fail(`expected ${code}, but the call succeeded`);
-}
 
 const servers: RawServer[] = [];
 async function serve(answer: Answer, opts?: { readRequest?: boolean }): Promise<RawServer> {
