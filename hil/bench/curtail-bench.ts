@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     JSON.stringify({
       site,
       rack,
-      mqtt: { url: broker.url },
+      mqtt: { url: broker.url, protocolVersion: 4 }, // the embedded aedes broker is MQTT 3.1.1
       poll: { intervalMs, deadlineMs: 2000, concurrency: 64 },
       actions: { deadlineMs: 30_000 },
       log: { level: 'warn' },
@@ -98,7 +98,14 @@ async function main(): Promise<void> {
     const curtailAgent: number[] = [];
     const restoreWall: number[] = [];
     const restoreAgent: number[] = [];
+    const fullPowerW = (watch.messages.filter((m) => m.topic === t.telemetry).at(-1)?.json as TelemetryMessage).summary.powerW;
     for (let r = 0; r < runs; r++) {
+      // each round starts from a rack at full power (a restore confirms when hashing resumes, before the ramp ends)
+      await watch.next(
+        (m) => m.topic === t.telemetry && (m.json as TelemetryMessage).summary.powerW >= 0.97 * fullPowerW,
+        120_000,
+        'rack back at full power',
+      );
       for (const [command, wall, own] of [
         ['curtail', curtailWall, curtailAgent],
         ['restore', restoreWall, restoreAgent],
