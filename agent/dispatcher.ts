@@ -57,12 +57,13 @@ type Target = { id: string; act: (o: ActionOptions) => Promise<ActionResult> };
 const WANTED: Record<ActionName, DeviceState> = { curtail: 'curtailed', restore: 'running' };
 
 export class Dispatcher {
-  state: RackState = 'running';
+  /** `unknown` until every curtail-capable device has been read fresh once (or an action ran). */
+  state: RackState = 'unknown';
   since = Date.now();
   commandId: string | null = null;
   /** The last action that set the state, if any since start. */
   private lastAction: ActionName | undefined;
-  private inFlight: { action: ActionName; ctl: AbortController; done: Promise<ActionOutcome> } | undefined;
+  private inFlight: { action: ActionName; commandId: string | null; ctl: AbortController; done: Promise<ActionOutcome> } | undefined;
   private readonly targets: Record<ActionName, Target[]>;
 
   constructor(private readonly o: DispatcherOptions) {
@@ -90,21 +91,22 @@ export class Dispatcher {
 
   /**
    * Aligns the rack state with what the devices report while no action runs:
-   * at start-up (the rack may already be asleep) and after a `partial`
+   * at start-up (`unknown` until then; the rack may already be asleep) and after a `partial`
    * outcome once every device has reached the wanted state.
    */
   reconcile(readings: ReadonlyMap<string, Reading>): void {
     if (this.inFlight) return;
-    const states = this.targets.curtail.map((t) => readings.get(t.id));
+    const last = this.lastAction;
+    const states = this.targets[last ?? 'curtail'].map((t) => readings.get(t.id));
     if (states.some((r) => r === undefined || r.freshness !== 'fresh')) return;
-    const curtailed = states.filter((r) => r?.state === 'curtailed').length;
-    if (this.lastAction === undefined) {
+    if (last === undefined) {
+      const curtailed = states.filter((r) => r?.state === 'curtailed').length;
       const inferred: RackState = curtailed === 0 ? 'running' : curtailed === states.length ? 'curtailed' : 'partial';
       if (inferred !== this.state) this.setState(inferred, null);
       return;
     }
-    if (this.state === 'partial' && states.every((r) => r?.state === WANTED[this.lastAction as ActionName])) {
-      this.setState(this.lastAction === 'curtail' ? 'curtailed' : 'running', this.commandId);
+    if (this.state === 'partial' && states.every((r) => r?.state === WANTED[last])) {
+      this.setState(last === 'curtail' ? 'curtailed' : 'running', this.commandId);
     }
   }
 
@@ -119,18 +121,20 @@ export class Dispatcher {
     const current = this.inFlight;
     if (current) {
       if (current.action === action) return current.done;
-      if (current.action === 'restore') {
-        current.ctl.abort();
-        await current.done.catch(() => undefined);
-      } else {
-        throw new RackpilotError('BUSY', `a ${current.action} is in progress (command ${this.commandId ?? 'local'}); retry when it ends`);
+      if (current.action !== 'restore') {
+        throw new RackpilotError('BUSY', `a ${current.action} is in progress (command ${current.commandId ?? 'local'}); retry when it ends`);
       }
+      current.ctl.abort();
     }
     const ctl = new AbortController();
     // every device's action listens on this one signal
     setMaxListeners(this.targets[action].length + 16, ctl.signal);
-    const done = this.execute(action, req, ctl.signal);
-    this.inFlight = { action, ctl, done };
+    // registered before any await, so a request arriving meanwhile joins this action
+    const done = (async () => {
+      if (current) await current.done.catch(() => undefined);
+      return this.execute(action, req, ctl.signal);
+    })();
+    this.inFlight = { action, commandId: req.commandId, ctl, done };
     try {
       return await done;
     } finally {

@@ -75,7 +75,7 @@ export const telemetryMessageSchema = z
   .describe('rackpilot/v1/<site>/<rack>/telemetry — periodic, not retained');
 
 // ---------- state (retained) ----------
-export const RACK_STATES = ['running', 'curtailing', 'curtailed', 'restoring', 'partial'] as const;
+export const RACK_STATES = ['unknown', 'running', 'curtailing', 'curtailed', 'restoring', 'partial'] as const;
 
 export const stateMessageSchema = z
   .object({
@@ -84,7 +84,9 @@ export const stateMessageSchema = z
     rack: z.string(),
     state: z
       .enum(RACK_STATES)
-      .describe('partial: the last curtail or restore did not confirm on every device'),
+      .describe(
+        'unknown: since start-up, not every curtail-capable device has been read yet and no command ran; partial: the last curtail or restore did not confirm on every device (or, at start-up, only some devices are curtailed)',
+      ),
     since: isoTime.describe('When the rack entered this state'),
     commandId: z.string().nullable().describe('Id of the command that caused this state, if any'),
     devices: z.array(z.object({ id: z.string(), state: z.enum(DEVICE_STATES) })),

@@ -116,6 +116,22 @@ describe('dispatcher', () => {
     assert.deepEqual(devs[0]!.calls, ['curtailed']);
   });
 
+  test('a curtail preempts a restore; a second curtail meanwhile joins it, a restore is refused', async () => {
+    const devs = [new FakeDevice('a', 300)];
+    devs[0]!.state = 'curtailed';
+    const { d, req } = rig(devs);
+    const restoring = d.restore(req('r3'));
+    await sleep(30);
+    const c1 = d.curtail(req('c6'));
+    const c2 = d.curtail(req('c7'));
+    await assert.rejects(d.restore(req('r4')), (e: RackpilotError) => e.code === 'BUSY' && /command c6/.test(e.message));
+    assert.equal((await restoring).preempted, true);
+    const [o1, o2] = await Promise.all([c1, c2]);
+    assert.equal(o1, o2);
+    assert.deepEqual(devs[0]!.calls, ['running', 'curtailed']);
+    assert.equal(d.commandId, 'c6');
+  });
+
   test('a curtail preempts a restore in progress', async () => {
     const devs = [new FakeDevice('a', 300)];
     devs[0]!.state = 'curtailed';
@@ -135,8 +151,9 @@ describe('dispatcher', () => {
     const { d } = rig(devs);
     devs.forEach((x) => (x.state = 'curtailed'));
     const stale = new Map(devs.map((x) => [x.id, { ...x.reading(), freshness: 'stale' as const }]));
+    assert.equal(d.state, 'unknown');
     d.reconcile(stale);
-    assert.equal(d.state, 'running');
+    assert.equal(d.state, 'unknown');
     d.reconcile(new Map(devs.map((x) => [x.id, x.reading()])));
     assert.equal(d.state, 'curtailed');
     assert.equal(d.commandId, null);
