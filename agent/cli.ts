@@ -86,9 +86,16 @@ async function main(argv: string[]): Promise<void> {
         process.exit(1);
       }
       const log = createLogger(values['log-level'] ?? res.config.log.level);
+      // a stray rejection is a bug to log, not a reason to stop curtailing the rack
+      process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
       const agent = new Agent(res.config, log);
       onSignals(() => agent.stop());
-      await agent.start();
+      try {
+        await agent.start();
+      } catch (err) {
+        await agent.stop().catch(() => undefined);
+        fail(err instanceof Error ? err.message : String(err), 1);
+      }
       return;
     }
     case 'demo': {

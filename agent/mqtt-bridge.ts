@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { withDeadline } from '../drivers/lib/deadline.js';
-import { toRackpilotError } from '../drivers/lib/errors.js';
+import { RackpilotError, toRackpilotError } from '../drivers/lib/errors.js';
 import type { RackTopics } from '../protocol/topics.js';
 import type { CommandMeta } from './commands.js';
 import type { MqttConfig } from './config.js';
@@ -56,9 +56,32 @@ export class MqttBridge {
     return this.version;
   }
 
+  /** Throws CONFIG_INVALID when a TLS file named in config cannot be read. */
   start(): void {
+    this.tlsFiles = this.readTlsFiles();
     this.stopping = false;
     this.connect();
+  }
+
+  private tlsFiles: Pick<IClientOptions, 'ca' | 'cert' | 'key'> = {};
+
+  private readTlsFiles(): Pick<IClientOptions, 'ca' | 'cert' | 'key'> {
+    const tls = this.cfg.tls;
+    if (!tls) return {};
+    const read = (key: 'caFile' | 'certFile' | 'keyFile'): Buffer | undefined => {
+      const file = tls[key];
+      if (file === undefined) return undefined;
+      try {
+        return readFileSync(file);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? 'error';
+        throw new RackpilotError('CONFIG_INVALID', `mqtt.tls.${key}: cannot read "${file}" (${code})`, { key });
+      }
+    };
+    const ca = read('caFile');
+    const cert = read('certFile');
+    const key = read('keyFile');
+    return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
   }
 
   private options(): IClientOptions {
@@ -73,14 +96,7 @@ export class MqttBridge {
       queueQoSZero: false,
       ...(this.cfg.username !== undefined ? { username: this.cfg.username } : {}),
       ...(this.cfg.password !== undefined ? { password: this.cfg.password } : {}),
-      ...(tls
-        ? {
-            rejectUnauthorized: tls.rejectUnauthorized,
-            ...(tls.caFile ? { ca: readFileSync(tls.caFile) } : {}),
-            ...(tls.certFile ? { cert: readFileSync(tls.certFile) } : {}),
-            ...(tls.keyFile ? { key: readFileSync(tls.keyFile) } : {}),
-          }
-        : {}),
+      ...(tls ? { rejectUnauthorized: tls.rejectUnauthorized, ...this.tlsFiles } : {}),
       will: { topic: this.topics.status, payload: Buffer.from(this.cb.willPayload()), qos: 1, retain: true },
     };
   }

@@ -93,4 +93,13 @@ describe('rackpilot config check', () => {
     assert.match(r.stderr, /devices\[0\]\.host: expected string, received undefined/);
     assert.match(r.stderr, /devices\[1\]\.port: Too big: expected number to be <=65535/);
   });
+
+  test('rackpilot run refuses to start when a TLS file named in config cannot be read', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rackpilot-cfg-'));
+    const f = join(dir, 'tls.yaml');
+    writeFileSync(f, 'site: s\nrack: r\nmqtt: { url: "mqtts://127.0.0.1:9", tls: { caFile: /nonexistent/ca.pem } }\nlog: { level: silent }\n');
+    const r = spawnSync(process.execPath, [cli, 'run', '--config', f], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /mqtt\.tls\.caFile: cannot read "\/nonexistent\/ca\.pem" \(ENOENT\)/);
+  });
 });
