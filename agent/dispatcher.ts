@@ -14,6 +14,9 @@ import type { EventType, RackState } from '../protocol/messages.js';
 export interface DeviceOutcome {
   id: string;
   ok: boolean;
+  /** From receipt of the request: until the driver was called, until the device acknowledged, until confirmed. */
+  dispatchMs?: number;
+  ackMs?: number;
   tookMs?: number;
   error?: { code: string; message: string };
 }
@@ -151,17 +154,18 @@ export class Dispatcher {
     emit({ type: `${action}.started`, commandId, durationMs: Date.now() - receivedAt });
     const devices = await Promise.all(
       this.targets[action].map(async (d): Promise<DeviceOutcome> => {
+        const dispatchMs = Date.now() - receivedAt;
         try {
           const res = await d.act({ deadlineMs, signal });
           this.o.onReading(d.id, res.reading);
           const tookMs = Date.now() - receivedAt;
           emit({ type: 'device.confirmed', commandId, device: d.id, durationMs: tookMs });
-          return { id: d.id, ok: true, tookMs };
+          return { id: d.id, ok: true, dispatchMs, ackMs: dispatchMs + res.ackMs, tookMs };
         } catch (err) {
           const e = toRackpilotError(err, { device: d.id }).toJSON();
           emit({ type: 'device.failed', commandId, device: d.id, durationMs: Date.now() - receivedAt, error: e });
           this.o.log.warn({ device: d.id, action, error: e }, 'device did not confirm');
-          return { id: d.id, ok: false, error: e };
+          return { id: d.id, ok: false, dispatchMs, error: e };
         }
       }),
     );

@@ -45,8 +45,18 @@ export interface PowerTargetRange {
 export interface Capabilities {
   curtail: boolean;
   restore: boolean;
+  /** Settable power target in watts, or null when the device has none (say so honestly). */
   powerTarget: PowerTargetRange | null;
+  /** Named operating profiles/modes (e.g. Antminer low/normal/high, LuxOS profiles). */
+  profiles: boolean;
   switchOutlet: boolean;
+}
+
+export interface Profile {
+  name: string;
+  /** Nominal draw of the profile, when the device says. */
+  powerW?: number;
+  hashrateThs?: number;
 }
 
 export interface ActionOptions {
@@ -58,7 +68,9 @@ export interface ActionOptions {
 export interface ActionResult {
   /** True only when read-back confirmed the new state. */
   confirmed: boolean;
-  /** Milliseconds from the call until confirmation. */
+  /** Milliseconds from the call until the device acknowledged the write. */
+  ackMs: number;
+  /** Milliseconds from the call until read-back confirmation. */
   tookMs: number;
   /** The reading that confirmed it. */
   reading: Reading;
@@ -78,6 +90,12 @@ export interface DeviceDriver {
   curtail?(opts: ActionOptions): Promise<ActionResult>;
   /** Returns the device to normal operation; resolves once read-back confirms. */
   restore?(opts: ActionOptions): Promise<ActionResult>;
+  /** Sets a power target within `capabilities.powerTarget`; resolves once read-back confirms. */
+  setPowerTarget?(watts: number, opts: ActionOptions): Promise<ActionResult>;
+  /** The profiles the device offers (capabilities.profiles). */
+  listProfiles?(opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Profile[]>;
+  /** Switches to a named profile; resolves once read-back confirms. */
+  setProfile?(name: string, opts: ActionOptions): Promise<ActionResult>;
 }
 
 export interface DriverContext {

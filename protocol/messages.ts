@@ -159,7 +159,9 @@ export const deviceOutcomeSchema = z
   .object({
     id: z.string(),
     ok: z.boolean(),
-    tookMs: z.number().nonnegative().optional(),
+    dispatchMs: z.number().nonnegative().optional().describe('From receipt of the command until the device driver was called'),
+    ackMs: z.number().nonnegative().optional().describe('From receipt of the command until the device acknowledged the write'),
+    tookMs: z.number().nonnegative().optional().describe('From receipt of the command until read-back confirmed the device'),
     error: errorSchema.optional(),
   });
 

@@ -12,7 +12,7 @@ const inFlight = { now: 0, max: 0 };
 class FakeDevice implements DeviceDriver {
   readonly kind = 'asic' as const;
   readonly driverId = 'fake';
-  readonly capabilities: Capabilities = { curtail: true, restore: true, powerTarget: null, switchOutlet: false };
+  readonly capabilities: Capabilities = { curtail: true, restore: true, powerTarget: null, profiles: false, switchOutlet: false };
   state: DeviceState = 'running';
   stubborn = false;
   calls: string[] = [];
@@ -49,7 +49,7 @@ class FakeDevice implements DeviceDriver {
     }
     await sleep(this.delayMs, o.signal);
     this.state = want;
-    return { confirmed: true, tookMs: Date.now() - t0, reading: this.reading() };
+    return { confirmed: true, ackMs: 0, tookMs: Date.now() - t0, reading: this.reading() };
   }
   curtail(o: ActionOptions): Promise<ActionResult> {
     return this.act('curtailed', o);

@@ -6,8 +6,9 @@
 import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
 import { CgminerClient, type CgminerReply } from '../lib/cgminer/client.js';
 import { maxOf, mean, num, sectionItems, str } from '../lib/cgminer/fields.js';
-import { sleep, withDeadline } from '../lib/deadline.js';
-import { RackpilotError, toRackpilotError } from '../lib/errors.js';
+import { actAndConfirm } from '../lib/confirm.js';
+import { withDeadline } from '../lib/deadline.js';
+import { toRackpilotError } from '../lib/errors.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import type { LuxosConfig } from './schema.js';
 import { LuxosSession } from './session.js';
@@ -17,7 +18,7 @@ const TELEMETRY = ['summary', 'stats', 'power', 'temps', 'fans', 'config'] as co
 export class LuxosDriver implements DeviceDriver {
   readonly kind = 'asic' as const;
   readonly driverId = 'luxos';
-  readonly capabilities: Capabilities = { curtail: true, restore: true, powerTarget: null, switchOutlet: false };
+  readonly capabilities: Capabilities = { curtail: true, restore: true, powerTarget: null, profiles: false, switchOutlet: false };
   readonly id: string;
   private readonly client: CgminerClient;
   private readonly session: LuxosSession;
@@ -117,39 +118,22 @@ export class LuxosDriver implements DeviceDriver {
   }
 
   /** Sends the curtail command, then polls read-back until the wanted state or the deadline. */
-  private async act(action: 'sleep' | 'wakeup', want: DeviceState, opts: ActionOptions): Promise<ActionResult> {
-    const started = this.ctx.now();
-    let last: Reading | undefined;
-    try {
-      return await withDeadline(
-        `${this.id} curtail ${action}`,
-        opts.deadlineMs,
-        async (signal) => {
+  private act(action: 'sleep' | 'wakeup', want: DeviceState, opts: ActionOptions): Promise<ActionResult> {
+    return actAndConfirm(
+      {
+        deviceId: this.id,
+        what: `curtail ${action}`,
+        want: `state "${want}"`,
+        send: async (signal) => {
           await this.session.run('curtail', action, signal);
-          const io = this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs;
-          for (;;) {
-            const r = await this.read({ deadlineMs: io, signal });
-            if (r.freshness === 'fresh') {
-              // a read cut short by the deadline must not stand in for the last real one
-              last = r;
-              if (r.state === want) return { confirmed: true, tookMs: this.ctx.now() - started, reading: r };
-            }
-            await sleep(this.cfg.confirmPollMs, signal);
-          }
         },
-        opts.signal,
-      );
-    } catch (err) {
-      const e = toRackpilotError(err, { device: this.id });
-      if (e.code !== 'DEADLINE_EXCEEDED') throw e;
-      const seen = last
-        ? `last read-back: state ${last.state}, ${last.powerW ?? '?'} W, ${String(last.fields.hashrateThs ?? '?')} TH/s`
-        : 'no read-back succeeded';
-      throw new RackpilotError(
-        'NOT_CONFIRMED',
-        `${this.id}: ${action} sent but the miner did not reach "${want}" within ${opts.deadlineMs} ms (${seen})`,
-        { device: this.id },
-      );
-    }
+        read: (o) => this.read(o),
+        confirmed: (r) => r.state === want,
+        readDeadlineMs: this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs,
+        pollMs: this.cfg.confirmPollMs,
+        now: this.ctx.now,
+      },
+      opts,
+    );
   }
 }

@@ -1,0 +1,65 @@
+/**
+ * The one way every driver acts on a device: send the write, note when the
+ * device acknowledged it, then poll read-back until the wanted condition
+ * holds or the deadline passes (NOT_CONFIRMED naming the last real reading).
+ */
+import type { ActionOptions, ActionResult, Reading } from '../contract.js';
+import { sleep, withDeadline } from './deadline.js';
+import { RackpilotError, toRackpilotError } from './errors.js';
+
+export interface ConfirmSpec {
+  deviceId: string;
+  /** What is being done, for messages: e.g. "curtail (sleep)". */
+  what: string;
+  /** What confirmation means, for messages: e.g. 'state "curtailed"'. */
+  want: string;
+  /** Sends the write; resolves when the device acknowledged it. */
+  send: (signal: AbortSignal) => Promise<void>;
+  read: (opts: { deadlineMs: number; signal: AbortSignal }) => Promise<Reading>;
+  confirmed: (r: Reading) => boolean;
+  /** Deadline of one read-back. */
+  readDeadlineMs: number;
+  pollMs: number;
+  now: () => number;
+}
+
+export function describeReading(r: Reading | undefined): string {
+  if (!r) return 'no read-back succeeded';
+  const hash = r.fields.hashrateThs;
+  return `last read-back: state ${r.state}, ${r.powerW ?? '?'} W${hash === undefined ? '' : `, ${String(hash)} TH/s`}`;
+}
+
+export async function actAndConfirm(spec: ConfirmSpec, opts: ActionOptions): Promise<ActionResult> {
+  const started = spec.now();
+  let last: Reading | undefined;
+  let ackMs: number | undefined;
+  try {
+    return await withDeadline(
+      `${spec.deviceId} ${spec.what}`,
+      opts.deadlineMs,
+      async (signal) => {
+        await spec.send(signal);
+        ackMs = spec.now() - started;
+        for (;;) {
+          const r = await spec.read({ deadlineMs: spec.readDeadlineMs, signal });
+          if (r.freshness === 'fresh') {
+            // a read cut short by the deadline must not stand in for the last real one
+            last = r;
+            if (spec.confirmed(r)) return { confirmed: true, ackMs: ackMs ?? 0, tookMs: spec.now() - started, reading: r };
+          }
+          await sleep(spec.pollMs, signal);
+        }
+      },
+      opts.signal,
+    );
+  } catch (err) {
+    const e = toRackpilotError(err, { device: spec.deviceId });
+    if (e.code !== 'DEADLINE_EXCEEDED') throw e;
+    const sent = ackMs === undefined ? 'was not acknowledged' : `acknowledged after ${ackMs} ms`;
+    throw new RackpilotError(
+      'NOT_CONFIRMED',
+      `${spec.deviceId}: ${spec.what} ${sent} but the device did not reach ${spec.want} within ${opts.deadlineMs} ms (${describeReading(last)})`,
+      { device: spec.deviceId },
+    );
+  }
+}

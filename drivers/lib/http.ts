@@ -1,0 +1,180 @@
+/**
+ * HTTP client shared by the drivers of HTTP-speaking firmwares: keep-alive
+ * connections (no handshake on the curtail hot path), a connect deadline, an
+ * overall deadline per request, a cap on response size, and transport
+ * failures mapped onto RackpilotError codes. Status codes are returned, not
+ * thrown: auth handling differs per firmware.
+ */
+import http from 'node:http';
+import { RackpilotError } from './errors.js';
+
+export interface HttpEndpoint {
+  host: string;
+  port: number;
+  connectTimeoutMs: number;
+  /** Overall deadline of one request: connect, send, and the whole answer. */
+  readTimeoutMs: number;
+  maxResponseBytes?: number;
+  /** Idle keep-alive sockets kept per device (default 2). */
+  maxSockets?: number;
+}
+
+export interface HttpRequest {
+  method?: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  path: string;
+  headers?: Record<string, string>;
+  /** An object is sent as JSON. */
+  body?: string | Buffer | object;
+  /** Overrides the endpoint's readTimeoutMs (e.g. a firmware known to answer slowly). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+  text(): string;
+  /** Parses the body as JSON; MALFORMED_RESPONSE when it is not. */
+  json(): unknown;
+}
+
+export const DEFAULT_MAX_HTTP_BYTES = 1024 * 1024;
+
+export class HttpClient {
+  private readonly agent: http.Agent;
+
+  constructor(private readonly ep: HttpEndpoint) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: ep.maxSockets ?? 2, maxFreeSockets: ep.maxSockets ?? 2, timeout: 60_000 });
+  }
+
+  get where(): string {
+    return `${this.ep.host}:${this.ep.port}`;
+  }
+
+  /** Closes kept-alive sockets. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  request(req: HttpRequest): Promise<HttpResponse> {
+    const ep = this.ep;
+    const where = `${req.method ?? 'GET'} http://${this.where}${req.path}`;
+    const max = ep.maxResponseBytes ?? DEFAULT_MAX_HTTP_BYTES;
+    const timeoutMs = req.timeoutMs ?? ep.readTimeoutMs;
+    let body: Buffer | undefined;
+    const headers: Record<string, string> = { ...req.headers };
+    if (req.body !== undefined) {
+      if (Buffer.isBuffer(req.body)) body = req.body;
+      else if (typeof req.body === 'string') body = Buffer.from(req.body);
+      else {
+        body = Buffer.from(JSON.stringify(req.body));
+        headers['content-type'] ??= 'application/json';
+      }
+      headers['content-length'] = String(body.length);
+    }
+    return new Promise<HttpResponse>((resolve, reject) => {
+      if (req.signal?.aborted) {
+        reject(new RackpilotError('CANCELLED', `${where}: cancelled`));
+        return;
+      }
+      let settled = false;
+      let connected = false;
+      const finish = (err: RackpilotError | null, res?: HttpResponse): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(connectTimer);
+        clearTimeout(overall);
+        req.signal?.removeEventListener('abort', onAbort);
+        if (err) {
+          r.destroy();
+          reject(err);
+        } else resolve(res as HttpResponse);
+      };
+      const r = http.request({ host: ep.host, port: ep.port, method: req.method ?? 'GET', path: req.path, headers, agent: this.agent });
+      const onAbort = (): void => finish(new RackpilotError('CANCELLED', `${where}: cancelled`));
+      req.signal?.addEventListener('abort', onAbort, { once: true });
+      let connectTimer: NodeJS.Timeout | undefined;
+      const overall = setTimeout(() => {
+        finish(
+          connected
+            ? new RackpilotError('READ_TIMEOUT', `${where}: no complete answer within ${timeoutMs} ms`, { host: ep.host, port: ep.port })
+            : new RackpilotError('CONNECT_TIMEOUT', `${where}: no TCP connection within ${timeoutMs} ms`, { host: ep.host, port: ep.port }),
+        );
+      }, timeoutMs);
+      r.on('socket', (s) => {
+        if (!s.connecting) {
+          connected = true;
+          return;
+        }
+        connectTimer = setTimeout(() => {
+          finish(
+            new RackpilotError('CONNECT_TIMEOUT', `${where}: no TCP connection within ${ep.connectTimeoutMs} ms (is the device powered and on this network?)`, {
+              host: ep.host,
+              port: ep.port,
+            }),
+          );
+        }, ep.connectTimeoutMs);
+        s.once('connect', () => {
+          connected = true;
+          clearTimeout(connectTimer);
+        });
+      });
+      r.on('error', (err: NodeJS.ErrnoException) => {
+        const code = err.code ?? err.message;
+        if (!connected && err.code === 'ECONNREFUSED') {
+          finish(new RackpilotError('CONNECT_REFUSED', `${where}: connection refused (is the web API enabled on port ${ep.port}?)`, { host: ep.host, port: ep.port }));
+        } else if (!connected && err.code !== 'ECONNRESET') {
+          finish(new RackpilotError('UNREACHABLE', `${where}: cannot connect (${code})`, { host: ep.host, port: ep.port }));
+        } else {
+          finish(new RackpilotError('CONNECTION_CLOSED', `${where}: connection closed before the answer completed (${code}); retry`, { host: ep.host, port: ep.port }));
+        }
+      });
+      r.on('response', (res) => {
+        const declared = Number(res.headers['content-length'] ?? '0');
+        if (declared > max) {
+          finish(new RackpilotError('RESPONSE_TOO_LARGE', `${where}: answer of ${declared} bytes exceeds ${max}`, { limit: max }));
+          res.destroy();
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > max) {
+            finish(new RackpilotError('RESPONSE_TOO_LARGE', `${where}: answer exceeds ${max} bytes; refusing to buffer more`, { limit: max }));
+            res.destroy();
+            return;
+          }
+          chunks.push(c);
+        });
+        res.on('error', (err: NodeJS.ErrnoException) =>
+          finish(new RackpilotError('CONNECTION_CLOSED', `${where}: answer cut off (${err.code ?? err.message})`, { host: ep.host, port: ep.port })),
+        );
+        res.on('aborted', () => finish(new RackpilotError('CONNECTION_CLOSED', `${where}: answer cut off`, { host: ep.host, port: ep.port })));
+        res.on('end', () => {
+          if (!res.complete) {
+            finish(new RackpilotError('CONNECTION_CLOSED', `${where}: answer cut off after ${size} bytes`, { host: ep.host, port: ep.port }));
+            return;
+          }
+          const buf = Buffer.concat(chunks);
+          finish(null, {
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: buf,
+            text: () => buf.toString('utf8'),
+            json: () => {
+              try {
+                return JSON.parse(buf.toString('utf8')) as unknown;
+              } catch {
+                const t = buf.toString('utf8');
+                throw new RackpilotError('MALFORMED_RESPONSE', `${where}: answer is not JSON: ${JSON.stringify(t.length > 80 ? `${t.slice(0, 80)}…` : t)}`);
+              }
+            },
+          });
+        });
+      });
+      r.end(body);
+    });
+  }
+}

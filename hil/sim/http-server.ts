@@ -1,0 +1,150 @@
+/**
+ * Device side of an HTTP API, for simulators: a router on node:http bound to
+ * an ephemeral loopback port, with the same switchable faults as the TCP
+ * simulators (reusing the `Fault` type of cgminer-server.ts).
+ */
+import http from 'node:http';
+import type net from 'node:net';
+import type { Fault } from './cgminer-server.js';
+
+export interface SimRequest {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+  /** The body parsed as JSON, or undefined when it is not JSON. */
+  json: unknown;
+}
+
+export interface SimResponse {
+  status?: number;
+  headers?: Record<string, string>;
+  /** An object is sent as JSON; a string or Buffer as is. */
+  body?: unknown;
+  /** Answer only after this many ms (e.g. Antminer's ~20 s set_miner_conf). */
+  delayMs?: number;
+}
+
+export type HttpHandler = (req: SimRequest) => SimResponse | Promise<SimResponse>;
+
+export class HttpSimServer {
+  private readonly server: http.Server;
+  private readonly sockets = new Set<net.Socket>();
+  fault: Fault = { kind: 'none' };
+  requests = 0;
+
+  constructor(
+    private readonly handler: HttpHandler,
+    private readonly host = '127.0.0.1',
+    private readonly wantedPort = 0,
+  ) {
+    this.server = http.createServer((req, res) => this.onRequest(req, res));
+    this.server.on('connection', (s) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+      if (this.fault.kind === 'reset') s.resetAndDestroy();
+    });
+    this.server.keepAliveTimeout = 60_000;
+  }
+
+  async listen(): Promise<{ host: string; port: number }> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.wantedPort, this.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return { host: this.host, port: this.port };
+  }
+
+  get port(): number {
+    const a = this.server.address();
+    return typeof a === 'object' && a ? a.port : 0;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      this.requests++;
+      void this.respond(req, Buffer.concat(chunks), res);
+    });
+  }
+
+  private async respond(req: http.IncomingMessage, body: Buffer, res: http.ServerResponse): Promise<void> {
+    const fault = this.fault;
+    switch (fault.kind) {
+      case 'silent':
+        return;
+      case 'garbage':
+        res.socket?.end('\x07\xffHTTP/9 garbage\r\n\r\n{{{');
+        return;
+      case 'flood': {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const chunk = Buffer.alloc(64 * 1024, 0x41);
+        let sent = 0;
+        const pump = (): void => {
+          while (sent < fault.bytes && !res.destroyed) {
+            sent += chunk.length;
+            if (!res.write(chunk)) {
+              res.once('drain', pump);
+              return;
+            }
+          }
+          res.end();
+        };
+        pump();
+        return;
+      }
+      case 'reset':
+        req.socket.resetAndDestroy();
+        return;
+      case 'none':
+      case 'slow':
+      case 'truncate':
+        break;
+    }
+    const url = new URL(req.url ?? '/', 'http://sim');
+    let json: unknown;
+    try {
+      json = body.length > 0 ? JSON.parse(body.toString('utf8')) : undefined;
+    } catch {
+      json = undefined;
+    }
+    let out: SimResponse;
+    try {
+      out = await this.handler({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body, json });
+    } catch (err) {
+      out = { status: 500, body: { error: (err as Error).message } };
+    }
+    const payload =
+      out.body === undefined ? Buffer.alloc(0) : Buffer.isBuffer(out.body) ? out.body : Buffer.from(typeof out.body === 'string' ? out.body : JSON.stringify(out.body));
+    const headers: Record<string, string> = {
+      'content-type': typeof out.body === 'object' && !Buffer.isBuffer(out.body) ? 'application/json' : 'text/plain',
+      ...out.headers,
+    };
+    const send = (): void => {
+      if (res.destroyed) return;
+      if (fault.kind === 'truncate') {
+        res.writeHead(out.status ?? 200, { ...headers, 'content-length': String(payload.length) });
+        res.write(payload.subarray(0, Math.floor(payload.length / 2)));
+        res.socket?.destroy();
+        return;
+      }
+      res.writeHead(out.status ?? 200, { ...headers, 'content-length': String(payload.length) });
+      res.end(payload);
+    };
+    const delay = (fault.kind === 'slow' ? fault.delayMs : 0) + (out.delayMs ?? 0);
+    if (delay > 0) {
+      const t = setTimeout(send, delay);
+      res.once('close', () => clearTimeout(t));
+    } else send();
+  }
+}
