@@ -111,11 +111,27 @@ export interface BaseDeviceConfig {
   name?: string | undefined;
 }
 
+/**
+ * How detection recognises a firmware family (data, not code): substrings
+ * looked for, case-insensitively, in what the device answers. Detection
+ * (`rackpilot probe`, `scan`, `driver: auto`) reads these from the registry.
+ */
+export interface Fingerprint {
+  /** In the cgminer-family API's `version` / `devdetails` replies (port 4028), e.g. "LUXminer". */
+  api?: string[];
+  /** In the web UI: the body of `GET /`, a WWW-Authenticate realm, or a redirect Location. */
+  web?: { bodyIncludes?: string[]; realm?: string; redirectIncludes?: string[] };
+  /** Other ports that answer only for this family (e.g. Whatsminer API v3 on 4433, Braiins gRPC on 50051). */
+  ports?: number[];
+}
+
 export interface DriverDefinition<S extends z.ZodType<BaseDeviceConfig> = z.ZodType<BaseDeviceConfig>> {
   /** Matches the `driver:` key in config. */
   readonly id: string;
   readonly kind: DeviceKind;
   readonly description: string;
+  /** How detection recognises this family. */
+  readonly fingerprint?: Fingerprint;
   /** The device block's schema, with `driver: z.literal(id)`. */
   readonly configSchema: S;
   create(config: z.output<S>, ctx: DriverContext): DeviceDriver;
