@@ -11,6 +11,7 @@ import { toRackpilotError } from '../drivers/lib/errors.js';
 import { findDriver } from '../drivers/registry.js';
 import type { CommandResult, EventMessage } from '../protocol/messages.js';
 import { rackTopics, type RackTopics } from '../protocol/topics.js';
+import { AutoDevice } from './auto.js';
 import { CommandHandler, type CommandMeta } from './commands.js';
 import type { AgentConfig } from './config.js';
 import { Dispatcher, type DispatchEvent } from './dispatcher.js';
@@ -38,9 +39,10 @@ export class Agent {
     const id = { site: config.site, rack: config.rack };
     this.topics = rackTopics(config.site, config.rack);
     this.devices = config.devices.map((dc) => {
+      const ctx: DriverContext = { logger: log.child({ device: dc.id, driver: dc.driver }), now: Date.now };
+      if (dc.driver === 'auto') return new AutoDevice(dc, ctx);
       const def = findDriver(dc.driver);
       if (!def) throw new Error(`no driver "${dc.driver}" (config was validated against the registry)`);
-      const ctx: DriverContext = { logger: log.child({ device: dc.id, driver: dc.driver }), now: Date.now };
       return def.create(dc, ctx);
     });
     this.poller = new Poller(this.devices, config.poll, (readings) => this.onCycle(readings), log.child({ component: 'poller' }));
@@ -50,7 +52,7 @@ export class Agent {
       log: log.child({ component: 'dispatch' }),
       onEvent: (e) => this.onEvent(e),
       onState: () => this.publishState(),
-      onReading: (deviceId, reading) => this.poller.latest.set(deviceId, reading),
+      onReading: (deviceId, reading, requestedAt) => this.poller.offer(deviceId, reading, requestedAt),
     });
     this.commands = new CommandHandler(this.dispatcher, (r, m) => this.onResult(r, m), AGENT_VERSION, log.child({ component: 'commands' }));
     const clientId = config.mqtt.clientId ?? `rackpilot-${config.site}-${config.rack}`;
@@ -97,7 +99,7 @@ export class Agent {
 
   private onConnected(): void {
     const reason = this.bridge.stats.connects > 1 ? 'reconnected' : 'started';
-    void this.bridge.publish(this.topics.status, JSON.stringify(statusMessage(this.id, true, reason, AGENT_VERSION)), { qos: 1, retain: true });
+    void this.bridge.publish(this.topics.status, JSON.stringify(statusMessage(this.id, true, reason, AGENT_VERSION)), { qos: 1, retain: true }, true);
     this.publishState();
   }
 
@@ -113,12 +115,14 @@ export class Agent {
     const d = this.dispatcher;
     const msg = stateMessage(this.id, d.state, d.since, d.commandId, this.devices, this.poller.latest);
     this.lastDeviceStates = msg.devices.map((x) => x.state).join(',');
-    void this.bridge.publish(this.topics.state, JSON.stringify(msg), { qos: 1, retain: true });
+    void this.bridge.publish(this.topics.state, JSON.stringify(msg), { qos: 1, retain: true }, true);
   }
 
   private onEvent(e: DispatchEvent): void {
     const msg: EventMessage = { ts: new Date().toISOString(), site: this.config.site, rack: this.config.rack, ...e };
-    this.log.info({ event: e.type, device: e.device, durationMs: e.durationMs }, 'curtailment event');
+    // rack-level events at info; per-device ones at debug (one per device per command)
+    if (e.device === undefined) this.log.info({ event: e.type, commandId: e.commandId, durationMs: e.durationMs }, 'curtailment event');
+    else this.log.debug({ event: e.type, device: e.device, durationMs: e.durationMs }, 'device event');
     void this.bridge.publish(this.topics.events, JSON.stringify(msg), { qos: 1, retain: false }, true);
   }
 

@@ -76,7 +76,7 @@ export class CommandHandler {
       return;
     }
     const reject = (id: string | null, command: string | null, code: string, message: string): void => {
-      this.log.info({ id, code }, 'command rejected');
+      this.log.debug({ id, code }, 'command rejected');
       this.send(meta, id, command, 'rejected', { error: { code, message } });
     };
     if (payload.length > MAX_COMMAND_BYTES) {

@@ -8,6 +8,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { ActionName, ActionOptions, ActionResult, DeviceDriver, DeviceState, Reading } from '../drivers/contract.js';
+import { withDeadline } from '../drivers/lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../drivers/lib/errors.js';
 import type { EventType, RackState } from '../protocol/messages.js';
 
@@ -51,13 +52,15 @@ export interface DispatcherOptions {
   log: Logger;
   onEvent: (e: DispatchEvent) => void;
   onState: () => void;
-  /** The read-back that confirmed a device's action (fresher than the last poll). */
-  onReading: (deviceId: string, reading: Reading) => void;
+  /** The read-back that confirmed a device's action, and when that read-back was requested. */
+  onReading: (deviceId: string, reading: Reading, requestedAt: number) => void;
 }
 
 type Target = { id: string; act: (o: ActionOptions) => Promise<ActionResult> };
 
 const WANTED: Record<ActionName, DeviceState> = { curtail: 'curtailed', restore: 'running' };
+/** Extra time a driver gets past its own action deadline before the dispatcher gives up on it. */
+const DRIVER_GRACE_MS = 2_000;
 
 export class Dispatcher {
   /** `unknown` until every curtail-capable device has been read fresh once (or an action ran). */
@@ -156,8 +159,10 @@ export class Dispatcher {
       this.targets[action].map(async (d): Promise<DeviceOutcome> => {
         const dispatchMs = Date.now() - receivedAt;
         try {
-          const res = await d.act({ deadlineMs, signal });
-          this.o.onReading(d.id, res.reading);
+          // the driver enforces deadlineMs itself; this outer bound only guards against a driver bug
+          const res = await withDeadline(`${d.id} ${action}`, deadlineMs + DRIVER_GRACE_MS, (s) => d.act({ deadlineMs, signal: s }), signal);
+          // the confirming read-back was requested at most one poll interval before it was taken
+          this.o.onReading(d.id, res.reading, res.reading.ts);
           const tookMs = Date.now() - receivedAt;
           emit({ type: 'device.confirmed', commandId, device: d.id, durationMs: tookMs });
           return { id: d.id, ok: true, dispatchMs, ackMs: dispatchMs + res.ackMs, tookMs };

@@ -14,8 +14,26 @@ import type { CommandMeta } from './commands.js';
 import type { MqttConfig } from './config.js';
 import { backoffDelay } from './concurrency.js';
 
-/** Results and events published while offline wait here (oldest dropped first). */
-const MAX_PENDING = 500;
+/** Results, events, status and state wait here until sent, in order (oldest dropped first past this). */
+export const MAX_PENDING = 500;
+/** A connection must stay up this long before the reconnect backoff starts over. */
+const STABLE_CONNECTION_MS = 10_000;
+/** After a failed publish on a live connection, the queue is retried after this. */
+const RETRY_FLUSH_MS = 1_000;
+
+/** The broker URL without credentials, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = u.username ? '***' : '';
+      u.password = u.password ? '***' : '';
+    }
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
+}
 
 export interface BridgeCallbacks {
   onCommand(payload: Buffer, meta: CommandMeta): void;
@@ -37,10 +55,18 @@ export class MqttBridge {
   private attempt = 0;
   private stopping = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private pending: Pending[] = [];
+  private flushing = false;
+  private connectedAt = 0;
   connected = false;
   /** Counters for health and tests. */
   readonly stats = { connects: 0, dropped: 0, publishFailures: 0 };
+
+  /** Messages waiting to be sent. */
+  get queued(): number {
+    return this.pending.length;
+  }
 
   constructor(
     private readonly cfg: MqttConfig,
@@ -114,9 +140,9 @@ export class MqttBridge {
     this.client = client;
     client.on('connect', () => {
       this.connected = true;
-      this.attempt = 0;
+      this.connectedAt = Date.now();
       this.stats.connects++;
-      this.log.info({ url: this.cfg.url, protocolVersion: this.version }, 'connected to broker');
+      this.log.info({ url: redactUrl(this.cfg.url), protocolVersion: this.version }, 'connected to broker');
       void this.afterConnect(client);
     });
     client.on('message', (topic, payload, packet) => {
@@ -140,6 +166,8 @@ export class MqttBridge {
     client.on('close', () => {
       const was = this.connected;
       this.connected = false;
+      // a broker that accepts and then drops us (duplicate client id, ACL) must not get a reconnect storm
+      if (was && Date.now() - this.connectedAt >= STABLE_CONNECTION_MS) this.attempt = 0;
       if (was && !this.stopping) this.log.warn('disconnected from broker');
       if (this.client === client) {
         client.removeAllListeners();
@@ -172,9 +200,34 @@ export class MqttBridge {
       return;
     }
     this.cb.onConnected();
-    const queued = this.pending;
-    this.pending = [];
-    for (const p of queued) await this.send(p);
+    await this.flush();
+  }
+
+  /**
+   * The one sender of the queue: sends in order, removes a message only once
+   * the broker took it, stops at the first failure (retried later or on the
+   * next connection).
+   */
+  private async flush(): Promise<void> {
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      while (this.connected && this.pending.length > 0) {
+        const p = this.pending[0] as Pending;
+        if (!(await this.send(p))) {
+          if (this.connected && !this.retryTimer) {
+            this.retryTimer = setTimeout(() => {
+              this.retryTimer = undefined;
+              void this.flush();
+            }, RETRY_FLUSH_MS);
+          }
+          return;
+        }
+        if (this.pending[0] === p) this.pending.shift();
+      }
+    } finally {
+      this.flushing = false;
+    }
   }
 
   private async send(p: Pending): Promise<boolean> {
@@ -191,22 +244,25 @@ export class MqttBridge {
   }
 
   /**
-   * Publishes now when connected. Otherwise `keep` messages wait in a bounded
-   * queue for the next connection; the rest (telemetry) are dropped and counted.
+   * `keep` messages (results, events, status, state) go through the ordered
+   * queue and survive disconnections (bounded, oldest dropped). Others
+   * (telemetry) are sent only when connected, else dropped and counted.
    */
   async publish(topic: string, payload: string, opts: IClientPublishOptions, keep = false): Promise<boolean> {
     const p = { topic, payload, opts };
-    if (this.connected && (await this.send(p))) return true;
-    if (keep) {
-      this.pending.push(p);
-      if (this.pending.length > MAX_PENDING) {
-        this.pending.shift();
-        this.stats.dropped++;
-      }
-    } else {
+    if (!keep) {
+      if (this.connected && (await this.send(p))) return true;
+      this.stats.dropped++;
+      return false;
+    }
+    this.pending.push(p);
+    if (this.pending.length > MAX_PENDING) {
+      // never the head while it is being sent: flush() removes that one itself
+      this.pending.splice(this.flushing ? 1 : 0, 1);
       this.stats.dropped++;
     }
-    return false;
+    await this.flush();
+    return !this.pending.includes(p);
   }
 
   /** Publishes to an MQTT 5 response topic with the request's correlation data. */
@@ -223,7 +279,9 @@ export class MqttBridge {
   async stop(offlinePayload: string): Promise<void> {
     this.stopping = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.retryTimer);
     this.reconnectTimer = undefined;
+    this.retryTimer = undefined;
     const client = this.client;
     if (!client) return;
     if (this.connected) await this.send({ topic: this.topics.status, payload: offlinePayload, opts: { qos: 1, retain: true } });

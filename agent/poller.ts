@@ -6,6 +6,8 @@
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { DeviceDriver, Reading } from '../drivers/contract.js';
+import { withDeadline } from '../drivers/lib/deadline.js';
+import { toRackpilotError, type RackpilotError } from '../drivers/lib/errors.js';
 import { mapLimit } from './concurrency.js';
 
 export interface PollerOptions {
@@ -21,8 +23,13 @@ export interface CycleStats {
   cpuMs: number;
 }
 
+/** Extra time a driver gets past its own deadline before the poller gives up on it. */
+const DRIVER_GRACE_MS = 1_000;
+
 export class Poller {
   readonly latest = new Map<string, Reading>();
+  /** When the request behind each device's latest reading started: an older one never replaces it. */
+  private readonly latestFrom = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = true;
@@ -63,14 +70,34 @@ export class Poller {
     }, delay);
   }
 
+  /**
+   * Records a reading unless a newer one is already there: a poll that was
+   * sent before a curtail must not overwrite the read-back that confirmed it.
+   */
+  offer(deviceId: string, reading: Reading, requestedAt: number): void {
+    if ((this.latestFrom.get(deviceId) ?? -Infinity) > requestedAt) return;
+    this.latest.set(deviceId, reading);
+    this.latestFrom.set(deviceId, requestedAt);
+  }
+
   /** One cycle over all devices; also used directly by tests and benchmarks. */
   async pollOnce(): Promise<void> {
     const startedAt = Date.now();
     const cpu0 = process.cpuUsage();
     const signal = this.ctl.signal;
     await mapLimit(this.devices, this.opts.concurrency, async (d) => {
-      const r = await d.read({ deadlineMs: this.opts.deadlineMs, signal });
-      this.latest.set(d.id, r);
+      const from = Date.now();
+      let r: Reading;
+      try {
+        // read() must not throw or hang; a driver bug must not stop the rack's polling either
+        r = await withDeadline(`${d.id} read`, this.opts.deadlineMs + DRIVER_GRACE_MS, () => d.read({ deadlineMs: this.opts.deadlineMs, signal }), signal);
+      } catch (err) {
+        const e = toRackpilotError(err, { device: d.id });
+        if (e.code === 'CANCELLED') return;
+        this.log.error({ device: d.id, error: e.toJSON() }, 'driver read() failed instead of returning a reading');
+        r = unreachable(this.latest.get(d.id), e);
+      }
+      this.offer(d.id, r, from);
     });
     if (signal.aborted) return;
     const cpu = process.cpuUsage(cpu0);
@@ -82,4 +109,11 @@ export class Poller {
       this.log.error({ err }, 'telemetry cycle handler failed');
     }
   }
+}
+
+/** The reading of a device whose driver failed: last values marked stale, or missing. */
+function unreachable(prev: Reading | undefined, e: RackpilotError): Reading {
+  const error = e.toJSON();
+  if (!prev) return { ts: Date.now(), freshness: 'missing', online: false, state: 'unreachable', powerW: null, fields: {}, error };
+  return { ...prev, freshness: 'stale', online: false, state: 'unreachable', error };
 }

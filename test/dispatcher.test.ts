@@ -117,7 +117,7 @@ describe('dispatcher', () => {
   });
 
   test('a curtail preempts a restore; a second curtail meanwhile joins it, a restore is refused', async () => {
-    const devs = [new FakeDevice('a', 300)];
+    const devs = [new FakeDevice('a', 2000)];
     devs[0]!.state = 'curtailed';
     const { d, req } = rig(devs);
     const restoring = d.restore(req('r3'));
@@ -133,7 +133,7 @@ describe('dispatcher', () => {
   });
 
   test('a curtail preempts a restore in progress', async () => {
-    const devs = [new FakeDevice('a', 300)];
+    const devs = [new FakeDevice('a', 2000)];
     devs[0]!.state = 'curtailed';
     const { d, req } = rig(devs);
     const restoring = d.restore(req('r2'));

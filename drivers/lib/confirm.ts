@@ -29,16 +29,41 @@ export function describeReading(r: Reading | undefined): string {
   return `last read-back: state ${r.state}, ${r.powerW ?? '?'} W${hash === undefined ? '' : `, ${String(hash)} TH/s`}`;
 }
 
+/** Transport failures worth another try while the deadline allows (the writes are idempotent). */
+const RETRY_SEND = new Set(['CONNECT_TIMEOUT', 'CONNECT_REFUSED', 'UNREACHABLE', 'CONNECTION_CLOSED', 'MALFORMED_RESPONSE', 'SESSION_BUSY']);
+
+interface SendState {
+  attempts: number;
+  lastError?: RackpilotError;
+}
+
+/** Sends the write; a dropped connection or a garbled answer is retried with backoff until the deadline aborts. */
+async function sendWithRetry(spec: ConfirmSpec, signal: AbortSignal, st: SendState): Promise<void> {
+  for (;;) {
+    st.attempts++;
+    try {
+      await spec.send(signal);
+      return;
+    } catch (err) {
+      const e = toRackpilotError(err, { device: spec.deviceId });
+      if (!RETRY_SEND.has(e.code) || signal.aborted) throw e;
+      st.lastError = e;
+      await sleep(Math.min(1000, 100 * 2 ** (st.attempts - 1)), signal);
+    }
+  }
+}
+
 export async function actAndConfirm(spec: ConfirmSpec, opts: ActionOptions): Promise<ActionResult> {
   const started = spec.now();
   let last: Reading | undefined;
   let ackMs: number | undefined;
+  const sent: SendState = { attempts: 0 };
   try {
     return await withDeadline(
       `${spec.deviceId} ${spec.what}`,
       opts.deadlineMs,
       async (signal) => {
-        await spec.send(signal);
+        await sendWithRetry(spec, signal, sent);
         ackMs = spec.now() - started;
         for (;;) {
           const r = await spec.read({ deadlineMs: spec.readDeadlineMs, signal });
@@ -55,10 +80,18 @@ export async function actAndConfirm(spec: ConfirmSpec, opts: ActionOptions): Pro
   } catch (err) {
     const e = toRackpilotError(err, { device: spec.deviceId });
     if (e.code !== 'DEADLINE_EXCEEDED') throw e;
-    const sent = ackMs === undefined ? 'was not acknowledged' : `acknowledged after ${ackMs} ms`;
+    if (ackMs === undefined && sent.lastError) {
+      // never got through: the transport failure is the cause to report
+      throw new RackpilotError(
+        sent.lastError.code,
+        `${spec.deviceId}: ${spec.what} not acknowledged after ${sent.attempts} attempt(s) within ${opts.deadlineMs} ms; last: ${sent.lastError.message}`,
+        { device: spec.deviceId },
+      );
+    }
+    const ack = ackMs === undefined ? 'was not acknowledged' : `acknowledged after ${ackMs} ms`;
     throw new RackpilotError(
       'NOT_CONFIRMED',
-      `${spec.deviceId}: ${spec.what} ${sent} but the device did not reach ${spec.want} within ${opts.deadlineMs} ms (${describeReading(last)})`,
+      `${spec.deviceId}: ${spec.what} ${ack} but the device did not reach ${spec.want} within ${opts.deadlineMs} ms (${describeReading(last)})`,
       { device: spec.deviceId },
     );
   }

@@ -127,8 +127,10 @@ async function main(): Promise<void> {
     const s2 = procStat(pid);
     console.log(`agent RSS after ${runs} curtail/restore rounds: ${(s2.rssKiB / 1024).toFixed(1)} MiB`);
   } finally {
-    agent.kill('SIGTERM');
-    await new Promise((r) => agent.once('exit', r));
+    if (agent.exitCode === null && agent.signalCode === null) {
+      agent.kill('SIGTERM');
+      await new Promise((r) => agent.once('exit', r));
+    }
     await watch.close();
     await broker.close();
     await Promise.all(sims.map((s) => s.close()));

@@ -138,7 +138,7 @@ export function agentSuite(broker: BrokerUnderTest | { skip: string }): void {
       stubborn.behaviour.ignoreCurtail = true;
       try {
         const id = cmdId('curtail-partial');
-        await watch.publish(t.cmd, JSON.stringify({ id, command: 'curtail', params: { timeoutMs: 1500 } }));
+        await watch.publish(t.cmd, JSON.stringify({ id, command: 'curtail', params: { timeoutMs: 5000 } }));
         const r = result(await resultFor(id, 'failed'));
         assert.equal(r.error?.code, 'NOT_CONFIRMED');
         assert.match(r.error?.message ?? '', /1 of 3 device\(s\) did not confirm curtail: m2: NOT_CONFIRMED/);
@@ -197,7 +197,6 @@ export function agentSuite(broker: BrokerUnderTest | { skip: string }): void {
           assert.equal(r.error?.code, 'RETAINED_COMMAND');
         }
         // every broker: a (re)subscribing agent gets it flagged retained and refuses it
-        const before = watch.messages.length;
         const second = new Agent(simRack.config(broker.url(), site, `${rack}-2`), silent);
         const t2 = rackTopics(site, `${rack}-2`);
         await watch.publish(t2.cmd, JSON.stringify({ id, command: 'curtail' }), { retain: true });
@@ -214,7 +213,6 @@ export function agentSuite(broker: BrokerUnderTest | { skip: string }): void {
           await w2.close();
           await watch.publish(t2.cmd, '', { retain: true });
         }
-        assert.ok(watch.messages.length >= before);
         assert.equal(simRack.sims.some((s) => s.sleeping), false, 'a retained curtail must not act');
       } finally {
         await watch.publish(t.cmd, '', { retain: true });
@@ -233,7 +231,8 @@ export function agentSuite(broker: BrokerUnderTest | { skip: string }): void {
       await broker.start();
       const w = await MqttWatch.connect(broker.url(), `${t.root}/#`);
       try {
-        await w.waitFor((m) => m.topic === t.status && (m.json as { online?: boolean }).online === true, 15_000, 'status online after restart');
+        const back = await w.waitFor((m) => m.topic === t.status && (m.json as { online?: boolean }).online === true, 15_000, 'status online after restart');
+        assert.equal((back.json as { reason: string }).reason, 'reconnected');
         await w.next((m) => m.topic === t.telemetry, 15_000, 'telemetry after restart');
         assert.ok(agent.bridge.stats.connects > connects);
       } finally {

@@ -97,3 +97,10 @@ describe('parseTolerantJson', () => {
     }
   });
 });
+
+test('repair stays linear on pathological input (1 MiB of whitespace and stray commas)', () => {
+  // a quadratic repair pass took minutes here and froze the agent's event loop
+  const n = 512 * 1024;
+  const text = `[${' '.repeat(n)}${','.repeat(n)}]`;
+  assert.deepEqual(parseTolerantJson(text, 'big'), []);
+});

@@ -39,26 +39,16 @@ export function parseTolerantJson(text: string, where: string): unknown {
   }
 }
 
-function lastSignificant(out: string[]): string | undefined {
-  for (let i = out.length - 1; i >= 0; i--) {
-    const c = out[i];
-    if (c !== undefined && !/\s/.test(c)) return c;
-  }
-  return undefined;
-}
-
-function dropTrailingComma(out: string[]): void {
-  for (let i = out.length - 1; i >= 0; i--) {
-    const c = out[i];
-    if (c === undefined || /\s/.test(c)) continue;
-    if (c === ',') out.splice(i, 1);
-    return;
-  }
-}
-
+/** One linear pass; `out` holds output pieces, `sig` the index of the last non-whitespace piece. */
 function repair(text: string): string {
   const out: string[] = [];
+  let sig = -1;
   let inString = false;
+  const push = (piece: string): void => {
+    out.push(piece);
+    sig = out.length - 1;
+  };
+  const last = (): string | undefined => (sig >= 0 ? out[sig] : undefined);
   for (let i = 0; i < text.length; i++) {
     const ch = text[i] as string;
     if (inString) {
@@ -73,38 +63,45 @@ function repair(text: string): string {
       } else {
         out.push(ch);
       }
+      sig = out.length - 1;
+      continue;
+    }
+    if (ch === ' ' || ch === '\n' || ch === '\r' || ch === '\t') {
+      out.push(ch);
       continue;
     }
     if (ch === '"') {
       inString = true;
-      out.push(ch);
+      push(ch);
       continue;
     }
     if (ch === '}' || ch === ']') {
-      dropTrailingComma(out);
-      out.push(ch);
+      // a trailing comma before a closing bracket carries no value
+      if (last() === ',') out[sig] = '';
+      push(ch);
       continue;
     }
     if (ch === ',') {
-      const prev = lastSignificant(out);
+      const prev = last();
       // leading comma, `[,` `{,` and doubled commas carry no value: drop them
       if (prev === undefined || prev === '[' || prev === '{' || prev === ',') continue;
-      out.push(ch);
+      push(ch);
       continue;
     }
-    if (ch === '{' && lastSignificant(out) === '}') {
-      out.push(',', ch);
+    if (ch === '{' && last() === '}') {
+      push(',');
+      push(ch);
       continue;
     }
     if (ch === '-' || ch === 'i' || ch === 'I' || ch === 'n' || ch === 'N') {
       const m = BAREWORDS.exec(text.slice(i, i + 10));
       if (m) {
-        out.push('null');
+        push('null');
         i += m[0].length - 1;
         continue;
       }
     }
-    out.push(ch);
+    push(ch);
   }
   return out.join('');
 }
