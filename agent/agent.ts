@@ -11,7 +11,6 @@ import { toRackpilotError } from '../drivers/lib/errors.js';
 import { findDriver } from '../drivers/registry.js';
 import type { CommandResult, EventMessage } from '../protocol/messages.js';
 import { rackTopics, type RackTopics } from '../protocol/topics.js';
-import { AutoDevice } from './auto.js';
 import { CommandHandler, type CommandMeta } from './commands.js';
 import type { AgentConfig } from './config.js';
 import { Dispatcher, type DispatchEvent } from './dispatcher.js';
@@ -40,7 +39,6 @@ export class Agent {
     this.topics = rackTopics(config.site, config.rack);
     this.devices = config.devices.map((dc) => {
       const ctx: DriverContext = { logger: log.child({ device: dc.id, driver: dc.driver }), now: Date.now };
-      if (dc.driver === 'auto') return new AutoDevice(dc, ctx);
       const def = findDriver(dc.driver);
       if (!def) throw new Error(`no driver "${dc.driver}" (config was validated against the registry)`);
       return def.create(dc, ctx);

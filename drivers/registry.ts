@@ -3,9 +3,17 @@
  * (other than lib/) is not listed here.
  */
 import type { DriverDefinition } from './contract.js';
+import { antminerDriver } from './antminer/index.js';
+import { auradineDriver } from './auradine/index.js';
+import { avalonDriver } from './avalon/index.js';
+import { braiinsDriver } from './braiins/index.js';
+import { epicDriver } from './epic/index.js';
 import { luxosDriver } from './luxos/index.js';
+import { vnishDriver } from './vnish/index.js';
+import { whatsminerV2Driver } from './whatsminer-v2/index.js';
+import { whatsminerV3Driver } from './whatsminer-v3/index.js';
 
-export const DRIVERS = [luxosDriver] as const;
+export const DRIVERS = [antminerDriver, avalonDriver, braiinsDriver, luxosDriver, vnishDriver, whatsminerV2Driver, whatsminerV3Driver, epicDriver, auradineDriver] as const;
 
 export type RegisteredDriver = (typeof DRIVERS)[number];
 

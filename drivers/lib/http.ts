@@ -41,6 +41,13 @@ export interface HttpResponse {
 
 export const DEFAULT_MAX_HTTP_BYTES = 1024 * 1024;
 
+/** Internal: the request died on a reused keep-alive socket before any answer; retried once. */
+class StaleSocketError extends RackpilotError {
+  constructor(where: string) {
+    super('CONNECTION_CLOSED', `${where}: the kept-alive connection was closed by the device; retry`);
+  }
+}
+
 export class HttpClient {
   private readonly agent: http.Agent;
 
@@ -57,7 +64,23 @@ export class HttpClient {
     this.agent.destroy();
   }
 
-  request(req: HttpRequest): Promise<HttpResponse> {
+  /**
+   * Sends one request. A request that fails on a reused keep-alive socket
+   * before any answer arrived (the device closed the idle connection as we
+   * wrote: ECONNRESET/EPIPE) is sent once more on a fresh connection; it is
+   * the known keep-alive race, not a device fault. Requests the firmwares
+   * get here (start/stop/sleep/set target) are idempotent.
+   */
+  async request(req: HttpRequest): Promise<HttpResponse> {
+    try {
+      return await this.once(req);
+    } catch (err) {
+      if (err instanceof StaleSocketError) return this.once(req);
+      throw err;
+    }
+  }
+
+  private once(req: HttpRequest): Promise<HttpResponse> {
     const ep = this.ep;
     const where = `${req.method ?? 'GET'} http://${this.where}${req.path}`;
     const max = ep.maxResponseBytes ?? DEFAULT_MAX_HTTP_BYTES;
@@ -80,6 +103,7 @@ export class HttpClient {
       }
       let settled = false;
       let connected = false;
+      let connectTimer: NodeJS.Timeout | undefined;
       const finish = (err: RackpilotError | null, res?: HttpResponse): void => {
         if (settled) return;
         settled = true;
@@ -94,7 +118,6 @@ export class HttpClient {
       const r = http.request({ host: ep.host, port: ep.port, method: req.method ?? 'GET', path: req.path, headers, agent: this.agent });
       const onAbort = (): void => finish(new RackpilotError('CANCELLED', `${where}: cancelled`));
       req.signal?.addEventListener('abort', onAbort, { once: true });
-      let connectTimer: NodeJS.Timeout | undefined;
       const overall = setTimeout(() => {
         finish(
           connected
@@ -120,9 +143,14 @@ export class HttpClient {
           clearTimeout(connectTimer);
         });
       });
+      let answered = false;
       r.on('error', (err: NodeJS.ErrnoException) => {
         const code = err.code ?? err.message;
-        if (!connected && err.code === 'ECONNREFUSED') {
+        if (r.reusedSocket && !answered && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
+          finish(new StaleSocketError(where));
+        } else if (err.code?.startsWith('HPE_')) {
+          finish(new RackpilotError('MALFORMED_RESPONSE', `${where}: the answer is not valid HTTP (${code})`, { host: ep.host, port: ep.port }));
+        } else if (!connected && err.code === 'ECONNREFUSED') {
           finish(new RackpilotError('CONNECT_REFUSED', `${where}: connection refused (is the web API enabled on port ${ep.port}?)`, { host: ep.host, port: ep.port }));
         } else if (!connected && err.code !== 'ECONNRESET') {
           finish(new RackpilotError('UNREACHABLE', `${where}: cannot connect (${code})`, { host: ep.host, port: ep.port }));
@@ -131,6 +159,7 @@ export class HttpClient {
         }
       });
       r.on('response', (res) => {
+        answered = true;
         const declared = Number(res.headers['content-length'] ?? '0');
         if (declared > max) {
           finish(new RackpilotError('RESPONSE_TOO_LARGE', `${where}: answer of ${declared} bytes exceeds ${max}`, { limit: max }));

@@ -33,6 +33,18 @@ export interface CgminerServerOptions {
   host?: string;
   port?: number;
   handler: CgminerHandler;
+  /**
+   * Split `a+b` joined report commands and answer each (default true). False
+   * hands the joined command to the handler as is, like stock Antminer builds
+   * that reject joining.
+   */
+  splitJoined?: boolean;
+  /**
+   * Optional: sees each request's raw text first; a non-undefined result is
+   * the reply (for personalities whose requests are not cgminer commands, e.g.
+   * Whatsminer's encrypted `{"enc":1,"data":..}` writes).
+   */
+  raw?: (text: string) => unknown;
 }
 
 export function statusSection(status: 'S' | 'I' | 'W' | 'E' | 'F', code: number, msg: string, description = 'sim') {
@@ -148,11 +160,14 @@ export class CgminerServer {
         break;
     }
     const req = parseRequest(text);
+    const pre = this.opts.raw?.(text);
     let body: string;
-    if (!req) {
+    if (pre !== undefined) {
+      body = typeof pre === 'string' ? pre : JSON.stringify(pre);
+    } else if (!req) {
       body = JSON.stringify({ STATUS: statusSection('E', 23, 'Invalid JSON') });
     } else {
-      const replies = req.command.includes('+')
+      const replies = req.command.includes('+') && this.opts.splitJoined !== false
         ? Object.fromEntries(
             req.command.split('+').map((c) => [c, [this.opts.handler({ command: c, parameter: req.parameter })]]),
           )

@@ -85,3 +85,17 @@ describe('PowerModel', () => {
     assert.equal(m.powerW(), 3250);
   });
 });
+
+test('a power target lowers the full draw and the hashrate proportionally, and can be lifted', () => {
+  const m = new PowerModel({ miningW: 3000, sleepW: 30, hashrateThs: 100, sleepDelayMs: 100, wakeRampMs: 100, now: () => 1_000_000 });
+  assert.equal(m.powerW(), 3000);
+  m.setPowerTarget(1500);
+  assert.equal(m.powerTargetW, 1500);
+  assert.equal(m.powerW(), 1500);
+  assert.equal(m.hashrateThs(), 50);
+  m.setPowerTarget(10_000);
+  assert.equal(m.powerW(), 3000, 'clamped to miningW');
+  m.setPowerTarget(null);
+  assert.equal(m.powerTargetW, null);
+  assert.equal(m.hashrateThs(), 100);
+});

@@ -2,7 +2,8 @@
  * Power and hashrate of a simulated miner over time, shared by every
  * simulator personality: full power while mining; after sleep, a linear
  * fall to the sleep level over `sleepDelayMs`; after wakeup, a linear ramp
- * back over `wakeRampMs`.
+ * back over `wakeRampMs`. A power target (`setPowerTarget`) lowers the full
+ * draw, and the hashrate with it (proportionally); it applies at once.
  */
 export interface PowerModelOptions {
   miningW: number;
@@ -21,6 +22,7 @@ export class PowerModel {
   private fromLevel = 1;
   private since = 0;
   private readonly now: () => number;
+  private targetW: number | null = null;
 
   constructor(readonly opts: PowerModelOptions) {
     this.now = opts.now ?? Date.now;
@@ -50,15 +52,32 @@ export class PowerModel {
     this.mode = mode;
   }
 
-  powerW(at = this.now()): number {
+  /** Caps the full draw at `watts` (clamped to sleepW..miningW); null removes the cap. */
+  setPowerTarget(watts: number | null): void {
     const { miningW, sleepW } = this.opts;
-    return Math.round(sleepW + (miningW - sleepW) * this.level(at));
+    this.targetW = watts === null ? null : Math.min(miningW, Math.max(sleepW, watts));
+  }
+
+  /** The power target in force, or null when the miner runs at its full draw. */
+  get powerTargetW(): number | null {
+    return this.targetW;
+  }
+
+  /** Draw when fully up: the power target, or miningW without one. */
+  fullW(): number {
+    return this.targetW ?? this.opts.miningW;
+  }
+
+  powerW(at = this.now()): number {
+    const { sleepW } = this.opts;
+    return Math.round(sleepW + (this.fullW() - sleepW) * this.level(at));
   }
 
   hashrateThs(at = this.now()): number {
     const l = this.level(at);
+    const scale = this.fullW() / this.opts.miningW;
     // hashboards stop hashing before the PSU reaches its sleep draw
-    return l < 0.05 ? 0 : Math.round(this.opts.hashrateThs * l * 100) / 100;
+    return l < 0.05 ? 0 : Math.round(this.opts.hashrateThs * scale * l * 100) / 100;
   }
 
   /** Whether the boards are hashing at all. */

@@ -1,0 +1,94 @@
+/**
+ * The stock Antminer web CGI: HTTP Digest (realm "antMiner Configuration",
+ * qop=auth) over the keep-alive HttpClient. The digest nonce is kept warm
+ * (nonce count increments), so a write pays no 401 round trip; a 401 on a
+ * kept nonce gets one fresh challenge, a second 401 is AUTH_FAILED.
+ */
+import { RackpilotError } from '../lib/errors.js';
+import { HttpClient, type HttpResponse } from '../lib/http.js';
+import { DigestSession } from '../lib/http-digest.js';
+
+export const GET_CONF = '/cgi-bin/get_miner_conf.cgi';
+export const SET_CONF = '/cgi-bin/set_miner_conf.cgi';
+
+export interface CgiOptions {
+  deviceId: string;
+  host: string;
+  port: number;
+  username: string;
+  password: string;
+  connectTimeoutMs: number;
+  readTimeoutMs: number;
+  maxResponseBytes: number;
+}
+
+export class AntminerCgi {
+  private readonly http: HttpClient;
+  private readonly digest: DigestSession;
+
+  constructor(private readonly o: CgiOptions) {
+    this.http = new HttpClient({
+      host: o.host,
+      port: o.port,
+      connectTimeoutMs: o.connectTimeoutMs,
+      readTimeoutMs: o.readTimeoutMs,
+      maxResponseBytes: o.maxResponseBytes,
+    });
+    this.digest = new DigestSession(o.username, o.password);
+  }
+
+  close(): void {
+    this.http.close();
+  }
+
+  private async request(method: 'GET' | 'POST', path: string, opts: { body?: object; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<HttpResponse> {
+    const where = `${this.o.deviceId}: ${method} ${path} on ${this.o.host}:${this.o.port}`;
+    for (let attempt = 0; ; attempt++) {
+      const auth = this.digest.authorization(method, path);
+      const res = await this.http.request({
+        method,
+        path,
+        headers: auth ? { authorization: auth } : {},
+        ...(opts.body !== undefined ? { body: opts.body } : {}),
+        ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      if (res.status === 401) {
+        if (!this.digest.accept(res.headers['www-authenticate'])) {
+          this.digest.forget();
+          throw new RackpilotError('AUTH_FAILED', `${where}: HTTP 401 without a Digest challenge (is this a stock Antminer web UI?)`);
+        }
+        if (attempt === 0) continue;
+        throw new RackpilotError('AUTH_FAILED', `${where}: login refused (HTTP 401); check web.username and web.password in the config`);
+      }
+      if (res.status === 403) {
+        throw new RackpilotError('AUTH_FAILED', `${where}: access denied (HTTP 403); the web configuration is locked or writes are disabled on this miner`);
+      }
+      if (res.status !== 200) {
+        throw new RackpilotError('DEVICE_ERROR', `${where}: unexpected HTTP ${res.status}`, { status: res.status });
+      }
+      return res;
+    }
+  }
+
+  /** Reads the miner config (cgminer.conf as JSON). */
+  async getConf(signal?: AbortSignal): Promise<Record<string, unknown>> {
+    const res = await this.request('GET', GET_CONF, signal ? { signal } : {});
+    const j = res.json();
+    if (!j || typeof j !== 'object' || Array.isArray(j)) {
+      throw new RackpilotError('MALFORMED_RESPONSE', `${this.o.deviceId}: ${GET_CONF} did not return a JSON object`);
+    }
+    return j as Record<string, unknown>;
+  }
+
+  /** Writes the whole config; resolves on {"stats":"success","code":"M000"}. */
+  async setConf(conf: Record<string, unknown>, timeoutMs: number): Promise<void> {
+    const res = await this.request('POST', SET_CONF, { body: conf, timeoutMs });
+    const j = res.json() as { stats?: unknown; code?: unknown; msg?: unknown } | null;
+    if (!j || typeof j !== 'object' || j.stats !== 'success' || j.code !== 'M000') {
+      const code = j && typeof j === 'object' && (typeof j.code === 'string' || typeof j.code === 'number') ? String(j.code) : '?';
+      const msg = j && typeof j === 'object' && typeof j.msg === 'string' ? j.msg : 'no message';
+      throw new RackpilotError('DEVICE_ERROR', `${this.o.deviceId}: ${SET_CONF} refused the config (code ${code}: ${msg})`, { deviceCode: code });
+    }
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * Braiins OS API session: `AuthenticationService/Login` returns a token (in
+ * the reply since API 1.1.0, and in the `authorization` response header on
+ * all versions) that goes in the `authorization` metadata of later calls.
+ * The token expires after `timeout_s` (3600 s) idle, and every call renews
+ * it: we reuse it while it is warm, log in again when it has gone cold, and
+ * once more when a call with a reused token is refused as UNAUTHENTICATED.
+ */
+import { RackpilotError } from '../lib/errors.js';
+import type { BraiinsGrpc, CallOptions } from './grpc.js';
+import type { LoginResponse, ServiceName } from './proto.js';
+
+const DEFAULT_IDLE_S = 3600;
+const UNAUTHENTICATED = 16;
+
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+export class BraiinsSession {
+  private token: string | undefined;
+  private lastUsed = 0;
+  private idleMs = DEFAULT_IDLE_S * 1000;
+  private pending: Promise<string> | undefined;
+  /** Logins performed (for tests and diagnostics). */
+  logins = 0;
+
+  constructor(
+    private readonly grpc: BraiinsGrpc,
+    private readonly creds: Credentials,
+    private readonly now: () => number,
+  ) {}
+
+  /** Whether a token is held and not about to expire (renewed a minute, or 10 %, early). */
+  get warm(): boolean {
+    const margin = Math.min(60_000, this.idleMs / 10);
+    return this.token !== undefined && this.now() - this.lastUsed < this.idleMs - margin;
+  }
+
+  forget(): void {
+    this.token = undefined;
+  }
+
+  /** Logs in (concurrent callers share one Login). */
+  login(opts: Omit<CallOptions, 'token'>): Promise<string> {
+    this.pending ??= this.doLogin(opts).finally(() => {
+      this.pending = undefined;
+    });
+    return this.pending;
+  }
+
+  private async doLogin(opts: Omit<CallOptions, 'token'>): Promise<string> {
+    const started = this.now();
+    let res;
+    try {
+      res = await this.grpc.call<LoginResponse>('braiins.bos.v1.AuthenticationService', 'Login', this.creds, opts);
+    } catch (err) {
+      if (err instanceof RackpilotError && err.context.grpcStatus === UNAUTHENTICATED) {
+        throw new RackpilotError(
+          'AUTH_FAILED',
+          `${this.grpc.label}: login refused: wrong username or password (check the device's username/password config keys)`,
+          { host: err.context.host, port: err.context.port },
+          { cause: err },
+        );
+      }
+      throw err;
+    }
+    const header = res.headers.get('authorization')[0];
+    const token = res.reply.token || (typeof header === 'string' ? header : undefined);
+    if (!token) {
+      throw new RackpilotError('MALFORMED_RESPONSE', `${this.grpc.label}: login succeeded but returned no token`);
+    }
+    this.logins++;
+    this.token = token;
+    this.idleMs = (res.reply.timeout_s && res.reply.timeout_s > 0 ? res.reply.timeout_s : DEFAULT_IDLE_S) * 1000;
+    this.lastUsed = started;
+    return token;
+  }
+
+  /** An authenticated unary call: logs in when no warm token is held, and once more if a reused token is refused. */
+  async call<T>(service: ServiceName, method: string, request: object, opts: Omit<CallOptions, 'token'>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const reused = this.warm;
+      const token = reused ? (this.token as string) : await this.login(opts);
+      const sent = this.now();
+      try {
+        const { reply } = await this.grpc.call<T>(service, method, request, { ...opts, token });
+        if (this.token === token) this.lastUsed = Math.max(this.lastUsed, sent);
+        return reply;
+      } catch (err) {
+        const expired = err instanceof RackpilotError && err.context.grpcStatus === UNAUTHENTICATED;
+        if (expired && this.token === token) this.token = undefined;
+        if (!(expired && reused && attempt === 0)) throw err;
+      }
+    }
+  }
+}

@@ -1,0 +1,27 @@
+import { z } from 'zod';
+import { idSchema } from '../lib/ids.js';
+import { tcpTransportSchema } from '../lib/transports.js';
+
+export const whatsminerV3ConfigSchema = z
+  .object({
+    id: idSchema,
+    driver: z.literal('whatsminer-v3'),
+    name: z.string().max(128).optional(),
+    ...tcpTransportSchema(4433),
+    /** API account for writes: super, user1, user2 or user3. */
+    account: z.enum(['super', 'user1', 'user2', 'user3']).default('super'),
+    /** That account's password (never logged). Without it the driver is read-only. */
+    password: z.string().min(1).max(64).optional(),
+    /** Reply frames announcing more than this are refused unread (bytes). */
+    maxFrameBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
+    /** A curtail is confirmed only when the miner draws at most this. */
+    sleepPowerMaxW: z.number().positive().max(1000).default(100),
+    confirmPollMs: z.number().int().min(20).max(5000).default(250),
+    /** Known power limit in watts; otherwise learned from `power-limit` on the first good read. */
+    powerLimitW: z.number().int().min(100).max(20_000).optional(),
+    minPowerPercent: z.number().int().min(1).max(100).default(10),
+    powerTargetTolerance: z.number().min(0.01).max(0.5).default(0.05),
+  })
+  .strict();
+
+export type WhatsminerV3Config = z.output<typeof whatsminerV3ConfigSchema>;
