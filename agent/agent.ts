@@ -11,6 +11,7 @@ import { toRackpilotError } from '../drivers/lib/errors.js';
 import { findDriver } from '../drivers/registry.js';
 import type { CommandResult, EventMessage } from '../protocol/messages.js';
 import { rackTopics, type RackTopics } from '../protocol/topics.js';
+import { AutoDevice } from './auto.js';
 import { CommandHandler, type CommandMeta } from './commands.js';
 import type { AgentConfig } from './config.js';
 import { Dispatcher, type DispatchEvent } from './dispatcher.js';
@@ -39,6 +40,7 @@ export class Agent {
     this.topics = rackTopics(config.site, config.rack);
     this.devices = config.devices.map((dc) => {
       const ctx: DriverContext = { logger: log.child({ device: dc.id, driver: dc.driver }), now: Date.now };
+      if (dc.driver === 'auto') return new AutoDevice(dc, ctx);
       const def = findDriver(dc.driver);
       if (!def) throw new Error(`no driver "${dc.driver}" (config was validated against the registry)`);
       return def.create(dc, ctx);

@@ -3,7 +3,9 @@
  * rackpilot command line:
  *   rackpilot run --config FILE
  *   rackpilot config check FILE
- *   rackpilot demo [--broker URL] [--asics N] [--site S] [--rack R] [--port P]
+ *   rackpilot demo [--broker URL] [--asics N] [--families a,b] [--site S] [--rack R] [--port P]
+ *   rackpilot probe HOST [--api-port N] [--http-port N] [--user U] [--password P] [--json]
+ *   rackpilot scan CIDR [--json] [--concurrency N] [--timeout MS] [--api-port N] [--http-port N]
  */
 import { parseArgs } from 'node:util';
 import { Agent } from './agent.js';
@@ -16,9 +18,17 @@ const USAGE = `rackpilot ${AGENT_VERSION} — rack-level curtailment agent
 usage:
   rackpilot run --config FILE [--log-level LEVEL]   run the agent
   rackpilot config check FILE                       validate a config file
-  rackpilot demo [--broker URL] [--asics N] [--site S] [--rack R] [--port P]
-                                                    simulated rack + embedded broker
+  rackpilot demo [--broker URL] [--asics N] [--families a,b] [--site S] [--rack R] [--port P]
+                                                    simulated rack of mixed families + embedded broker
+  rackpilot probe HOST [--api-port N] [--http-port N] [--user U] [--password P]
+                  [--timeout MS] [--json]           identify a miner and read it once
+  rackpilot scan CIDR [--json] [--concurrency N] [--timeout MS]
+                  [--api-port N] [--http-port N] [--user U] [--password P] [--no-read]
+                                                    find and identify miners (at most a /16)
   rackpilot --version | --help
+
+  probe/scan take the miner password from --password or RACKPILOT_MINER_PASSWORD
+  (never printed). probe exits 0 when the family was identified, 1 otherwise.
 `;
 
 function fail(msg: string, code = 2): never {
@@ -99,37 +109,12 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'demo': {
-      const { values } = parseArgs({
-        args: rest,
-        options: {
-          broker: { type: 'string' },
-          asics: { type: 'string' },
-          site: { type: 'string' },
-          rack: { type: 'string' },
-          port: { type: 'string' },
-          interval: { type: 'string' },
-          'log-level': { type: 'string' },
-        },
-      });
-      const idRe = /^[A-Za-z0-9_-]{1,64}$/;
-      const site = values.site ?? 'demo-site';
-      const rack = values.rack ?? 'rack-01';
-      if (!idRe.test(site)) fail(`--site: "${site}" must be 1-64 of letters, digits, "_" and "-"`);
-      if (!idRe.test(rack)) fail(`--rack: "${rack}" must be 1-64 of letters, digits, "_" and "-"`);
-      if (values.broker !== undefined && !/^(mqtts?|wss?):\/\/\S+$/.test(values.broker)) {
-        fail(`--broker: expected a URL such as mqtt://127.0.0.1:1883, got "${values.broker}"`);
-      }
-      const opts = {
-        broker: values.broker,
-        asics: intArg(values.asics, 'asics', 4, 1, 512),
-        site,
-        rack,
-        port: intArg(values.port, 'port', 1883, 1, 65535),
-        intervalMs: intArg(values.interval, 'interval', 2000, 100, 60_000),
-      };
-      const log = createLogger(values['log-level'] ?? 'warn');
       // loaded only here: `run` never pays for the simulators and the embedded broker
-      const { demoBanner, startDemo } = await import('./demo.js');
+      const { demoBanner, parseDemoArgs, startDemo } = await import('./demo.js');
+      const parsed = parseDemoArgs(rest);
+      if (!parsed.ok) fail(parsed.error);
+      const opts = parsed.opts;
+      const log = createLogger(parsed.logLevel);
       let demo;
       try {
         demo = await startDemo(opts, log);
@@ -138,6 +123,63 @@ async function main(argv: string[]): Promise<void> {
       }
       onSignals(() => demo.stop());
       process.stdout.write(demoBanner(demo, opts));
+      return;
+    }
+    case 'probe':
+    case 'scan': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: {
+          'api-port': { type: 'string' },
+          'http-port': { type: 'string' },
+          user: { type: 'string' },
+          password: { type: 'string' },
+          timeout: { type: 'string' },
+          concurrency: { type: 'string' },
+          json: { type: 'boolean' },
+          'no-read': { type: 'boolean' },
+          /** canonical=actual family port, e.g. 4433=14433 (port forwarding, tests) */
+          'port-map': { type: 'string', multiple: true },
+        },
+      });
+      const target = positionals[0];
+      if (!target || positionals.length > 1) fail(`usage: rackpilot ${cmd} ${cmd === 'probe' ? 'HOST' : 'CIDR'} [options] (see --help)`);
+      const portMap: Record<number, number> = {};
+      for (const pm of values['port-map'] ?? []) {
+        const m = /^(\d{1,5})=(\d{1,5})$/.exec(pm);
+        if (!m) fail(`--port-map: expected CANONICAL=ACTUAL such as 4433=14433, got "${pm}"`);
+        portMap[Number(m[1])] = intArg(m[2], 'port-map', 0, 1, 65535);
+      }
+      const password = values.password ?? process.env.RACKPILOT_MINER_PASSWORD;
+      const credentials = { ...(values.user !== undefined ? { user: values.user } : {}), ...(password !== undefined ? { password } : {}) };
+      const common = {
+        ...(values['api-port'] !== undefined ? { apiPort: intArg(values['api-port'], 'api-port', 4028, 1, 65535) } : {}),
+        ...(values['http-port'] !== undefined ? { httpPort: intArg(values['http-port'], 'http-port', 80, 1, 65535) } : {}),
+        ...(Object.keys(portMap).length > 0 ? { portMap } : {}),
+        credentials,
+      };
+      if (cmd === 'probe') {
+        if (!/^[A-Za-z0-9.:_-]{1,253}$/.test(target)) fail(`probe: "${target}" is not a host name or IP address`);
+        const timeout = intArg(values.timeout, 'timeout', 2000, 50, 60_000);
+        const { probeHost, formatProbe, probeJson } = await import('./probe.js');
+        const r = await probeHost({ host: target, ...common, probeTimeoutMs: timeout, readDeadlineMs: Math.max(timeout, 5000), quiet: true });
+        process.stdout.write(values.json ? `${JSON.stringify(probeJson(r))}\n` : formatProbe(r));
+        process.exitCode = r.detection.driver ? 0 : 1;
+        return;
+      }
+      const { expandCidr, scan, formatScan } = await import('./scan.js');
+      const range = expandCidr(target);
+      if (!range.ok) fail(`scan: ${range.error}`);
+      const { hosts, summary } = await scan({
+        hosts: range.hosts,
+        ...common,
+        concurrency: intArg(values.concurrency, 'concurrency', 64, 1, 1024),
+        timeoutMs: intArg(values.timeout, 'timeout', 3000, 100, 60_000),
+        noRead: values['no-read'] === true,
+      });
+      if (values.json) process.stdout.write(`${JSON.stringify(hosts.filter((h) => h.status === 'miner'))}\n`);
+      else process.stdout.write(formatScan(hosts, summary));
       return;
     }
     default:

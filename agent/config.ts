@@ -8,6 +8,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { DRIVERS, findDriver, type RegisteredDriver } from '../drivers/registry.js';
 import { topicIdSchema } from '../protocol/topics.js';
+import { autoDeviceSchema, type AutoDeviceConfig } from './auto.js';
 
 export const mqttConfigSchema = z
   .object({
@@ -79,7 +80,8 @@ const rootSchema = z
   })
   .strict();
 
-export type DeviceConfig = z.output<RegisteredDriver['configSchema']>;
+/** A registered driver's block, or `driver: auto` (the family is detected at start-up: agent/auto.ts). */
+export type DeviceConfig = z.output<RegisteredDriver['configSchema']> | AutoDeviceConfig;
 export type AgentConfig = Omit<z.output<typeof rootSchema>, 'devices'> & { devices: DeviceConfig[] };
 export type MqttConfig = z.output<typeof mqttConfigSchema>;
 
@@ -116,15 +118,15 @@ export function validateConfig(raw: unknown): ConfigResult {
   rawDevices.forEach((d, i) => {
     const driverId = d && typeof d === 'object' ? (d as { driver?: unknown }).driver : undefined;
     if (typeof driverId !== 'string') {
-      errors.push(`devices[${i}].driver: expected one of ${DRIVERS.map((x) => `"${x.id}"`).join(', ')}`);
+      errors.push(`devices[${i}].driver: expected one of ${DRIVERS.map((x) => `"${x.id}"`).join(', ')}, "auto"`);
       return;
     }
-    const def = findDriver(driverId);
+    const def = driverId === 'auto' ? { configSchema: autoDeviceSchema } : findDriver(driverId);
     if (!def) {
-      errors.push(`devices[${i}].driver: unknown driver "${driverId}" (known: ${DRIVERS.map((x) => x.id).join(', ')})`);
+      errors.push(`devices[${i}].driver: unknown driver "${driverId}" (known: ${DRIVERS.map((x) => x.id).join(', ')}, auto)`);
       return;
     }
-    const parsed = def.configSchema.safeParse(d);
+    const parsed = (def.configSchema as z.ZodType<DeviceConfig>).safeParse(d);
     if (!parsed.success) {
       errors.push(...issueLines(parsed.error.issues, ['devices', i]));
       return;
@@ -135,7 +137,7 @@ export function validateConfig(raw: unknown): ConfigResult {
       return;
     }
     seen.set(parsed.data.id, i);
-    devices.push(parsed.data as DeviceConfig);
+    devices.push(parsed.data);
   });
   if (errors.length > 0 || !root.success) return { ok: false, errors };
   return { ok: true, config: { ...root.data, devices } };

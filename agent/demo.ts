@@ -1,39 +1,55 @@
 /**
- * `rackpilot demo`: N simulated LuxOS miners on loopback, an embedded broker
- * (unless --broker), and the agent on them; prints what to watch and type.
+ * `rackpilot demo`: a rack of simulated miners of mixed firmware families on
+ * loopback (families assigned round-robin from hil/sim/catalog.ts), an
+ * embedded broker (unless --broker), and the agent on them; prints what to
+ * watch and type.
  */
+import { parseArgs } from 'node:util';
 import type { Logger } from 'pino';
-import { LuxosSim } from '../hil/sim/luxos-sim.js';
+import { resolveFamilies, SIM_CATALOG, startMixedRack, type CatalogEntry, type StartedSim } from '../hil/sim/catalog.js';
 import { Agent } from './agent.js';
 import { validateConfig } from './config.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from './embedded-broker.js';
 
 export interface DemoOptions {
   broker?: string | undefined;
-  asics: number;
+  /** Number of simulated miners; default: one per family. */
+  asics?: number | undefined;
+  /** Families to mix, round-robin (driver ids); default: every family in the catalog. */
+  families?: readonly string[] | undefined;
   site: string;
   rack: string;
   port: number;
   intervalMs: number;
+  /** Miners sleep and wake in a few hundred ms instead of seconds (tests). */
+  fast?: boolean | undefined;
 }
 
 export interface RunningDemo {
   agent: Agent;
-  sims: LuxosSim[];
+  sims: StartedSim[];
+  /** The families in the rack, in round-robin order. */
+  families: CatalogEntry[];
   broker: EmbeddedBroker | undefined;
   brokerUrl: string;
   stop(): Promise<void>;
 }
 
+/** The families a demo rack cycles through; throws a clear error naming unknown ones. */
+export function demoFamilies(opts: Pick<DemoOptions, 'families'>): CatalogEntry[] {
+  if (opts.families === undefined) return [...SIM_CATALOG];
+  const res = resolveFamilies(opts.families);
+  if (!res.ok) throw new Error(`--families: ${res.error}`);
+  return res.entries;
+}
+
 export async function startDemo(opts: DemoOptions, log: Logger): Promise<RunningDemo> {
-  const sims: LuxosSim[] = [];
+  const families = demoFamilies(opts);
+  const n = opts.asics ?? families.length;
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--asics: expected a positive integer, got ${n}`);
+  const { sims, devices } = await startMixedRack(n, families, { fast: opts.fast === true });
   let broker: EmbeddedBroker | undefined;
   try {
-    for (let i = 0; i < opts.asics; i++) {
-      const sim = new LuxosSim({ miningW: 3000 + (i % 4) * 150, hashrateThs: 100 + (i % 4) * 10, sleepDelayMs: 3000, wakeRampMs: 6000 });
-      await sim.listen();
-      sims.push(sim);
-    }
     if (!opts.broker) broker = await startEmbeddedBroker('127.0.0.1', opts.port);
     const brokerUrl = opts.broker ?? (broker as EmbeddedBroker).url;
     const parsed = validateConfig({
@@ -43,12 +59,7 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
       mqtt: { url: brokerUrl, protocolVersion: broker ? 4 : 'auto', reconnect: { minMs: 250, maxMs: 5000 } },
       poll: { intervalMs: opts.intervalMs, deadlineMs: 2000 },
       actions: { deadlineMs: 20_000 },
-      devices: sims.map((s, i) => ({
-        id: `miner-${String(i + 1).padStart(2, '0')}`,
-        driver: 'luxos',
-        host: '127.0.0.1',
-        port: s.server.port,
-      })),
+      devices,
     });
     if (!parsed.ok) throw new Error(`demo config invalid:\n  ${parsed.errors.join('\n  ')}`);
     const agent = new Agent(parsed.config, log);
@@ -56,6 +67,7 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
     return {
       agent,
       sims,
+      families,
       broker,
       brokerUrl,
       stop: async () => {
@@ -71,19 +83,30 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
   }
 }
 
+/** "LuxOS x2, Antminer (stock) x1, ...": what the rack is made of. */
+export function describeRack(d: Pick<RunningDemo, 'sims' | 'families'>): string {
+  return d.families
+    .map((f) => ({ f, k: d.sims.filter((s) => s.family === f.family).length }))
+    .filter(({ k }) => k > 0)
+    .map(({ f, k }) => `${f.label} (${f.family}) x${k}`)
+    .join(', ');
+}
+
 export function demoBanner(d: RunningDemo, opts: DemoOptions): string {
   const t = d.agent.topics;
   const u = new URL(d.brokerUrl);
   const hp = `-h ${u.hostname} -p ${u.port || '1883'}`;
+  const present = d.families.filter((f) => d.sims.some((s) => s.family === f.family)).length;
   return [
     '',
-    `rackpilot demo: ${d.sims.length} simulated LuxOS miner(s), site "${opts.site}", rack "${opts.rack}"`,
+    `rackpilot demo: ${d.sims.length} simulated miner(s) of ${present} firmware famil${present === 1 ? 'y' : 'ies'}, site "${opts.site}", rack "${opts.rack}"`,
+    `  ${describeRack(d)}`,
     `broker: ${d.brokerUrl}${d.broker ? ' (embedded aedes, MQTT 3.1.1)' : ''}`,
     '',
     'Watch everything the agent publishes:',
     `  mosquitto_sub ${hp} -v -t '${t.root}/#'`,
     '',
-    'Curtail the whole rack (miners go to sleep, ~25 W each, in a few seconds):',
+    `Curtail the whole rack (every miner goes to its sleep level${opts.fast ? '' : ' in a few seconds'}, each confirmed by read-back):`,
     `  mosquitto_pub ${hp} -t '${t.cmd}' -m '{"id":"demo-curtail-1","command":"curtail"}'`,
     '',
     'Restore it:',
@@ -93,4 +116,68 @@ export function demoBanner(d: RunningDemo, opts: DemoOptions): string {
     'Press Ctrl-C to stop.',
     '',
   ].join('\n');
+}
+
+const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+function intOpt(v: string | undefined, name: string, min: number, max: number): number | string | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) return `--${name}: expected an integer from ${min} to ${max}, got "${v}"`;
+  return n;
+}
+
+/**
+ * The `rackpilot demo` command line: `[--broker URL] [--asics N] [--families a,b]
+ * [--site S] [--rack R] [--port P] [--interval MS] [--fast] [--log-level L]`.
+ * Every error is reported at once.
+ */
+export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; logLevel: string } | { ok: false; error: string } {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        broker: { type: 'string' },
+        asics: { type: 'string' },
+        families: { type: 'string' },
+        site: { type: 'string' },
+        rack: { type: 'string' },
+        port: { type: 'string' },
+        interval: { type: 'string' },
+        fast: { type: 'boolean' },
+        'log-level': { type: 'string' },
+      },
+    }));
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  }
+  const errors: string[] = [];
+  const site = values.site ?? 'demo-site';
+  const rack = values.rack ?? 'rack-01';
+  if (!ID_RE.test(site)) errors.push(`--site: "${site}" must be 1-64 of letters, digits, "_" and "-"`);
+  if (!ID_RE.test(rack)) errors.push(`--rack: "${rack}" must be 1-64 of letters, digits, "_" and "-"`);
+  if (values.broker !== undefined && !/^(mqtts?|wss?):\/\/\S+$/.test(values.broker)) {
+    errors.push(`--broker: expected a URL such as mqtt://127.0.0.1:1883, got "${values.broker}"`);
+  }
+  let families: string[] | undefined;
+  if (values.families !== undefined) {
+    const res = resolveFamilies(values.families.split(','));
+    if (res.ok) families = res.entries.map((e) => e.family);
+    else errors.push(`--families: ${res.error}`);
+  }
+  const num = (v: string | undefined, name: string, def: number | undefined, min: number, max: number): number | undefined => {
+    const r = intOpt(v, name, min, max);
+    if (typeof r === 'string') errors.push(r);
+    return typeof r === 'number' ? r : def;
+  };
+  const asics = num(values.asics, 'asics', undefined, 1, 512);
+  const port = num(values.port, 'port', 1883, 1, 65535) as number;
+  const intervalMs = num(values.interval, 'interval', 2000, 100, 60_000) as number;
+  if (errors.length > 0) return { ok: false, error: errors.join('\n') };
+  return {
+    ok: true,
+    opts: { broker: values.broker, asics, families, site, rack, port, intervalMs, fast: values.fast === true },
+    logLevel: values['log-level'] ?? 'warn',
+  };
 }

@@ -89,8 +89,9 @@ export class Poller {
       const from = Date.now();
       let r: Reading;
       try {
-        // read() must not throw or hang; a driver bug must not stop the rack's polling either
-        r = await withDeadline(`${d.id} read`, this.opts.deadlineMs + DRIVER_GRACE_MS, () => d.read({ deadlineMs: this.opts.deadlineMs, signal }), signal);
+        // read() must not throw or hang; a driver bug must not stop the rack's polling either.
+        // The read gets the derived signal: one listener per device on the cycle's signal.
+        r = await withDeadline(`${d.id} read`, this.opts.deadlineMs + DRIVER_GRACE_MS, (s) => d.read({ deadlineMs: this.opts.deadlineMs, signal: s }), signal);
       } catch (err) {
         const e = toRackpilotError(err, { device: d.id });
         if (e.code === 'CANCELLED') return;

@@ -1,14 +1,24 @@
 /**
  * LuxOS driver: telemetry from summary/stats/power/temps/fans/config over
  * the cgminer-family API; curtail = `curtail <sid>,sleep`, restore =
- * `curtail <sid>,wakeup`, each confirmed by read-back.
+ * `curtail <sid>,wakeup`, profiles = `profiles` / `profileset <sid>,<name>`,
+ * each action confirmed by read-back.
  */
-import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
+import type {
+  ActionOptions,
+  ActionResult,
+  Capabilities,
+  DeviceDriver,
+  DeviceState,
+  DriverContext,
+  Profile,
+  Reading,
+} from '../contract.js';
 import { CgminerClient, type CgminerReply } from '../lib/cgminer/client.js';
 import { maxOf, mean, num, sectionItems, str } from '../lib/cgminer/fields.js';
 import { actAndConfirm } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
-import { toRackpilotError } from '../lib/errors.js';
+import { RackpilotError, toRackpilotError } from '../lib/errors.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import type { LuxosConfig } from './schema.js';
 import { LuxosSession } from './session.js';
@@ -18,7 +28,7 @@ const TELEMETRY = ['summary', 'stats', 'power', 'temps', 'fans', 'config'] as co
 export class LuxosDriver implements DeviceDriver {
   readonly kind = 'asic' as const;
   readonly driverId = 'luxos';
-  readonly capabilities: Capabilities = { curtail: true, restore: true, powerTarget: null, profiles: false, switchOutlet: false };
+  readonly capabilities: Capabilities = { curtail: true, restore: true, powerTarget: null, profiles: true, switchOutlet: false };
   readonly id: string;
   private readonly client: CgminerClient;
   private readonly session: LuxosSession;
@@ -36,7 +46,14 @@ export class LuxosDriver implements DeviceDriver {
       readTimeoutMs: cfg.timeouts.readMs,
       maxResponseBytes: cfg.maxResponseBytes,
     });
-    this.session = new LuxosSession(this.client, ctx.now);
+    this.session = new LuxosSession(this.client, ctx.now, cfg.timeouts.connectMs + cfg.timeouts.readMs, (err) =>
+      ctx.logger.debug({ err: err.toJSON() }, 'session warm-up failed'),
+    );
+  }
+
+  /** The LuxOS session id held now, if any (diagnostics and tests). */
+  get sessionId(): string | undefined {
+    return this.session.current;
   }
 
   /** Nothing to open: the API is one connection per request. A miner that is down now is simply unreachable. */
@@ -62,7 +79,10 @@ export class LuxosDriver implements DeviceDriver {
         (signal) => this.client.multi(TELEMETRY, signal),
         opts.signal,
       );
-      return this.tracker.ok(this.toSample(replies));
+      const reading = this.tracker.ok(this.toSample(replies));
+      // the miner answers: make sure the next action finds a live session (runs in the background)
+      if (this.cfg.keepSessionWarm) this.session.warm();
+      return reading;
     } catch (err) {
       return this.tracker.failed(toRackpilotError(err, { device: this.id }), this.ctx.now());
     }
@@ -129,6 +149,54 @@ export class LuxosDriver implements DeviceDriver {
         },
         read: (o) => this.read(o),
         confirmed: (r) => r.state === want,
+        readDeadlineMs: this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs,
+        pollMs: this.cfg.confirmPollMs,
+        now: this.ctx.now,
+      },
+      opts,
+    );
+  }
+
+  /** The profiles the miner offers (`profiles`, no session needed). */
+  async listProfiles(opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Profile[]> {
+    const reply = await withDeadline(
+      `${this.id} profiles`,
+      opts.deadlineMs,
+      (signal) => this.client.command('profiles', undefined, signal),
+      opts.signal,
+    );
+    const out: Profile[] = [];
+    for (const p of sectionItems(reply, 'PROFILES')) {
+      const name = str(p, 'Profile Name');
+      if (!name) continue;
+      const watts = num(p, 'Watts');
+      const ths = num(p, 'Hashrate');
+      out.push({ name, ...(watts !== undefined ? { powerW: watts } : {}), ...(ths !== undefined ? { hashrateThs: ths } : {}) });
+    }
+    return out;
+  }
+
+  /** `profileset <sid>,<name>` (Code 321), confirmed when `config` reports `Profile == name`. */
+  setProfile(name: string, opts: ActionOptions): Promise<ActionResult> {
+    // the name travels inside a comma-separated parameter: refuse anything that could add fields
+    // eslint-disable-next-line no-control-regex
+    if (!/^[^,\x00-\x1f]{1,64}$/.test(name)) {
+      return Promise.reject(
+        new RackpilotError('CONFIG_INVALID', `${this.id}: profile name ${JSON.stringify(name.slice(0, 64))} is not valid (1-64 characters, no commas)`, {
+          device: this.id,
+        }),
+      );
+    }
+    return actAndConfirm(
+      {
+        deviceId: this.id,
+        what: `profileset ${name}`,
+        want: `profile "${name}"`,
+        send: async (signal) => {
+          await this.session.run('profileset', name, signal);
+        },
+        read: (o) => this.read(o),
+        confirmed: (r) => r.fields.profile === name,
         readDeadlineMs: this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs,
         pollMs: this.cfg.confirmPollMs,
         now: this.ctx.now,

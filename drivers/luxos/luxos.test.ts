@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { LuxosSim, type LuxosSimOptions } from '../../hil/sim/luxos-sim.js';
 import { CgminerServer, type CgminerRequest, type Fault } from '../../hil/sim/cgminer-server.js';
 import { luxosDriver } from './index.js';
+import { REFRESH_AFTER_MS } from './session.js';
 import { luxosConfigSchema } from './schema.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 
@@ -111,7 +112,9 @@ describe('luxos read', () => {
     const t0 = Date.now();
     const r = await driver.read(READ);
     assertFreshRunning(r);
-    assert.equal(sim.server.requests, 1, 'all telemetry in one joined request');
+    // the warm-up logon runs in the background after the read; wait for it so the count is stable
+    for (let i = 0; i < 100 && sim.activeSession === undefined; i++) await delay(20);
+    assert.equal(sim.server.requests, 2, 'all telemetry in one joined request (plus the warm-up logon)');
     assert.ok(r.ts >= t0 && r.ts <= Date.now());
     assert.equal(r.powerW, 3250);
     assert.equal(r.fields.hashrateThs, 110);
@@ -369,5 +372,116 @@ describe('luxos against replayed fixture replies', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+/** Waits until `cond` holds (polling), failing after `ms`. */
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) assert.fail(`timed out waiting for ${what}`);
+    await delay(20);
+  }
+}
+
+describe('luxos session kept warm off the hot path', () => {
+  test('a curtail right after a warm read sends no logon', async () => {
+    const { sim, driver, commands } = await rig();
+    await driver.read(READ);
+    await until(() => sim.activeSession !== undefined, 'the warm-up logon');
+    commands.length = 0;
+    const res = await driver.curtail!(ACT);
+    assert.equal(res.confirmed, true);
+    assert.ok(!commands.includes('logon'), `no logon on the hot path (sent: ${commands.join(' ')})`);
+    assert.equal(commands[0], 'curtail', 'the first thing sent is the curtail itself');
+  });
+
+  test('a session idle for ~40 s is renewed by read() with logoff + logon; the action then needs no logon', async () => {
+    let offset = 0;
+    const sim = new LuxosSim({ sleepDelayMs: 150, wakeRampMs: 150 });
+    const { port } = await sim.listen();
+    const cfg = luxosConfigSchema.parse({ id: 'm1', driver: 'luxos', host: '127.0.0.1', port, timeouts: { connectMs: 500, readMs: 1000 }, confirmPollMs: 50 });
+    const driver = luxosDriver.create(cfg, { logger: pino({ level: 'silent' }), now: () => Date.now() + offset });
+    rigs.push({ sim, driver, port, commands: [] });
+    const seen: string[] = [];
+    const handle = sim.handle.bind(sim);
+    sim.handle = (req) => {
+      seen.push(req.command);
+      return handle(req);
+    };
+    await driver.read(READ);
+    await until(() => sim.activeSession !== undefined, 'the first warm-up');
+    const first = sim.activeSession;
+    await driver.read(READ); // still fresh: nothing to do
+    await delay(50);
+    assert.equal(seen.filter((c) => c === 'logon').length, 1);
+    offset += REFRESH_AFTER_MS + 1000; // our clock says the session has idled 41 s
+    await driver.read(READ);
+    await until(() => seen.filter((c) => c === 'logon').length === 2, 'the renewal logon');
+    await until(() => (driver).sessionId !== undefined, 'the renewed session');
+    assert.ok(seen.includes('logoff'), 'the old session was logged off first');
+    assert.notEqual(sim.activeSession, first, 'a fresh session');
+    seen.length = 0;
+    await driver.curtail(ACT);
+    assert.ok(!seen.includes('logon'));
+  });
+
+  test('keepSessionWarm: false leaves the session alone until an action needs it', async () => {
+    const { sim, driver } = await rig({}, { keepSessionWarm: false });
+    await driver.read(READ);
+    await delay(100);
+    assert.equal(sim.activeSession, undefined);
+    assert.equal(sim.server.requests, 1);
+  });
+
+  test('a warm-up refused by the miner does not break reads and is not retried on every read', async () => {
+    const { sim, driver, commands } = await rig();
+    sim.behaviour.refuseLogon = true;
+    for (let i = 0; i < 3; i++) {
+      assertFreshRunning(await driver.read(READ));
+      await delay(30);
+    }
+    assert.equal(commands.filter((c) => c === 'logon').length, 1, 'one failed warm-up, then a pause');
+    await expectCode(driver.curtail!(ACT), 'AUTH_FAILED');
+  });
+});
+
+describe('luxos profiles', () => {
+  test('capabilities say so; listProfiles returns name, watts and hashrate', async () => {
+    const { driver } = await rig();
+    assert.equal(driver.capabilities.profiles, true);
+    const list = await driver.listProfiles!(READ);
+    assert.deepEqual(
+      list.map((p) => p.name),
+      ['385MHz', '410MHz', 'default', '460MHz'],
+    );
+    const def = list.find((p) => p.name === 'default');
+    assert.deepEqual(def, { name: 'default', powerW: 3250, hashrateThs: 110 });
+  });
+
+  test('setProfile is sent as "<sid>,<name>" and confirmed by config.Profile; power follows the profile', async () => {
+    const { sim, driver } = await rig();
+    const res = await driver.setProfile!('385MHz', ACT);
+    assert.equal(res.confirmed, true);
+    assert.equal(res.reading.fields.profile, '385MHz');
+    assert.equal(sim.profile, '385MHz');
+    assert.deepEqual(sim.actions, ['profileset 385MHz']);
+    const r = await driver.read(READ);
+    assert.equal(r.powerW, Math.round(3250 * 0.82));
+    assert.equal(r.fields.hashrateThs, Math.round(110 * 0.86 * 10) / 10);
+    assert.ok(res.ackMs <= res.tookMs);
+  });
+
+  test('an unknown profile is a DEVICE_ERROR naming the miner; a name with a comma is refused before sending', async () => {
+    const { sim, driver } = await rig();
+    await expectCode(driver.setProfile!('nope', ACT), 'DEVICE_ERROR', /profileset.*Invalid profile/);
+    await expectCode(driver.setProfile!('default,0', ACT), 'CONFIG_INVALID', /m1: profile name/);
+    assert.equal(sim.profile, 'default');
+  });
+
+  test('profileset on a miner that refuses logon is AUTH_FAILED', async () => {
+    const { sim, driver } = await rig({}, { keepSessionWarm: false });
+    sim.behaviour.refuseLogon = true;
+    await expectCode(driver.setProfile!('410MHz', ACT), 'AUTH_FAILED');
   });
 });

@@ -14,6 +14,11 @@ export const luxosConfigSchema = z
     sleepPowerMaxW: z.number().positive().max(1000).default(60),
     /** Interval of read-back polls while confirming an action. */
     confirmPollMs: z.number().int().min(20).max(5000).default(250),
+    /**
+     * Hold the single LuxOS session and renew it from read() (off the hot path), so curtail/restore
+     * never wait for a logon. Other tools then get 402 "Another session is active" on their logon.
+     */
+    keepSessionWarm: z.boolean().default(true),
   })
   .strict();
 

@@ -1,11 +1,19 @@
 /**
- * Benchmark (prints figures; asserts nothing): a rack of simulated LuxOS
- * miners, the embedded broker, and the agent as its own process.
+ * Benchmark (prints figures; asserts nothing): a rack of simulated miners
+ * (LuxOS by default; with --mix every firmware family of hil/sim/catalog.ts,
+ * round-robin, or the ones named by --families), the embedded broker, and the
+ * agent as its own process.
  *  - curtail/restore: command published -> final result received, and the
  *    agent's own receipt -> all-devices-confirmed time (result.durationMs);
  *  - telemetry poll cost: agent CPU ms per poll cycle and RSS, from /proc.
  *
  *   npm run bench -- [--miners 64] [--runs 5] [--sleep-delay-ms 0] [--wake-ramp-ms 0] [--cycles 20]
+ *                    [--interval-ms 1000] [--mix] [--families luxos,antminer,...]
+ *
+ * A large rack needs file descriptors (listeners and connections of every
+ * simulator here, the agent's sockets there): the benchmark checks the limit
+ * against --miners up front and says how far to raise it rather than failing
+ * half-way with EMFILE.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -15,6 +23,7 @@ import { parseArgs } from 'node:util';
 import { startEmbeddedBroker } from '../../agent/embedded-broker.js';
 import type { CommandResult, TelemetryMessage } from '../../protocol/messages.js';
 import { rackTopics } from '../../protocol/topics.js';
+import { resolveFamilies, SIM_CATALOG, startMixedRack, type CatalogEntry, type StartedSim } from '../sim/catalog.js';
 import { LuxosSim } from '../sim/luxos-sim.js';
 import { MqttWatch } from '../testing/mqtt-watch.js';
 import { freePort } from '../testing/ports.js';
@@ -28,12 +37,80 @@ const { values } = parseArgs({
     'wake-ramp-ms': { type: 'string', default: '0' },
     cycles: { type: 'string', default: '20' },
     'interval-ms': { type: 'string', default: '1000' },
+    mix: { type: 'boolean', default: false },
+    families: { type: 'string' },
   },
 });
 const miners = Number(values.miners);
 const runs = Number(values.runs);
 const cycles = Number(values.cycles);
 const intervalMs = Number(values['interval-ms']);
+const sleepDelayMs = Number(values['sleep-delay-ms']);
+const wakeRampMs = Number(values['wake-ramp-ms']);
+for (const [k, v] of Object.entries({ miners, runs, cycles, 'interval-ms': intervalMs, 'sleep-delay-ms': sleepDelayMs, 'wake-ramp-ms': wakeRampMs })) {
+  if (!Number.isInteger(v) || v < (k.endsWith('-ms') && k !== 'interval-ms' ? 0 : 1)) {
+    console.error(`--${k}: expected a ${k.endsWith('-ms') && k !== 'interval-ms' ? 'non-negative' : 'positive'} integer`);
+    process.exit(2);
+  }
+}
+/** Families of a mixed rack (--mix: all of them; --families implies --mix); undefined: LuxOS only. */
+let mixFamilies: CatalogEntry[] | undefined;
+if (values.families !== undefined) {
+  const res = resolveFamilies(values.families.split(','));
+  if (!res.ok) {
+    console.error(`--families: ${res.error}`);
+    process.exit(2);
+  }
+  mixFamilies = res.entries;
+} else if (values.mix) {
+  mixFamilies = [...SIM_CATALOG];
+}
+
+/**
+ * Descriptors a rack of n miners may hold at once in one process: up to three
+ * listeners per simulator, the connections of polls and confirmations on both
+ * ends (keep-alive HTTP, gRPC through the fault proxy), plus the broker and
+ * node itself. Measured for 256 mixed miners: ~860 in this process, ~480 in
+ * the agent; this allows about twice that.
+ */
+function fdsNeeded(n: number): number {
+  return 256 + n * 6;
+}
+
+function nofile(): { soft: number; hard: number } {
+  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+  const num = (v: string | undefined): number => (v === undefined || v === 'unlimited' ? Infinity : Number(v));
+  return { soft: num(m?.[1]), hard: num(m?.[2]) };
+}
+
+/**
+ * Makes sure both processes can open enough sockets. Node raises its soft
+ * limit to the hard one at start-up (the spawned agent too), so only a hard
+ * limit below the need is a problem: say how far to raise it.
+ */
+function ensureFdLimit(n: number): void {
+  const need = fdsNeeded(n);
+  const { soft, hard } = nofile();
+  if (soft >= need) return;
+  console.error(`open-file limit is ${soft} (hard ${hard}); ${n} miners may need ~${need}. Raise the hard limit (e.g. \`ulimit -Hn ${need}\` as root, or LimitNOFILE=${need} in a systemd unit) and run again.`);
+  process.exit(2);
+}
+
+/** Listeners take ephemeral ports: say so plainly if the range is too small for the rack. */
+function checkPortRange(n: number): void {
+  let range: number[];
+  try {
+    range = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  } catch {
+    return;
+  }
+  const [lo = 32768, hi = 60999] = range;
+  const need = n * 3 + n * 4; // listeners, plus connections in flight on both ends
+  if (hi - lo + 1 < need) {
+    console.error(`the ephemeral port range ${lo}-${hi} (${hi - lo + 1} ports) is too small for ${n} miners (~${need}); widen net.ipv4.ip_local_port_range`);
+    process.exit(2);
+  }
+}
 
 const CLK_TCK = 100; // Linux USER_HZ
 
@@ -52,13 +129,53 @@ function stats(xs: number[]): string {
   return `median ${pick(0.5).toFixed(0)} ms, p90 ${pick(0.9).toFixed(0)} ms, max ${(s.at(-1) ?? NaN).toFixed(0)} ms (n=${s.length})`;
 }
 
-async function main(): Promise<void> {
+interface Rack {
+  devices: Record<string, unknown>[];
+  /** Family of each device id (mixed racks). */
+  familyOf: Map<string, string>;
+  describe: string;
+  close(): Promise<void>;
+}
+
+async function startLuxosRack(n: number): Promise<Rack> {
   const sims: LuxosSim[] = [];
-  for (let i = 0; i < miners; i++) {
-    const sim = new LuxosSim({ sleepDelayMs: Number(values['sleep-delay-ms']), wakeRampMs: Number(values['wake-ramp-ms']) });
+  for (let i = 0; i < n; i++) {
+    const sim = new LuxosSim({ sleepDelayMs, wakeRampMs });
     await sim.listen();
     sims.push(sim);
   }
+  return {
+    devices: sims.map((s, i) => ({ id: `m${i}`, driver: 'luxos', host: '127.0.0.1', port: s.server.port, confirmPollMs: 50 })),
+    familyOf: new Map(sims.map((_, i) => [`m${i}`, 'luxos'])),
+    describe: `${n} simulated LuxOS miners`,
+    close: async () => {
+      await Promise.all(sims.map((s) => s.close()));
+    },
+  };
+}
+
+async function startMix(n: number, families: CatalogEntry[]): Promise<Rack> {
+  const { sims, devices } = await startMixedRack(n, families, { fast: true, timing: { sleepDelayMs, wakeRampMs } });
+  const count = (f: string): number => sims.filter((s: StartedSim) => s.family === f).length;
+  return {
+    devices,
+    familyOf: new Map(devices.map((d, i) => [d.id, (sims[i] as StartedSim).family])),
+    describe: `${n} simulated miners of ${families.length} families (${families.map((f) => `${f.family} x${count(f.family)}`).join(', ')})`,
+    close: async () => {
+      await Promise.all(sims.map((s) => s.close()));
+    },
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
+async function main(): Promise<void> {
+  ensureFdLimit(miners);
+  checkPortRange(miners);
+  const simRack = mixFamilies ? await startMix(miners, mixFamilies) : await startLuxosRack(miners);
   const broker = await startEmbeddedBroker('127.0.0.1', await freePort());
   const site = 'bench';
   const rack = `r${miners}`;
@@ -74,16 +191,16 @@ async function main(): Promise<void> {
       poll: { intervalMs, deadlineMs: 2000, concurrency: 64 },
       actions: { deadlineMs: 30_000 },
       log: { level: 'warn' },
-      devices: sims.map((s, i) => ({ id: `m${i}`, driver: 'luxos', host: '127.0.0.1', port: s.server.port, confirmPollMs: 50 })),
+      devices: simRack.devices,
     }),
   );
   const watch = await MqttWatch.connect(broker.url, `${t.root}/#`);
   const agent = spawn(process.execPath, [join(repoRoot(), 'dist', 'agent', 'cli.js'), 'run', '--config', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
   const pid = agent.pid ?? 0;
   try {
-    await watch.waitFor((m) => m.topic === t.telemetry && (m.json as TelemetryMessage).summary.online === miners, 30_000, 'first full telemetry');
+    await watch.waitFor((m) => m.topic === t.telemetry && (m.json as TelemetryMessage).summary.online === miners, 60_000, 'first full telemetry');
     const node = process.version;
-    console.log(`rackpilot benchmark: ${miners} simulated LuxOS miners, node ${node}, sim sleep delay ${values['sleep-delay-ms']} ms, wake ramp ${values['wake-ramp-ms']} ms`);
+    console.log(`rackpilot benchmark: ${simRack.describe}, node ${node}, sim sleep delay ${sleepDelayMs} ms, wake ramp ${wakeRampMs} ms, open-file limit ${nofile().soft}`);
 
     // --- poll cost ---
     const s0 = procStat(pid);
@@ -98,6 +215,8 @@ async function main(): Promise<void> {
     const curtailAgent: number[] = [];
     const restoreWall: number[] = [];
     const restoreAgent: number[] = [];
+    /** Per family and action: each device's receipt -> confirmed time (ms). */
+    const perFamily = new Map<string, number[]>();
     const fullPowerW = (watch.messages.filter((m) => m.topic === t.telemetry).at(-1)?.json as TelemetryMessage).summary.powerW;
     for (let r = 0; r < runs; r++) {
       // each round starts from a rack at full power (a restore confirms when hashing resumes, before the ramp ends)
@@ -118,12 +237,25 @@ async function main(): Promise<void> {
         if (res.status !== 'succeeded') throw new Error(`${command} ${res.status}: ${res.error?.message ?? ''}`);
         wall.push(performance.now() - t0);
         own.push(res.result?.durationMs ?? NaN);
+        for (const d of res.result?.devices ?? []) {
+          const key = `${command} ${simRack.familyOf.get(d.id) ?? '?'}`;
+          if (d.tookMs !== undefined) perFamily.set(key, [...(perFamily.get(key) ?? []), d.tookMs]);
+        }
       }
     }
     console.log(`curtail, command published -> result received: ${stats(curtailWall)}`);
     console.log(`curtail, agent receipt -> all ${miners} confirmed by read-back: ${stats(curtailAgent)}`);
     console.log(`restore, command published -> result received: ${stats(restoreWall)}`);
     console.log(`restore, agent receipt -> all ${miners} confirmed: ${stats(restoreAgent)}`);
+    if (mixFamilies) {
+      for (const command of ['curtail', 'restore']) {
+        const parts = mixFamilies.map((f) => {
+          const xs = perFamily.get(`${command} ${f.family}`) ?? [];
+          return `${f.family} ${median(xs).toFixed(0)}/${Math.max(...xs).toFixed(0)}`;
+        });
+        console.log(`${command}, per device receipt -> confirmed by family (median/max ms): ${parts.join(', ')}`);
+      }
+    }
     const s2 = procStat(pid);
     console.log(`agent RSS after ${runs} curtail/restore rounds: ${(s2.rssKiB / 1024).toFixed(1)} MiB`);
   } finally {
@@ -133,7 +265,7 @@ async function main(): Promise<void> {
     }
     await watch.close();
     await broker.close();
-    await Promise.all(sims.map((s) => s.close()));
+    await simRack.close();
   }
 }
 

@@ -3,12 +3,20 @@
  * documented by Luxor (see drivers/luxos/README.md for sources): one session
  * at a time (`logon` -> SessionID, Code 316; a second logon -> Code 402
  * "Another session is active"), sessions expire after `sessionIdleMs` idle,
- * `curtail <sid>,sleep|wakeup` (Code 335), and telemetry that follows the
- * shared power model.
+ * `curtail <sid>,sleep|wakeup` (Code 335), power profiles (`profiles`,
+ * `profileset <sid>,<profile>` Code 321: the power model follows the
+ * profile's watts and hashrate), and telemetry that follows the shared
+ * power model.
  */
 import { randomBytes } from 'node:crypto';
 import { CgminerServer, statusSection, type CgminerRequest, type Fault } from './cgminer-server.js';
 import { PowerModel, type PowerModelOptions } from './power-model.js';
+
+export interface LuxosSimProfile {
+  name: string;
+  watts: number;
+  hashrateThs: number;
+}
 
 export interface LuxosSimOptions extends Partial<Omit<PowerModelOptions, 'now'>> {
   host?: string;
@@ -18,6 +26,10 @@ export interface LuxosSimOptions extends Partial<Omit<PowerModelOptions, 'now'>>
   boards?: number;
   fans?: number;
   model?: string;
+  /** Power profiles; the default ones are derived from miningW/hashrateThs ("default" is the full one). */
+  profiles?: LuxosSimProfile[];
+  /** The profile active at start (default "default"). */
+  profile?: string;
   now?: () => number;
 }
 
@@ -39,6 +51,8 @@ export class LuxosSim {
   private readonly idleMs: number;
   /** Log of privileged commands received, for tests. */
   readonly actions: string[] = [];
+  readonly profiles: LuxosSimProfile[];
+  private profileName: string;
 
   constructor(private readonly opts: LuxosSimOptions = {}) {
     this.now = opts.now ?? Date.now;
@@ -51,6 +65,12 @@ export class LuxosSim {
       wakeRampMs: opts.wakeRampMs ?? 8000,
       now: this.now,
     });
+    const w = this.power.opts.miningW;
+    const h = this.power.opts.hashrateThs;
+    const scaled = (name: string, fw: number, fh: number) => ({ name, watts: Math.round(w * fw), hashrateThs: Math.round(h * fh * 10) / 10 });
+    this.profiles = opts.profiles ?? [scaled('385MHz', 0.82, 0.86), scaled('410MHz', 0.91, 0.93), scaled('default', 1, 1), scaled('460MHz', 1.09, 1.07)];
+    this.profileName = opts.profile ?? 'default';
+    this.applyProfile(this.profileName);
     this.server = new CgminerServer({
       ...(opts.host !== undefined ? { host: opts.host } : {}),
       ...(opts.port !== undefined ? { port: opts.port } : {}),
@@ -80,6 +100,21 @@ export class LuxosSim {
   get activeSession(): string | undefined {
     this.expireSession();
     return this.session?.id;
+  }
+
+  /** The active profile's name. */
+  get profile(): string {
+    return this.profileName;
+  }
+
+  private applyProfile(name: string): boolean {
+    const prof = this.profiles.find((x) => x.name === name);
+    if (!prof) return false;
+    this.profileName = prof.name;
+    // the shared model's full-power level follows the profile
+    this.power.opts.miningW = prof.watts;
+    this.power.opts.hashrateThs = prof.hashrateThs;
+    return true;
   }
 
   get sleeping(): boolean {
@@ -122,6 +157,46 @@ export class LuxosSim {
         return this.ok(22, 'LUXminer versions', {
           VERSION: [{ API: '3.7', LUXminer: '2024.11.1-sim', Miner: 'sim', Type: this.opts.model ?? 'Antminer S21' }],
         });
+      case 'devdetails': {
+        const boards = this.opts.boards ?? 3;
+        return this.ok(69, 'Device Details', {
+          DEVDETAILS: Array.from({ length: boards }, (_, i) => ({
+            DEVDETAILS: i,
+            Name: 'ASC',
+            ID: i,
+            Driver: 'LUXminer',
+            Kernel: '',
+            Model: this.opts.model ?? 'Antminer S21',
+            'Device Path': '',
+          })),
+        });
+      }
+      case 'profiles':
+        return this.ok(327, 'Profiles', {
+          PROFILES: this.profiles.map((x) => ({
+            CanRestore: false,
+            Frequency: Number.parseInt(x.name, 10) || 435,
+            HasOverrides: false,
+            Hashrate: x.hashrateThs,
+            IsDynamic: true,
+            IsTuned: false,
+            'Profile Name': x.name,
+            Step: x.name === 'default' ? '0' : '',
+            Voltage: 13.6,
+            Watts: x.watts,
+          })),
+        });
+      case 'profileset': {
+        const c = this.checkSession(req.parameter);
+        if ('error' in c) return c.error;
+        // "<sid>,<profile>" or the legacy "<sid>,<board>,<profile>"
+        const name = c.args.length >= 2 ? c.args[1] : c.args[0];
+        if (!name || !this.applyProfile(name)) return this.err(14, `Invalid profile: ${name ?? '(none)'}`);
+        this.actions.push(`profileset ${name}`);
+        return this.ok(321, 'Profile Set', {
+          PROFILE: [{ Board: 0, FrequencyStep: 5, Profile: name, VoltageStep: 0.05 }],
+        });
+      }
       case 'summary': {
         const ghs = p.hashrateThs(now) * 1000;
         return this.ok(11, 'Summary', {
@@ -183,7 +258,7 @@ export class LuxosSim {
               Model: this.opts.model ?? 'Antminer S21',
               OS: 'LuxOS',
               NameplateTHS: p.opts.hashrateThs,
-              Profile: 'default',
+              Profile: this.profileName,
               SystemStatus: 'Normal',
             },
           ],

@@ -1,0 +1,109 @@
+/**
+ * The demo rack: every firmware family's simulator, the embedded aedes
+ * broker and the agent in-process; curtail and restore over MQTT with every
+ * device confirmed.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import { demoBanner, parseDemoArgs, startDemo, type DemoOptions, type RunningDemo } from '../agent/demo.js';
+import { SIM_FAMILIES } from '../hil/sim/catalog.js';
+import { MqttWatch, type Received } from '../hil/testing/mqtt-watch.js';
+import { freePort } from '../hil/testing/ports.js';
+import { commandResultSchema, telemetryMessageSchema, type CommandResult, type TelemetryMessage } from '../protocol/messages.js';
+
+const WAIT = 60_000;
+
+describe('demo command line', () => {
+  test('defaults: one miner per family, every family', () => {
+    const r = parseDemoArgs([]);
+    assert.ok(r.ok);
+    assert.equal(r.opts.asics, undefined);
+    assert.equal(r.opts.families, undefined);
+    assert.equal(r.logLevel, 'warn');
+  });
+  test('--families restricts and validates, naming unknown families and the known ones', () => {
+    const good = parseDemoArgs(['--families', 'luxos,whatsminer-v3', '--asics', '6', '--fast']);
+    assert.ok(good.ok);
+    assert.deepEqual(good.opts.families, ['luxos', 'whatsminer-v3']);
+    assert.equal(good.opts.asics, 6);
+    assert.equal(good.opts.fast, true);
+    const bad = parseDemoArgs(['--families', 'luxos,whatsminer', '--asics', '0', '--site', 'a b']);
+    assert.equal(bad.ok, false);
+    const msg = bad.ok ? '' : bad.error;
+    assert.match(msg, /--families: unknown family "whatsminer" \(known: [^)]*whatsminer-v2, whatsminer-v3/);
+    assert.match(msg, /--asics: expected an integer from 1 to 512, got "0"/);
+    assert.match(msg, /--site: "a b"/);
+  });
+  test('startDemo refuses unknown families before starting anything', async () => {
+    const opts: DemoOptions = { families: ['nope'], site: 's', rack: 'r', port: 1, intervalMs: 1000 };
+    await assert.rejects(startDemo(opts, pino({ level: 'silent' })), /--families: unknown family "nope"/);
+  });
+});
+
+describe('demo rack of mixed families over MQTT (embedded aedes)', () => {
+  const n = SIM_FAMILIES.length;
+  let demo: RunningDemo;
+  let watch: MqttWatch;
+  let opts: DemoOptions;
+
+  before(async () => {
+    opts = { site: 'demo-test', rack: 'mixed', port: await freePort(), intervalMs: 300, fast: true };
+    demo = await startDemo(opts, pino({ level: 'silent' }));
+    watch = await MqttWatch.connect(demo.brokerUrl, `${demo.agent.topics.root}/#`, { protocolVersion: 4 });
+  });
+
+  after(async () => {
+    await watch?.close();
+    await demo?.stop();
+  });
+
+  const telemetry = (pred: (m: TelemetryMessage) => boolean, what: string): Promise<Received> =>
+    watch.next((m) => m.topic === demo.agent.topics.telemetry && pred(m.json as TelemetryMessage), WAIT, what);
+
+  const run = async (command: 'curtail' | 'restore'): Promise<CommandResult> => {
+    const id = `demo-test-${command}-${Date.now()}`;
+    await watch.publish(demo.agent.topics.cmd, JSON.stringify({ id, command }));
+    const m = await watch.waitFor(
+      (x) => x.topic === demo.agent.topics.cmdResult && (x.json as CommandResult).id === id && (x.json as CommandResult).status !== 'accepted',
+      WAIT,
+      `${command} result`,
+    );
+    return commandResultSchema.parse(m.json);
+  };
+
+  test('one miner of every family, and the banner lists them', () => {
+    assert.equal(demo.sims.length, n);
+    assert.deepEqual(demo.sims.map((s) => s.family).sort(), [...SIM_FAMILIES].sort());
+    const banner = demoBanner(demo, opts);
+    assert.match(banner, new RegExp(`${n} simulated miner\\(s\\) of ${n} firmware families`));
+    for (const f of SIM_FAMILIES) assert.ok(banner.includes(`(${f}) x1`), `banner names ${f}`);
+  });
+
+  test('telemetry lists every device, fresh and running', async () => {
+    const m = await telemetry((x) => x.devices.length === n && x.devices.every((d) => d.freshness === 'fresh' && d.state === 'running'), 'every device fresh and running');
+    const tm = telemetryMessageSchema.parse(m.json);
+    assert.deepEqual(tm.devices.map((d) => d.id).sort(), demo.sims.map((s, i) => `${s.family}-${String(i + 1).padStart(2, '0')}`).sort());
+    for (const d of tm.devices) {
+      assert.equal(d.kind, 'asic');
+      assert.ok(typeof d.powerW === 'number' && d.powerW > 1000, `${d.id} powerW ${d.powerW}`);
+      assert.ok(typeof d.hashrateThs === 'number' && d.hashrateThs > 0, `${d.id} hashrate ${d.hashrateThs}`);
+    }
+  });
+
+  test('curtail confirms on every family, then restore brings every miner back', async () => {
+    const c = await run('curtail');
+    assert.equal(c.status, 'succeeded', c.error?.message);
+    assert.equal(c.result?.devices?.length, n);
+    for (const d of c.result?.devices ?? []) assert.ok(d.ok, `${d.id}: ${JSON.stringify(d)}`);
+    for (const s of demo.sims) assert.equal(s.sleeping(), true, `${s.family} asleep`);
+    await telemetry((x) => x.devices.length === n && x.devices.every((d) => d.state === 'curtailed' && d.freshness === 'fresh'), 'every device curtailed');
+
+    const r = await run('restore');
+    assert.equal(r.status, 'succeeded', r.error?.message);
+    assert.equal(r.result?.devices?.length, n);
+    for (const d of r.result?.devices ?? []) assert.ok(d.ok, `${d.id}: ${JSON.stringify(d)}`);
+    for (const s of demo.sims) assert.equal(s.sleeping(), false, `${s.family} awake`);
+    await telemetry((x) => x.devices.length === n && x.devices.every((d) => d.state === 'running' && d.freshness === 'fresh'), 'every device running');
+  });
+});
