@@ -17,9 +17,6 @@ export interface Credentials {
   password?: string | undefined;
 }
 
-/** Config keys under which drivers take credentials; only those a driver's schema knows are passed. */
-const USER_KEYS = ['username', 'user'];
-const PASSWORD_KEYS = ['password'];
 
 function shapeOf(schema: z.ZodType): Record<string, z.ZodType> | undefined {
   const s = schema as unknown as { shape?: Record<string, z.ZodType> };
@@ -38,10 +35,15 @@ export interface ConfigFor {
 }
 
 /**
- * A device block for `def` at `host` with the driver's defaults. The
- * driver's own `port` default tells which port it talks to: the API port
- * (4028) and the web port (80) follow --api-port/--http-port, a family port
- * (4433, 50051, 8080...) follows portMap. Returns every schema error at once.
+ * A device block for `def` at `host` with the driver's defaults, in the shared
+ * vocabulary of drivers/lib/transports.ts. The driver's own `port` default
+ * tells which port it talks to: the API port (4028) and the web port (80)
+ * follow --api-port/--http-port, a family port (4433, 50051, 8080...) follows
+ * portMap. A secondary `apiPort` follows the API port and a secondary
+ * `webPort` the web port. Credentials go to `username`/`password` when the
+ * schema has them; a username the family does not accept (whatsminer-v3 takes
+ * only its account names) leaves the family default. Returns every schema
+ * error at once, never echoing values.
  */
 export function driverConfigFor(def: DriverDefinition, c: ConfigFor): { ok: true; config: z.output<DriverDefinition['configSchema']> } | { ok: false; errors: string[] } {
   const shape = shapeOf(def.configSchema);
@@ -54,9 +56,11 @@ export function driverConfigFor(def: DriverDefinition, c: ConfigFor): { ok: true
       if (port !== defPort) block.port = port;
     }
   }
-  const known = (k: string): boolean => (shape ? k in shape : false);
-  if (c.credentials?.user !== undefined) for (const k of USER_KEYS.filter(known)) block[k] = c.credentials.user;
-  if (c.credentials?.password !== undefined) for (const k of PASSWORD_KEYS.filter(known)) block[k] = c.credentials.password;
+  if (shape?.apiPort && c.apiPort !== undefined) block.apiPort = c.apiPort;
+  if (shape?.webPort && c.httpPort !== undefined) block.webPort = c.httpPort;
+  const user = c.credentials?.user;
+  if (user !== undefined && shape?.username?.safeParse(user).success) block.username = user;
+  if (c.credentials?.password !== undefined && shape?.password) block.password = c.credentials.password;
   Object.assign(block, c.extra);
   const parsed = def.configSchema.safeParse(block);
   if (parsed.success) return { ok: true, config: parsed.data };

@@ -11,15 +11,15 @@ import { SIM_CATALOG, SIM_PASSWORD } from '../hil/sim/catalog.js';
 import { freePort } from '../hil/testing/ports.js';
 
 type Block = Record<string, unknown> & { port: number };
-const portOf = (b: Block, k: string): number | undefined => {
-  const v = b[k] as { port?: number } | number | undefined;
-  return typeof v === 'number' ? v : v?.port;
+const portOf = (b: Block, k: 'apiPort' | 'webPort'): number | undefined => {
+  const v = b[k];
+  return typeof v === 'number' ? v : undefined;
 };
 /** family -> which ports to probe as api / http, and family ports to map. */
 const ROLES: Record<string, (b: Block) => { apiPort?: number; httpPort?: number; portMap?: Record<number, number> }> = {
   luxos: (b) => ({ apiPort: b.port }),
-  antminer: (b) => ({ apiPort: b.port, httpPort: portOf(b, 'web') }),
-  braiins: (b) => ({ apiPort: portOf(b, 'legacyApi'), portMap: { 50051: b.port } }),
+  antminer: (b) => ({ apiPort: b.port, httpPort: portOf(b, 'webPort') }),
+  braiins: (b) => ({ apiPort: portOf(b, 'apiPort'), portMap: { 50051: b.port } }),
   'whatsminer-v2': (b) => ({ apiPort: b.port }),
   'whatsminer-v3': (b) => ({ portMap: { 4433: b.port } }),
   avalon: (b) => ({ apiPort: b.port }),

@@ -31,7 +31,7 @@ afterEach(async () => {
   }
 });
 
-async function rig(simOpts: AntminerSimOptions = {}, over: Record<string, unknown> = {}, web: Record<string, unknown> = {}): Promise<Rig> {
+async function rig(simOpts: AntminerSimOptions = {}, over: Record<string, unknown> = {}, cgi: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new AntminerSim({ sleepDelayMs: 150, wakeRampMs: 150, cgiDelayMs: 30, ...simOpts });
   const { apiPort, webPort } = await sim.listen();
   const cfg = antminerConfigSchema.parse({
@@ -40,7 +40,9 @@ async function rig(simOpts: AntminerSimOptions = {}, over: Record<string, unknow
     host: '127.0.0.1',
     port: apiPort,
     timeouts: { connectMs: 500, readMs: 1000 },
-    web: { port: webPort, password: 'root', ackWaitMs: 300, ...web },
+    webPort,
+    password: 'root',
+    cgi: { ackWaitMs: 300, ...cgi },
     confirmPollMs: 50,
     ...over,
   });
@@ -60,17 +62,20 @@ describe('antminer config', () => {
   test('defaults; credentials default to the stock root/root', () => {
     const cfg = antminerConfigSchema.parse({ id: 'a', driver: 'antminer', host: '10.0.0.9' });
     assert.equal(cfg.port, 4028);
-    assert.equal(cfg.web.port, 80);
-    assert.equal(cfg.web.username, 'root');
-    assert.equal(cfg.web.setConfTimeoutMs, 60_000);
+    assert.equal(cfg.webPort, 80);
+    assert.equal(cfg.username, 'root');
+    assert.equal(cfg.password, 'root');
+    assert.equal(cfg.cgi.setConfTimeoutMs, 60_000);
+    assert.equal(cfg.cgi.ackWaitMs, 2_000);
     assert.deepEqual(cfg.profiles, ['normal', 'low', 'high']);
   });
 
   test('bad keys are all reported with their paths', () => {
-    const res = antminerConfigSchema.safeParse({ id: 'a', driver: 'antminer', host: 'h', web: { port: 0, pasword: 'x' }, profiles: ['turbo'] });
+    const res = antminerConfigSchema.safeParse({ id: 'a', driver: 'antminer', host: 'h', webPort: 0, cgi: { ackWaitMs: -1, pasword: 'x' }, profiles: ['turbo'] });
     assert.equal(res.success, false);
     const paths = res.error.issues.map((i) => i.path.join('.'));
-    assert.ok(paths.includes('web.port'), paths.join());
+    assert.ok(paths.includes('webPort'), paths.join());
+    assert.ok(paths.includes('cgi.ackWaitMs'), paths.join());
     assert.ok(paths.includes('profiles.0'), paths.join());
     assert.ok(res.error.issues.some((i) => i.code === 'unrecognized_keys'));
   });
@@ -190,7 +195,7 @@ describe('antminer curtail and restore', () => {
   });
 
   test('wrong password: AUTH_FAILED naming the device and the cause, never the password', async () => {
-    const { driver, sim } = await rig({ password: 'right-one' }, {}, { password: 'wrong-pw' });
+    const { driver, sim } = await rig({ password: 'right-one' }, { password: 'wrong-pw' });
     const err = await expectCode(driver.curtail!(ACT), 'AUTH_FAILED', /am1: .*login refused \(HTTP 401\)/);
     assert.ok(!err.message.includes('wrong-pw') && !err.message.includes('right-one'));
     assert.ok(!JSON.stringify(err.context).includes('wrong-pw'));

@@ -59,7 +59,7 @@ export class AntminerCgi {
           throw new RackpilotError('AUTH_FAILED', `${where}: HTTP 401 without a Digest challenge (is this a stock Antminer web UI?)`);
         }
         if (attempt === 0) continue;
-        throw new RackpilotError('AUTH_FAILED', `${where}: login refused (HTTP 401); check web.username and web.password in the config`);
+        throw new RackpilotError('AUTH_FAILED', `${where}: login refused (HTTP 401); check "username" and "password" in the config`);
       }
       if (res.status === 403) {
         throw new RackpilotError('AUTH_FAILED', `${where}: access denied (HTTP 403); the web configuration is locked or writes are disabled on this miner`);

@@ -77,9 +77,9 @@ export class AntminerDriver implements DeviceDriver {
     this.cgi = new AntminerCgi({
       deviceId: cfg.id,
       host: cfg.host,
-      port: cfg.web.port,
-      username: cfg.web.username,
-      password: cfg.web.password,
+      port: cfg.webPort,
+      username: cfg.username,
+      password: cfg.password,
       connectTimeoutMs: cfg.timeouts.connectMs,
       readTimeoutMs: cfg.timeouts.readMs,
       maxResponseBytes: cfg.maxResponseBytes,
@@ -112,7 +112,7 @@ export class AntminerDriver implements DeviceDriver {
   }
 
   async read(opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Reading> {
-    if (!this.conf || this.ctx.now() - this.conf.at > this.cfg.web.confMaxAgeMs) void this.refreshConf();
+    if (!this.conf || this.ctx.now() - this.conf.at > this.cfg.cgi.confMaxAgeMs) void this.refreshConf();
     try {
       const replies = await withDeadline(`${this.id} read`, opts.deadlineMs, (signal) => this.client.multi(TELEMETRY, signal), opts.signal);
       return this.tracker.ok(this.toSample(replies));
@@ -148,7 +148,7 @@ export class AntminerDriver implements DeviceDriver {
         nominalHashrateThs: ideal === undefined ? null : Math.round(ideal) / 1000,
         temperatureC: maxOf(chip.length > 0 ? chip : board) ?? null,
         fanRpm: fanRpm === undefined ? null : Math.round(fanRpm),
-        /** From the cached web config, refreshed every web.confMaxAgeMs and after each write. */
+        /** From the cached web config, refreshed every cgi.confMaxAgeMs and after each write. */
         workMode: mode === null ? null : (Object.keys(ANTMINER_WORK_MODES).find((k) => ANTMINER_WORK_MODES[k as ModeName] === mode) ?? String(mode)),
       },
     };
@@ -200,7 +200,7 @@ export class AntminerDriver implements DeviceDriver {
           const base = this.conf?.value ?? (await this.cgi.getConf(signal));
           const next = withMode(base, mode);
           let answered = false;
-          const post = this.cgi.setConf(next, this.cfg.web.setConfTimeoutMs).then(
+          const post = this.cgi.setConf(next, this.cfg.cgi.setConfTimeoutMs).then(
             () => {
               answered = true;
               this.conf = { value: next, at: this.ctx.now() };
@@ -213,10 +213,10 @@ export class AntminerDriver implements DeviceDriver {
               else this.ctx.logger.debug({ err: e.toJSON() }, 'set_miner_conf answer lost; confirming by read-back');
             },
           );
-          const waited = sleep(this.cfg.web.ackWaitMs, signal).catch(() => undefined);
+          const waited = sleep(this.cfg.cgi.ackWaitMs, signal).catch(() => undefined);
           await Promise.race([post, waited]);
           if (refusal) throw refusal;
-          if (!answered) this.ctx.logger.debug({ ackWaitMs: this.cfg.web.ackWaitMs }, 'set_miner_conf still pending; confirming by read-back');
+          if (!answered) this.ctx.logger.debug({ ackWaitMs: this.cfg.cgi.ackWaitMs }, 'set_miner_conf still pending; confirming by read-back');
         },
         read: async (o) => {
           if (refusal) throw refusal;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { portSchema, tcpTransportSchema } from '../lib/transports.js';
+import { passwordSchema, tcpTransportSchema, usernameSchema, webPortSchema } from '../lib/transports.js';
 
 export const ANTMINER_WORK_MODES = { normal: 0, sleep: 1, high: 2, low: 3 } as const;
 
@@ -9,14 +9,16 @@ export const antminerConfigSchema = z
     id: idSchema,
     driver: z.literal('antminer'),
     name: z.string().max(128).optional(),
-    /** host, API port (4028) and the connect/read deadlines of both the API and the web CGI. */
+    /** host, `port` = the cgminer API (4028), and the connect/read deadlines of both the API and the web CGI. */
     ...tcpTransportSchema(4028),
-    /** The web CGI (HTTP Digest). Credentials are never logged or put in errors. */
-    web: z
+    /** Port of the web CGI (HTTP Digest), the secondary endpoint that carries writes. */
+    webPort: webPortSchema(80),
+    /** Web CGI login (stock root/root). Never logged or put in errors. */
+    username: usernameSchema.default('root'),
+    password: passwordSchema.min(1).max(128).default('root'),
+    /** Tuning of the web CGI (set_miner_conf.cgi / get_miner_conf.cgi). */
+    cgi: z
       .object({
-        port: portSchema.default(80),
-        username: z.string().min(1).max(64).default('root'),
-        password: z.string().min(1).max(128).default('root'),
         /** Long deadline of set_miner_conf.cgi, which answers after ~20 s and then restarts bmminer. */
         setConfTimeoutMs: z.number().int().min(1000).max(180_000).default(60_000),
         /** How long an action waits for the CGI answer before going on to read-back (the POST keeps running). */

@@ -68,7 +68,7 @@ describe('auradine config', () => {
     const { driver } = await rig();
     assert.equal(driver.capabilities.powerTarget, null);
     await expectCode(driver.setPowerTarget!(2000, ACT), 'UNSUPPORTED');
-    const ranged = await rig({}, { powerTargetMinW: 1500, powerTargetMaxW: 3500 });
+    const ranged = await rig({}, { powerTarget: { minW: 1500, maxW: 3500 } });
     assert.deepEqual(ranged.driver.capabilities.powerTarget, { minW: 1500, maxW: 3500, reboots: false });
   });
 });
@@ -128,7 +128,7 @@ describe('auradine curtail, restore, power target', () => {
   });
 
   test('a watt target sets custom power mode, confirmed by Mode[0].Power', async () => {
-    const { sim, driver } = await rig({}, { powerTargetMinW: 1500, powerTargetMaxW: 3500 });
+    const { sim, driver } = await rig({}, { powerTarget: { minW: 1500, maxW: 3500 } });
     const res = await driver.setPowerTarget!(2500, ACT);
     assert.equal(res.reading.fields.modePowerW, 2500);
     assert.equal(res.reading.fields.mode, 'custom');

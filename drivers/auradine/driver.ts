@@ -36,11 +36,10 @@ export class AuradineDriver implements DeviceDriver {
     this.http = new HttpClient({ host: cfg.host, port: cfg.port, connectTimeoutMs: t.connectMs, readTimeoutMs: t.readMs, maxResponseBytes: cfg.maxResponseBytes });
     this.api = new AuradineApi(this.http, cfg.id, cfg.username, cfg.password);
     this.cg = new CgminerClient({ host: cfg.host, port: cfg.apiPort, connectTimeoutMs: t.connectMs, readTimeoutMs: t.readMs, maxResponseBytes: cfg.maxResponseBytes });
-    const { powerTargetMinW: minW, powerTargetMaxW: maxW } = cfg;
     this.capabilities = {
       curtail: true,
       restore: true,
-      powerTarget: minW !== undefined && maxW !== undefined ? { minW, maxW, reboots: false } : null,
+      powerTarget: cfg.powerTarget ? { minW: cfg.powerTarget.minW, maxW: cfg.powerTarget.maxW, reboots: false } : null,
       profiles: false,
       switchOutlet: false,
     };
@@ -145,7 +144,7 @@ export class AuradineDriver implements DeviceDriver {
   async setPowerTarget(watts: number, opts: ActionOptions): Promise<ActionResult> {
     const range = this.capabilities.powerTarget;
     if (!range) {
-      throw new RackpilotError('UNSUPPORTED', `${this.id}: set powerTargetMinW and powerTargetMaxW (the model's power-mode range) to use a watt target`, { device: this.id });
+      throw new RackpilotError('UNSUPPORTED', `${this.id}: set powerTarget {minW, maxW} (the model's power-mode range) to use a watt target`, { device: this.id });
     }
     const w = Math.round(watts);
     if (!Number.isFinite(watts) || w < range.minW || w > range.maxW) {

@@ -41,7 +41,8 @@ function makeDriver(port: number, legacyPort: number, over: Record<string, unkno
     host: '127.0.0.1',
     port,
     password: PASSWORD,
-    legacyApi: { enabled: false, port: legacyPort },
+    apiPort: legacyPort,
+    apiFallback: false,
     timeouts: { connectMs: 500, readMs: 1000 },
     confirmPollMs: 50,
     ...over,
@@ -84,7 +85,8 @@ describe('braiins config', () => {
     assert.equal(cfg.port, 50051);
     assert.equal(cfg.username, 'root');
     assert.equal(cfg.password, '');
-    assert.deepEqual(cfg.legacyApi, { enabled: true, port: 4028 });
+    assert.equal(cfg.apiPort, 4028);
+    assert.equal(cfg.apiFallback, true);
     assert.deepEqual(cfg.timeouts, { connectMs: 1000, readMs: 3000 });
     assert.equal(cfg.sleepPowerMaxW, 100);
     assert.equal(cfg.quickRamping, undefined);
@@ -98,13 +100,15 @@ describe('braiins config', () => {
       host: 'h',
       quickRamping: { upS: -1, downS: 5 },
       powerTarget: { minW: 3000, maxW: 1000 },
-      legacyApi: { prot: 1 },
+      apiPort: 0,
+      legacyApi: { enabled: true },
     });
     assert.equal(res.success, false);
     const paths = res.error.issues.map((i) => i.path.join('.'));
     assert.ok(paths.includes('quickRamping.upS'), paths.join());
-    assert.ok(paths.includes('powerTarget'), paths.join());
-    assert.ok(paths.includes('legacyApi'), paths.join());
+    assert.ok(paths.includes('powerTarget.minW'), paths.join());
+    assert.ok(paths.includes('apiPort'), paths.join());
+    assert.ok(res.error.issues.some((i) => i.code === 'unrecognized_keys' && i.keys.includes('legacyApi')), 'the old legacyApi block is unknown');
   });
 
   test('create() does no I/O', async () => {
@@ -170,7 +174,7 @@ describe('braiins read', () => {
 
   test('telemetry falls back to the legacy TCP API when gRPC is unreachable', async () => {
     const { sim, driver, legacyPort } = await rig({}, {});
-    const d = makeDriver(sim.port, legacyPort, { legacyApi: { enabled: true, port: legacyPort } });
+    const d = makeDriver(sim.port, legacyPort, { apiFallback: true });
     try {
       sim.setFault({ kind: 'reset' });
       const r = await d.read(READ);

@@ -73,7 +73,7 @@ export class BraiinsDriver implements DeviceDriver {
     });
     this.legacy = new CgminerClient({
       host: cfg.host,
-      port: cfg.legacyApi.port,
+      port: cfg.apiPort,
       connectTimeoutMs: cfg.timeouts.connectMs,
       readTimeoutMs: cfg.timeouts.readMs,
       maxResponseBytes: cfg.maxResponseBytes,
@@ -164,7 +164,7 @@ export class BraiinsDriver implements DeviceDriver {
   }
 
   private async readAny(signal: AbortSignal, deadlineMs: number, started: number): Promise<Parsed> {
-    if (!this.cfg.legacyApi.enabled) return this.readGrpc(signal, this.rpcMs);
+    if (!this.cfg.apiFallback) return this.readGrpc(signal, this.rpcMs);
     // leave the legacy fallback at least half of the read's time
     try {
       return await this.readGrpc(signal, Math.max(20, Math.min(this.rpcMs, Math.floor(deadlineMs / 2))));
@@ -177,7 +177,7 @@ export class BraiinsDriver implements DeviceDriver {
         return fromLegacy(replies, this.cfg.sleepPowerMaxW);
       } catch (legacyErr) {
         const l = toRackpilotError(legacyErr);
-        throw new RackpilotError(e.code, `${e.message}; legacy API fallback (port ${this.cfg.legacyApi.port}) failed too: ${l.message}`, e.context, {
+        throw new RackpilotError(e.code, `${e.message}; legacy API fallback (port ${this.cfg.apiPort}) failed too: ${l.message}`, e.context, {
           cause: e,
         });
       }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { portSchema, tcpTransportSchema } from '../lib/transports.js';
+import { apiPortSchema, passwordSchema, powerTargetRangeSchema, tcpTransportSchema, usernameSchema } from '../lib/transports.js';
 
 export const braiinsConfigSchema = z
   .object({
@@ -10,17 +10,13 @@ export const braiinsConfigSchema = z
     /** gRPC API (h2c); `port` is the gRPC port. */
     ...tcpTransportSchema(50051),
     /** API login. Never logged. */
-    username: z.string().min(1).max(64).default('root'),
+    username: usernameSchema.default('root'),
     /** API password (empty: the factory default of older Braiins OS+). Never logged. */
-    password: z.string().max(256).default(''),
-    /** The legacy cgminer-style TCP API (BOSminer), used for telemetry when gRPC is unreachable. */
-    legacyApi: z
-      .object({
-        enabled: z.boolean().default(true),
-        port: portSchema.default(4028),
-      })
-      .strict()
-      .prefault({}),
+    password: passwordSchema.default(''),
+    /** Port of the legacy cgminer-style TCP API (BOSminer), the telemetry fallback. */
+    apiPort: apiPortSchema,
+    /** Read telemetry from the legacy TCP API on `apiPort` when gRPC is unreachable. */
+    apiFallback: z.boolean().default(true),
     /** Replies larger than this are refused (bytes). */
     maxResponseBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
     /** A curtail is confirmed only when the miner is paused, not hashing, and draws at most this. */
@@ -42,11 +38,7 @@ export const braiinsConfigSchema = z
      * Power-target range to assume until the miner reports its own (`GetConstraints`);
      * the miner's reported range always wins.
      */
-    powerTarget: z
-      .object({ minW: z.number().int().positive().max(100_000), maxW: z.number().int().positive().max(100_000) })
-      .strict()
-      .refine((r) => r.minW <= r.maxW, { message: 'minW must not exceed maxW' })
-      .optional(),
+    powerTarget: powerTargetRangeSchema.optional(),
   })
   .strict();
 

@@ -38,11 +38,10 @@ export class EpicDriver implements DeviceDriver {
       maxResponseBytes: cfg.maxResponseBytes,
     });
     this.api = new EpicApi(this.http, cfg.id, cfg.password);
-    const { powerTargetMinW: minW, powerTargetMaxW: maxW } = cfg;
     this.capabilities = {
       curtail: true,
       restore: true,
-      powerTarget: minW !== undefined && maxW !== undefined ? { minW, maxW, reboots: false } : null,
+      powerTarget: cfg.powerTarget ? { minW: cfg.powerTarget.minW, maxW: cfg.powerTarget.maxW, reboots: false } : null,
       profiles: false,
       switchOutlet: false,
     };
@@ -124,7 +123,7 @@ export class EpicDriver implements DeviceDriver {
   async setPowerTarget(watts: number, opts: ActionOptions): Promise<ActionResult> {
     const range = this.capabilities.powerTarget;
     if (!range) {
-      throw new RackpilotError('UNSUPPORTED', `${this.id}: set powerTargetMinW and powerTargetMaxW (from the miner's GET /capabilities) to use a watt target`, { device: this.id });
+      throw new RackpilotError('UNSUPPORTED', `${this.id}: set powerTarget {minW, maxW} (from the miner's GET /capabilities) to use a watt target`, { device: this.id });
     }
     const w = Math.round(watts);
     if (!Number.isFinite(watts) || w < range.minW || w > range.maxW) {

@@ -60,22 +60,25 @@ describe('epic config', () => {
     assert.equal(cfg.port, 4028);
     assert.equal(cfg.password, 'letmein');
     assert.equal(cfg.powerTuneAlgo, 'PowerTune');
-    assert.equal(cfg.powerTargetMinW, undefined);
+    assert.equal(cfg.powerTarget, undefined);
   });
 
   test('a half-set or inverted power range is rejected with its path', () => {
-    const half = epicConfigSchema.safeParse({ id: 'e1', driver: 'epic', host: 'h', powerTargetMinW: 1000 });
+    const half = epicConfigSchema.safeParse({ id: 'e1', driver: 'epic', host: 'h', powerTarget: { minW: 1000 } });
     assert.equal(half.success, false);
-    assert.ok(half.error.issues.some((i) => i.path.join('.') === 'powerTargetMaxW'));
-    const inverted = epicConfigSchema.safeParse({ id: 'e1', driver: 'epic', host: 'h', powerTargetMinW: 3000, powerTargetMaxW: 2000 });
+    assert.ok(half.error.issues.some((i) => i.path.join('.') === 'powerTarget.maxW'));
+    const inverted = epicConfigSchema.safeParse({ id: 'e1', driver: 'epic', host: 'h', powerTarget: { minW: 3000, maxW: 2000 } });
     assert.equal(inverted.success, false);
+    assert.ok(inverted.error.issues.some((i) => i.path.join('.') === 'powerTarget.minW'));
+    const old = epicConfigSchema.safeParse({ id: 'e1', driver: 'epic', host: 'h', powerTargetMinW: 1000, powerTargetMaxW: 3000 });
+    assert.equal(old.success, false, 'the old flat keys are unknown');
   });
 
   test('capabilities: a watt target only with a configured range, never rebooting', async () => {
     const { driver } = await rig();
     assert.equal(driver.capabilities.powerTarget, null);
-    await expectCode(driver.setPowerTarget!(2000, ACT), 'UNSUPPORTED', /powerTargetMinW/);
-    const ranged = await rig({}, { powerTargetMinW: 1500, powerTargetMaxW: 3300 });
+    await expectCode(driver.setPowerTarget!(2000, ACT), 'UNSUPPORTED', /powerTarget \{minW, maxW\}/);
+    const ranged = await rig({}, { powerTarget: { minW: 1500, maxW: 3300 } });
     assert.deepEqual(ranged.driver.capabilities.powerTarget, { minW: 1500, maxW: 3300, reboots: false });
   });
 });
@@ -118,7 +121,7 @@ describe('epic curtail, restore, power target', () => {
   });
 
   test('a watt target enables the tuner and sets the PowerTune algorithm; read-back confirms it', async () => {
-    const { sim, driver } = await rig({}, { powerTargetMinW: 1500, powerTargetMaxW: 3300 });
+    const { sim, driver } = await rig({}, { powerTarget: { minW: 1500, maxW: 3300 } });
     const res = await driver.setPowerTarget!(2500, ACT);
     assert.equal(res.confirmed, true);
     assert.equal(res.reading.fields.tuneAlgorithm, 'PowerTune');
@@ -130,7 +133,7 @@ describe('epic curtail, restore, power target', () => {
   });
 
   test('the device rejecting a target (result false) is DEVICE_ERROR with its reason', async () => {
-    const { driver } = await rig({ powerTuneMinW: 2000 }, { powerTargetMinW: 1500, powerTargetMaxW: 3300 });
+    const { driver } = await rig({ powerTuneMinW: 2000 }, { powerTarget: { minW: 1500, maxW: 3300 } });
     await expectCode(driver.setPowerTarget!(1600, ACT), 'DEVICE_ERROR', /^e1: .*rejected POST \/perpetualtune\/algo: Target 1600 outside 2000\.\.3300/);
   });
 

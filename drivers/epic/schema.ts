@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { tcpTransportSchema } from '../lib/transports.js';
+import { passwordSchema, powerTargetRangeSchema, tcpTransportSchema } from '../lib/transports.js';
 
 export const epicConfigSchema = z
   .object({
@@ -10,13 +10,12 @@ export const epicConfigSchema = z
     /** The ePIC HTTP API listens on 4028 (instead of the cgminer TCP API). */
     ...tcpTransportSchema(4028),
     /** API password, sent in the body of every POST (factory default "letmein"). Never logged. */
-    password: z.string().min(1).max(256).default('letmein'),
+    password: passwordSchema.min(1).default('letmein'),
     /**
-     * Watt-target range of this miner's Power tuning algorithm (see GET /capabilities on the
-     * device). The power-target capability is offered only when both are set.
+     * `{minW, maxW}`: watt-target range of this miner's Power tuning algorithm (see GET
+     * /capabilities on the device). The power-target capability is offered only when set.
      */
-    powerTargetMinW: z.number().int().min(100).max(30_000).optional(),
-    powerTargetMaxW: z.number().int().min(100).max(30_000).optional(),
+    powerTarget: powerTargetRangeSchema.optional(),
     /** Name of the watt-target algorithm in `POST /perpetualtune/algo` (ePIC's UI: "PowerTune"). */
     powerTuneAlgo: z.string().min(1).max(64).default('PowerTune'),
     /** `min_throttle` sent with a watt target: the tuner may throttle down to this (W). */
@@ -30,14 +29,6 @@ export const epicConfigSchema = z
     /** Interval of read-back polls while confirming an action. */
     confirmPollMs: z.number().int().min(20).max(5000).default(250),
   })
-  .strict()
-  .refine((c) => (c.powerTargetMinW === undefined) === (c.powerTargetMaxW === undefined), {
-    message: 'set both powerTargetMinW and powerTargetMaxW, or neither',
-    path: ['powerTargetMaxW'],
-  })
-  .refine((c) => c.powerTargetMinW === undefined || c.powerTargetMaxW === undefined || c.powerTargetMinW < c.powerTargetMaxW, {
-    message: 'powerTargetMinW must be below powerTargetMaxW',
-    path: ['powerTargetMinW'],
-  });
+  .strict();
 
 export type EpicConfig = z.output<typeof epicConfigSchema>;

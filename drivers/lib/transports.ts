@@ -29,3 +29,75 @@ export function tcpTransportSchema(defaultPort: number) {
 }
 
 export type Timeouts = z.infer<typeof timeoutsSchema>;
+
+/*
+ * The shared device-block vocabulary. Every driver names the same thing the
+ * same way; the defaults differ per family and are set where a driver
+ * composes these. Keys:
+ *
+ *   port        the family's primary control port (tcpTransportSchema)
+ *   apiPort     the cgminer-family TCP API port, where it is a secondary endpoint
+ *   webPort     the HTTP port, where it is a secondary endpoint
+ *   username    login name, top level (never logged)
+ *   password    password, top level (never logged or put in errors)
+ *   powerTarget {minW, maxW}: a configured power-target range
+ *   fullPowerW  the draw that 100 % stands for in percent-based power targets
+ */
+
+/** Default port of the cgminer-family TCP API. */
+export const DEFAULT_CGMINER_API_PORT = 4028;
+
+/**
+ * `apiPort`: the cgminer-family TCP API port when it is a secondary endpoint of
+ * a family whose `port` is something else (e.g. Auradine telemetry, the
+ * Braiins legacy fallback). Detection's API port is handed to it.
+ */
+export const apiPortSchema = portSchema.default(DEFAULT_CGMINER_API_PORT);
+
+/**
+ * `webPort`: the HTTP port when it is a secondary endpoint of a family whose
+ * `port` is the TCP API (e.g. the Antminer CGI). Detection's web port is
+ * handed to it.
+ */
+export function webPortSchema(defaultPort = 80) {
+  return portSchema.default(defaultPort);
+}
+
+/**
+ * `username`: the login name for the family's API or web login, always top
+ * level. Families with a fixed set of accounts use their own enum under the
+ * same key. Never logged or put in errors.
+ */
+export const usernameSchema = z.string().min(1).max(64);
+
+/**
+ * `password`: the login password, always top level (may be empty; families
+ * that refuse an empty one add `.min(1)`). Never logged or put in errors.
+ */
+export const passwordSchema = z.string().max(256);
+
+/** Watts of a power target or of a power-target range bound. */
+export const wattsSchema = z.number().int().positive().max(100_000);
+
+/**
+ * `powerTarget`: `{minW, maxW}`, the power-target range a driver takes from
+ * config (where the miner cannot report it, or until it does). Both bounds
+ * are required; `minW` must not exceed `maxW`.
+ */
+export const powerTargetRangeSchema = z
+  .object({
+    /** Lowest watt target the driver will send. */
+    minW: wattsSchema,
+    /** Highest watt target the driver will send. */
+    maxW: wattsSchema,
+  })
+  .strict()
+  .refine((r) => r.minW <= r.maxW, { message: 'minW must not exceed maxW', path: ['minW'] });
+
+/**
+ * `fullPowerW`: the draw, in watts, that 100 % stands for where the firmware
+ * takes power targets in percent (a watt target W is sent as W / fullPowerW).
+ */
+export const fullPowerWSchema = z.number().int().min(100).max(30_000);
+
+export type PowerTargetRange = z.infer<typeof powerTargetRangeSchema>;

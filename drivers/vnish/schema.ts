@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { tcpTransportSchema } from '../lib/transports.js';
+import { fullPowerWSchema, passwordSchema, tcpTransportSchema } from '../lib/transports.js';
 
 export const vnishConfigSchema = z
   .object({
@@ -9,7 +9,7 @@ export const vnishConfigSchema = z
     name: z.string().max(128).optional(),
     ...tcpTransportSchema(80),
     /** Web password, sent to `POST /api/v1/unlock` (factory default "admin"). Never logged. */
-    password: z.string().min(1).max(256).default('admin'),
+    password: passwordSchema.min(1).default('admin'),
     /**
      * How curtail stops the miner: `stop` ends mining (`/mining/stop`, restore `/mining/start`);
      * `pause` pauses it (`/mining/pause`, restore `/mining/resume`). See README.
@@ -19,7 +19,7 @@ export const vnishConfigSchema = z
      * Draw of this miner at throttle 100 %, in watts. Vnish throttles in percent of full power;
      * only with this set can a watt target be mapped to a percent (and the capability offered).
      */
-    fullPowerW: z.number().int().min(100).max(30_000).optional(),
+    fullPowerW: fullPowerWSchema.optional(),
     /** Replies larger than this are refused (bytes). */
     maxResponseBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
     /** A curtail is confirmed only when the miner draws at most this. */

@@ -43,7 +43,7 @@ export class WhatsminerV2Driver implements DeviceDriver {
   /** Writes need the password; a power target also needs the power limit (config or first read). */
   get capabilities(): Capabilities {
     const canWrite = this.cfg.password !== undefined;
-    const limit = this.cfg.powerLimitW ?? this.learnedLimitW;
+    const limit = this.cfg.fullPowerW ?? this.learnedLimitW;
     return {
       curtail: canWrite,
       restore: canWrite,
@@ -159,10 +159,10 @@ export class WhatsminerV2Driver implements DeviceDriver {
   setPowerTarget(watts: number, opts: ActionOptions): Promise<ActionResult> {
     this.requireWrites('a power target');
     const range = this.capabilities.powerTarget;
-    const limit = this.cfg.powerLimitW ?? this.learnedLimitW;
+    const limit = this.cfg.fullPowerW ?? this.learnedLimitW;
     if (!range || limit === undefined) {
       return Promise.reject(
-        new RackpilotError('UNSUPPORTED', `${this.id}: power limit unknown; set "powerLimitW" in its config or let one read succeed first`, { device: this.id }),
+        new RackpilotError('UNSUPPORTED', `${this.id}: power limit unknown; set "fullPowerW" in its config or let one read succeed first`, { device: this.id }),
       );
     }
     if (!Number.isFinite(watts) || watts < range.minW || watts > range.maxW) {

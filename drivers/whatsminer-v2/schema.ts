@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { tcpTransportSchema } from '../lib/transports.js';
+import { fullPowerWSchema, passwordSchema, tcpTransportSchema } from '../lib/transports.js';
 
 export const whatsminerV2ConfigSchema = z
   .object({
@@ -13,7 +13,7 @@ export const whatsminerV2ConfigSchema = z
      * driver is read-only. Writes also need the API enabled and the password changed
      * from the factory "admin" in WhatsMinerTool.
      */
-    password: z.string().min(1).max(64).optional(),
+    password: passwordSchema.min(1).max(64).optional(),
     /** Replies larger than this are refused (bytes). */
     maxResponseBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
     /** A curtail is confirmed only when the miner draws at most this (power_off leaves the control board on). */
@@ -23,10 +23,11 @@ export const whatsminerV2ConfigSchema = z
     /** Renew the token (it lives 30 min on the miner) once it is this old; renewal happens in read()/start(). */
     tokenRefreshMs: z.number().int().min(1000).max(29 * 60_000).default(25 * 60_000),
     /**
-     * The miner's power limit in watts, when known up front; otherwise learned from
-     * summary `Power Limit` on the first good read. Power targets are percentages of it.
+     * The draw that 100 % stands for (the miner's power limit), in watts, when known up front;
+     * otherwise learned from summary `Power Limit` on the first good read. Power targets are
+     * sent as percentages of it.
      */
-    powerLimitW: z.number().int().min(100).max(20_000).optional(),
+    fullPowerW: fullPowerWSchema.optional(),
     /** Lowest set_power_pct the driver will send. */
     minPowerPercent: z.number().int().min(1).max(100).default(10),
     /** A power target is confirmed when read-back power is within this fraction of the target (or 50 W). */

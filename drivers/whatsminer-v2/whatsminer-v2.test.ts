@@ -83,6 +83,12 @@ describe('whatsminer-v2 config and capabilities', () => {
     await driver.read(READ);
     assert.deepEqual(driver.capabilities.powerTarget, { minW: 330, maxW: 3300, reboots: false });
   });
+
+  test('a configured fullPowerW gives the range before any read', async () => {
+    const { driver } = await rig({}, { fullPowerW: 3000 });
+    assert.deepEqual(driver.capabilities.powerTarget, { minW: 300, maxW: 3000, reboots: false });
+    assert.equal(whatsminerV2ConfigSchema.safeParse({ id: 'a', driver: 'whatsminer-v2', host: 'h', powerLimitW: 3000 }).success, false, 'the old key is unknown');
+  });
 });
 
 describe('whatsminer-v2 read', () => {

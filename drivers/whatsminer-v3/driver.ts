@@ -46,7 +46,7 @@ export class WhatsminerV3Driver implements DeviceDriver {
 
   get capabilities(): Capabilities {
     const canWrite = this.cfg.password !== undefined;
-    const limit = this.cfg.powerLimitW ?? this.learnedLimitW;
+    const limit = this.cfg.fullPowerW ?? this.learnedLimitW;
     return {
       curtail: canWrite,
       restore: canWrite,
@@ -86,7 +86,7 @@ export class WhatsminerV3Driver implements DeviceDriver {
     if (r.code === -4) {
       throw new RackpilotError(
         'AUTH_FAILED',
-        `${this.where} ${cmd}: access denied by the miner (code -4: ${msg}). Check "account"/"password" in the config of ${this.id}, that API writes are enabled on the miner, and that this host's clock is right (tokens carry a timestamp)`,
+        `${this.where} ${cmd}: access denied by the miner (code -4: ${msg}). Check "username"/"password" in the config of ${this.id}, that API writes are enabled on the miner, and that this host's clock is right (tokens carry a timestamp)`,
         { device: this.id, deviceCode: -4 },
       );
     }
@@ -176,7 +176,7 @@ export class WhatsminerV3Driver implements DeviceDriver {
       const cached = this.salt !== undefined;
       const salt = this.salt ?? (await this.fetchSalt(signal));
       const ts = Math.floor(this.ctx.now() / 1000);
-      const r = await this.call({ cmd, param, ts, account: this.cfg.account, token: v3Token(cmd, password, salt, ts) }, signal);
+      const r = await this.call({ cmd, param, ts, account: this.cfg.username, token: v3Token(cmd, password, salt, ts) }, signal);
       if (r.code === -4 && cached && attempt === 0) {
         this.salt = undefined;
         continue;
@@ -205,9 +205,9 @@ export class WhatsminerV3Driver implements DeviceDriver {
   setPowerTarget(watts: number, opts: ActionOptions): Promise<ActionResult> {
     this.requireWrites('a power target');
     const range = this.capabilities.powerTarget;
-    const limit = this.cfg.powerLimitW ?? this.learnedLimitW;
+    const limit = this.cfg.fullPowerW ?? this.learnedLimitW;
     if (!range || limit === undefined) {
-      return Promise.reject(new RackpilotError('UNSUPPORTED', `${this.id}: power limit unknown; set "powerLimitW" in its config or let one read succeed first`, { device: this.id }));
+      return Promise.reject(new RackpilotError('UNSUPPORTED', `${this.id}: power limit unknown; set "fullPowerW" in its config or let one read succeed first`, { device: this.id }));
     }
     if (!Number.isFinite(watts) || watts < range.minW || watts > range.maxW) {
       return Promise.reject(new RackpilotError('UNSUPPORTED', `${this.id}: power target ${watts} W is outside ${range.minW}..${range.maxW} W`, { device: this.id }));

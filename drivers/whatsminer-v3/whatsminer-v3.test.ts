@@ -53,8 +53,10 @@ describe('whatsminer-v3 token and config', () => {
   test('defaults', () => {
     const cfg = whatsminerV3ConfigSchema.parse({ id: 'a', driver: 'whatsminer-v3', host: '10.0.0.9' });
     assert.equal(cfg.port, 4433);
-    assert.equal(cfg.account, 'super');
-    assert.equal(whatsminerV3ConfigSchema.safeParse({ ...cfg, account: 'root' }).success, false);
+    assert.equal(cfg.username, 'super');
+    assert.equal(cfg.fullPowerW, undefined);
+    assert.equal(whatsminerV3ConfigSchema.safeParse({ ...cfg, username: 'root' }).success, false);
+    assert.equal(whatsminerV3ConfigSchema.safeParse({ ...cfg, account: 'super' }).success, false, 'the old key is unknown');
   });
 });
 

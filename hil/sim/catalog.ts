@@ -112,7 +112,10 @@ const antminer: CatalogEntry = {
     return started('antminer', host, sim, () => ({
       ...common(o),
       port: apiPort,
-      web: { port: webPort, username, password: SIM_PASSWORD, ackWaitMs: o.fast ? 300 : 2000 },
+      webPort,
+      username,
+      password: SIM_PASSWORD,
+      cgi: { ackWaitMs: o.fast ? 300 : 2000 },
     }));
   },
 };
@@ -150,7 +153,8 @@ const braiins: CatalogEntry = {
       port,
       username,
       password: SIM_PASSWORD,
-      legacyApi: { enabled: true, port: legacyPort },
+      apiPort: legacyPort,
+      apiFallback: true,
       powerTarget: { minW: 1100, maxW: miningW },
     }));
   },
@@ -184,7 +188,7 @@ const epic: CatalogEntry = {
     const miningW = vary(o, 3300);
     const sim = new EpicSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), miningW, password: SIM_PASSWORD, powerTuneMinW: 1000, powerTuneMaxW: miningW });
     const { host, port } = await sim.listen();
-    return started('epic', host, sim, () => ({ ...common(o), port, password: SIM_PASSWORD, powerTargetMinW: 1000, powerTargetMaxW: miningW }));
+    return started('epic', host, sim, () => ({ ...common(o), port, password: SIM_PASSWORD, powerTarget: { minW: 1000, maxW: miningW } }));
   },
 };
 
@@ -197,7 +201,7 @@ const auradine: CatalogEntry = {
     const sim = new AuradineSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), miningW, user: username, password: SIM_PASSWORD });
     const { host, port, apiPort } = await sim.listen();
     // the simulated custom power mode accepts 1000 W .. miningW
-    return started('auradine', host, sim, () => ({ ...common(o), port, apiPort, username, password: SIM_PASSWORD, powerTargetMinW: 1000, powerTargetMaxW: miningW }));
+    return started('auradine', host, sim, () => ({ ...common(o), port, apiPort, username, password: SIM_PASSWORD, powerTarget: { minW: 1000, maxW: miningW } }));
   },
 };
 
@@ -208,7 +212,7 @@ const whatsminerV2: CatalogEntry = {
     const powerLimitW = vary(o, 3300);
     const sim = new WhatsminerV2Sim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), powerLimitW, password: SIM_PASSWORD });
     const { host, port } = await sim.listen();
-    return started('whatsminer-v2', host, sim, () => ({ ...common(o), port, password: SIM_PASSWORD, powerLimitW }));
+    return started('whatsminer-v2', host, sim, () => ({ ...common(o), port, password: SIM_PASSWORD, fullPowerW: powerLimitW }));
   },
 };
 
@@ -219,7 +223,7 @@ const whatsminerV3: CatalogEntry = {
     const powerLimitW = vary(o, 3500);
     const sim = new WhatsminerV3Sim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), powerLimitW, account: 'super', password: SIM_PASSWORD });
     const { host, port } = await sim.listen();
-    return started('whatsminer-v3', host, sim, () => ({ ...common(o), port, account: 'super', password: SIM_PASSWORD, powerLimitW }));
+    return started('whatsminer-v3', host, sim, () => ({ ...common(o), port, username: 'super', password: SIM_PASSWORD, fullPowerW: powerLimitW }));
   },
 };
 
