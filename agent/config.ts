@@ -155,7 +155,36 @@ export function parseConfigText(text: string, file = 'config'): ConfigResult {
       }),
     };
   }
-  return validateConfig(doc.toJS());
+  const env: string[] = [];
+  const raw = substituteEnv(doc.toJS(), [], process.env, env);
+  if (env.length > 0) return { ok: false, errors: env };
+  return validateConfig(raw);
+}
+
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+/**
+ * Replaces `${NAME}` in string values with the environment variable NAME, so
+ * secrets can stay out of the file (e.g. `password: ${MINER_PASSWORD}` with
+ * the variable set by systemd's EnvironmentFile). An unset variable is an
+ * error naming the path; `$${...}` is not special-cased (no escaping needed so far).
+ */
+export function substituteEnv(value: unknown, path: PropertyKey[], envVars: NodeJS.ProcessEnv, errors: string[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(ENV_REF, (_, name: string) => {
+      const v = envVars[name];
+      if (v === undefined) {
+        errors.push(`${formatPath(path)}: environment variable ${name} is not set`);
+        return '';
+      }
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, [...path, i], envVars, errors));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteEnv(v, [...path, k], envVars, errors)]));
+  }
+  return value;
 }
 
 export function loadConfigFile(file: string): ConfigResult {

@@ -103,4 +103,19 @@ describe('rackpilot config check', () => {
     assert.equal(r.status, 1);
     assert.match(r.stderr, /mqtt\.tls\.caFile: cannot read "\/nonexistent\/ca\.pem" \(ENOENT\)/);
   });
+
+  test('${NAME} in a string value is replaced from the environment; an unset one is an error with its path', () => {
+    const text = 'site: s\nrack: r\nmqtt: { url: mqtt://127.0.0.1, password: "${RP_TEST_MQTT_PW}" }\ndevices:\n  - { id: a, driver: vnish, host: h, password: "x-${RP_TEST_UNSET_PW}" }\n';
+    process.env.RP_TEST_MQTT_PW = 'from-env';
+    delete process.env.RP_TEST_UNSET_PW;
+    const bad = parseConfigText(text, 'e.yaml');
+    assert.deepEqual(bad.ok ? [] : bad.errors, ['devices[0].password: environment variable RP_TEST_UNSET_PW is not set']);
+    process.env.RP_TEST_UNSET_PW = 'pw2';
+    const good = parseConfigText(text, 'e.yaml');
+    assert.ok(good.ok, good.ok ? '' : good.errors.join('\n'));
+    assert.equal(good.config.mqtt.password, 'from-env');
+    assert.equal((good.config.devices[0] as { password?: string }).password, 'x-pw2');
+    delete process.env.RP_TEST_MQTT_PW;
+    delete process.env.RP_TEST_UNSET_PW;
+  });
 });
