@@ -28,6 +28,28 @@ export interface SimStartOptions {
   timing?: Partial<Timing>;
   /** Position in a rack: varies the draw a little so a rack does not look cloned. */
   index?: number;
+  /**
+   * Fixed ports by role instead of ephemeral ones, so that simulators on
+   * several loopback addresses look like a real subnet to `scan` (one API
+   * port, one web port, the family ports 4433 and 50051 for every host).
+   */
+  ports?: SimPorts;
+}
+
+export interface SimPorts {
+  /** The cgminer-family API (4028 on a real miner), and ePIC's HTTP API which lives there. */
+  api?: number;
+  /** The web UI / HTTP API (80, Auradine 8080). */
+  http?: number;
+  /** Whatsminer API v3 (4433). */
+  v3?: number;
+  /** Braiins OS+ gRPC (50051). */
+  grpc?: number;
+}
+
+/** `{ key: port }` when the role has a fixed port, else nothing (ephemeral). */
+function fixed<K extends string>(key: K, port: number | undefined): Partial<Record<K, number>> {
+  return port === undefined ? {} : ({ [key]: port } as Record<K, number>);
 }
 
 /** What every simulator personality has in common. */
@@ -102,6 +124,8 @@ const antminer: CatalogEntry = {
     const sim = new AntminerSim({
       ...timing(o),
       ...(o.host !== undefined ? { host: o.host } : {}),
+      ...fixed('apiPort', o.ports?.api),
+      ...fixed('webPort', o.ports?.http),
       miningW: vary(o, 3250),
       username,
       password: SIM_PASSWORD,
@@ -124,7 +148,7 @@ const avalon: CatalogEntry = {
   family: 'avalon',
   label: 'Canaan Avalon',
   async start(o = {}) {
-    const sim = new AvalonSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), miningW: vary(o, 3730) });
+    const sim = new AvalonSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), ...fixed('port', o.ports?.api), miningW: vary(o, 3730) });
     const { host, port } = await sim.listen();
     return started('avalon', host, sim, () => ({
       ...common(o),
@@ -146,7 +170,7 @@ const braiins: CatalogEntry = {
   async start(o = {}) {
     const username = 'root';
     const miningW = vary(o, 3500);
-    const sim = new BraiinsSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), miningW, username, password: SIM_PASSWORD, minPowerW: 1100, maxPowerW: miningW });
+    const sim = new BraiinsSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), ...fixed('port', o.ports?.grpc), ...fixed('legacyPort', o.ports?.api), miningW, username, password: SIM_PASSWORD, minPowerW: 1100, maxPowerW: miningW });
     const { host, port, legacyPort } = await sim.listen();
     return started('braiins', host, sim, () => ({
       ...common(o),
@@ -164,7 +188,7 @@ const luxos: CatalogEntry = {
   family: 'luxos',
   label: 'LuxOS',
   async start(o = {}) {
-    const sim = new LuxosSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), miningW: vary(o, 3250, 150), hashrateThs: vary(o, 100, 10) });
+    const sim = new LuxosSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), ...fixed('port', o.ports?.api), miningW: vary(o, 3250, 150), hashrateThs: vary(o, 100, 10) });
     const { host, port } = await sim.listen();
     return started('luxos', host, sim, () => ({ ...common(o), port }));
   },
@@ -175,7 +199,7 @@ const vnish: CatalogEntry = {
   label: 'Vnish',
   async start(o = {}) {
     const miningW = vary(o, 3250);
-    const sim = new VnishSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), miningW, password: SIM_PASSWORD });
+    const sim = new VnishSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), ...fixed('port', o.ports?.http), miningW, password: SIM_PASSWORD });
     const { host, port } = await sim.listen();
     return started('vnish', host, sim, () => ({ ...common(o), port, password: SIM_PASSWORD, fullPowerW: miningW }));
   },
@@ -186,7 +210,7 @@ const epic: CatalogEntry = {
   label: 'ePIC PowerPlay',
   async start(o = {}) {
     const miningW = vary(o, 3300);
-    const sim = new EpicSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), miningW, password: SIM_PASSWORD, powerTuneMinW: 1000, powerTuneMaxW: miningW });
+    const sim = new EpicSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), ...fixed('port', o.ports?.api), miningW, password: SIM_PASSWORD, powerTuneMinW: 1000, powerTuneMaxW: miningW });
     const { host, port } = await sim.listen();
     return started('epic', host, sim, () => ({ ...common(o), port, password: SIM_PASSWORD, powerTarget: { minW: 1000, maxW: miningW } }));
   },
@@ -198,7 +222,7 @@ const auradine: CatalogEntry = {
   async start(o = {}) {
     const username = 'admin';
     const miningW = vary(o, 3500);
-    const sim = new AuradineSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), miningW, user: username, password: SIM_PASSWORD });
+    const sim = new AuradineSim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), ...fixed('port', o.ports?.http), ...fixed('apiPort', o.ports?.api), miningW, user: username, password: SIM_PASSWORD });
     const { host, port, apiPort } = await sim.listen();
     // the simulated custom power mode accepts 1000 W .. miningW
     return started('auradine', host, sim, () => ({ ...common(o), port, apiPort, username, password: SIM_PASSWORD, powerTarget: { minW: 1000, maxW: miningW } }));
@@ -210,7 +234,7 @@ const whatsminerV2: CatalogEntry = {
   label: 'Whatsminer API v2',
   async start(o = {}) {
     const powerLimitW = vary(o, 3300);
-    const sim = new WhatsminerV2Sim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), powerLimitW, password: SIM_PASSWORD });
+    const sim = new WhatsminerV2Sim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), ...fixed('port', o.ports?.api), powerLimitW, password: SIM_PASSWORD });
     const { host, port } = await sim.listen();
     return started('whatsminer-v2', host, sim, () => ({ ...common(o), port, password: SIM_PASSWORD, fullPowerW: powerLimitW }));
   },
@@ -221,7 +245,7 @@ const whatsminerV3: CatalogEntry = {
   label: 'Whatsminer API v3',
   async start(o = {}) {
     const powerLimitW = vary(o, 3500);
-    const sim = new WhatsminerV3Sim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), powerLimitW, account: 'super', password: SIM_PASSWORD });
+    const sim = new WhatsminerV3Sim({ ...timing(o), ...(o.host !== undefined ? { host: o.host } : {}), ...fixed('port', o.ports?.v3), powerLimitW, account: 'super', password: SIM_PASSWORD });
     const { host, port } = await sim.listen();
     return started('whatsminer-v3', host, sim, () => ({ ...common(o), port, username: 'super', password: SIM_PASSWORD, fullPowerW: powerLimitW }));
   },
