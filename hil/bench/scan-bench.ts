@@ -1,14 +1,14 @@
 /**
  * Scan benchmark (prints figures, asserts nothing): a /22 under
- * 127.1.0.0/22 (loopback only) with LuxOS simulators on a few dozen
- * addresses, other registered families' simulators where a sim can be
- * made generically (none yet: see the report), some silent listeners, and
- * nothing on the rest. Prints wall time and peak open sockets (sampled
- * /proc/self/fd count) for concurrency 64 and 256.
+ * 127.1.0.0/22 (loopback only) with simulators of every family (round-robin
+ * over the catalog, all on the same ports like a real subnet) on a few dozen
+ * addresses, some silent listeners, and nothing on the rest. Prints wall
+ * time and peak open sockets (sampled /proc/self/fd count) for concurrency
+ * 64 and 256.
  *   npm run bench:scan
  */
 import { expandCidr, scan } from '../../agent/scan.js';
-import { LuxosSim } from '../sim/luxos-sim.js';
+import { SIM_CATALOG, SIM_PASSWORD } from '../sim/catalog.js';
 import { openFds } from '../testing/fds.js';
 import { freePort } from '../testing/ports.js';
 import { silentListener, type Closable } from '../testing/responders.js';
@@ -21,8 +21,8 @@ const SILENT_EVERY = 4;
 async function main(): Promise<void> {
   const range = expandCidr(RANGE);
   if (!range.ok) throw new Error(range.error);
-  const apiPort = await freePort();
-  const httpPort = await freePort();
+  const ports = { api: await freePort(), http: await freePort(), v3: await freePort(), grpc: await freePort() };
+  const { api: apiPort, http: httpPort } = ports;
   const open: Closable[] = [];
   // spread miners and silent hosts over the range
   const step = Math.floor(range.hosts.length / HOSTS);
@@ -30,18 +30,17 @@ async function main(): Promise<void> {
   for (const [i, host] of picked.entries()) {
     if (i % SILENT_EVERY === 0) open.push((await silentListener(host, apiPort)).server);
     else {
-      const sim = new LuxosSim({ host, port: apiPort });
-      await sim.listen();
-      open.push(sim);
+      const entry = SIM_CATALOG[i % SIM_CATALOG.length];
+      if (entry) open.push(await entry.start({ host, fast: true, ports, index: i }));
     }
   }
   const silentCount = picked.filter((_, i) => i % SILENT_EVERY === 0).length;
-  process.stdout.write(`${RANGE}: ${range.hosts.length} addresses, ${picked.length - silentCount} LuxOS simulators, ${silentCount} silent listeners, the rest closed\n`);
+  process.stdout.write(`${RANGE}: ${range.hosts.length} addresses, ${picked.length - silentCount} simulators of ${SIM_CATALOG.length} families, ${silentCount} silent listeners, the rest closed\n`);
   for (const concurrency of [64, 256]) {
     const base = openFds();
     let peak = base;
     const sampler = setInterval(() => (peak = Math.max(peak, openFds())), 2);
-    const { summary } = await scan({ hosts: range.hosts, apiPort, httpPort, concurrency, timeoutMs: 3000, portMap: { 4433: httpPort, 50051: httpPort } });
+    const { summary } = await scan({ hosts: range.hosts, apiPort, httpPort, concurrency, timeoutMs: 3000, portMap: { 4433: ports.v3, 50051: ports.grpc, 8080: httpPort }, credentials: { password: SIM_PASSWORD } });
     clearInterval(sampler);
     await new Promise((r) => setTimeout(r, 200));
     process.stdout.write(
