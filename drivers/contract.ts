@@ -121,8 +121,13 @@ export interface Fingerprint {
   api?: string[];
   /** In the web UI: the body of `GET /`, a WWW-Authenticate realm, or a redirect Location. */
   web?: { bodyIncludes?: string[]; realm?: string; redirectIncludes?: string[] };
-  /** Other ports that answer only for this family (e.g. Whatsminer API v3 on 4433, Braiins gRPC on 50051). */
+  /** Other ports that answer only for this family (e.g. Braiins gRPC on 50051): an open port is weak evidence. */
   ports?: number[];
+  /**
+   * A request in 4-byte little-endian length-prefixed JSON frames (Whatsminer API v3 on 4433):
+   * `expect` substrings are looked for in the reply, re-serialised as compact JSON.
+   */
+  framed?: { port: number; request: Record<string, unknown>; expect: string[] };
 }
 
 export interface DriverDefinition<S extends z.ZodType<BaseDeviceConfig> = z.ZodType<BaseDeviceConfig>> {

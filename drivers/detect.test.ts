@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { LuxosSim } from '../hil/sim/luxos-sim.js';
+import { WhatsminerV3Sim } from '../hil/sim/whatsminer-v3-sim.js';
 import { statusSection } from '../hil/sim/cgminer-server.js';
 import { fdsBackTo, openFds } from '../hil/testing/fds.js';
 import { fakeApi, fakeWeb, silentListener, type Closable } from '../hil/testing/responders.js';
@@ -109,6 +110,24 @@ describe('detect', () => {
     const d = await detect({ ...(await base()), apiPort: closedPort, portMap: { 4433: v3.port, 50051: closedPort } });
     assert.equal(d.driver, 'whatsminer-v3');
     assert.equal(d.confidence, 'low');
+  });
+
+  test('with the real fingerprints, Whatsminer API v3 needs its framed answer: a silent or foreign service on 4433 is not it', async () => {
+    await base(); // sets closedPort
+    const silent = await silentListener();
+    open.push(silent.server);
+    const web = await fakeWeb({ status: 200, body: '<html>some other service</html>' });
+    open.push(web.server);
+    for (const port of [silent.port, web.port]) {
+      const d = await detect({ host: '127.0.0.1', apiPort: closedPort, httpPort: closedPort, probeTimeoutMs: 800, drivers: DRIVERS, portMap: { 4433: port, 50051: closedPort } });
+      assert.notEqual(d.driver, 'whatsminer-v3', JSON.stringify(d.probes));
+    }
+    const sim = new WhatsminerV3Sim({ password: 'x' });
+    const { port } = await sim.listen();
+    open.push(sim);
+    const d = await detect({ host: '127.0.0.1', apiPort: closedPort, httpPort: closedPort, probeTimeoutMs: 1500, drivers: DRIVERS, portMap: { 4433: port, 50051: closedPort } });
+    assert.equal(d.driver, 'whatsminer-v3');
+    assert.equal(d.confidence, 'high');
   });
 
   test('an HTTP API on the API port (ePIC on 4028) gets its own GET /', async () => {

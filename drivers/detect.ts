@@ -22,6 +22,7 @@ import { DRIVERS } from './registry.js';
 import { cgminerExchange } from './lib/cgminer/client.js';
 import { parseTolerantJson } from './lib/cgminer/tolerant-json.js';
 import { withDeadline } from './lib/deadline.js';
+import { lpjsonExchange } from './lib/lpjson.js';
 import { RackpilotError, toRackpilotError } from './lib/errors.js';
 import { HttpClient } from './lib/http.js';
 
@@ -171,6 +172,25 @@ async function webProbe(host: string, port: number, o: Required<Pick<DetectOptio
   } finally {
     client.close();
   }
+}
+
+/** One request in length-prefixed JSON frames; the reply as compact JSON text. */
+function framedProbe(
+  host: string,
+  port: number,
+  request: Record<string, unknown>,
+  o: Required<Pick<DetectOptions, 'probeTimeoutMs' | 'connectTimeoutMs' | 'maxResponseBytes'>>,
+  parent?: AbortSignal,
+): Promise<string> {
+  return bounded(
+    `${host}:${port} framed`,
+    o.probeTimeoutMs,
+    async (signal) =>
+      JSON.stringify(
+        await lpjsonExchange({ host, port, connectTimeoutMs: o.connectTimeoutMs, readTimeoutMs: o.probeTimeoutMs, maxFrameBytes: o.maxResponseBytes }, request, signal),
+      ),
+    parent,
+  );
 }
 
 function connectProbe(host: string, port: number, timeoutMs: number, parent?: AbortSignal): Promise<void> {
@@ -323,11 +343,15 @@ export async function detect(opts: DetectOptions): Promise<Detection> {
   const familyPorts = [...new Set(drivers.flatMap((d) => d.fingerprint?.ports ?? []))].filter((p) => p !== apiPort && p !== httpPort);
   const actual = (p: number): number => opts.portMap?.[p] ?? p;
 
-  const [version, devdetails, web, ...ports] = await Promise.all([
-    settle(apiProbe(host, apiPort, 'version', o, opts.signal)),
-    settle(apiProbe(host, apiPort, 'devdetails', o, opts.signal)),
-    settle(webProbe(host, httpPort, o, opts.signal)),
-    ...familyPorts.map((p) => settle(connectProbe(host, actual(p), probeTimeoutMs, opts.signal))),
+  const framed = drivers.flatMap((d) => (d.fingerprint?.framed ? [{ driver: d.id, ...d.fingerprint.framed }] : []));
+  const [[version, devdetails, web, ...ports], framedAnswers] = await Promise.all([
+    Promise.all([
+      settle(apiProbe(host, apiPort, 'version', o, opts.signal)),
+      settle(apiProbe(host, apiPort, 'devdetails', o, opts.signal)),
+      settle(webProbe(host, httpPort, o, opts.signal)),
+      ...familyPorts.map((p) => settle(connectProbe(host, actual(p), probeTimeoutMs, opts.signal))),
+    ]),
+    Promise.all(framed.map((f) => settle(framedProbe(host, actual(f.port), f.request, o, opts.signal)))),
   ]);
   const probes: ProbeReport[] = [];
   const apiTexts: { probe: string; text: string }[] = [];
@@ -365,6 +389,13 @@ export async function detect(opts: DetectOptions): Promise<Detection> {
   });
 
   const evidence = match(drivers, apiTexts, webs, open);
+  framed.forEach((f, i) => {
+    const r = framedAnswers[i];
+    const name = `framed ${f.port}${actual(f.port) !== f.port ? ` (at ${actual(f.port)})` : ''}`;
+    probes.push({ probe: name, kind: 'port', port: actual(f.port), answered: r?.ok ?? false, saw: r?.ok ? clip(r.value) : (r?.error ?? 'not probed') });
+    const hit = r?.ok ? f.expect.find((m) => lower(r.value).includes(lower(m))) : undefined;
+    if (hit) evidence.push({ driver: f.driver, probe: name, strength: 'firmware', detail: `${name}: ${JSON.stringify(hit)}` });
+  });
   const ranked = rank(evidence);
   const best = ranked[0];
   const winner = best ? drivers.find((d) => d.id === best.driver) : undefined;

@@ -7,7 +7,8 @@ export const whatsminerV3Driver = {
   kind: 'asic',
   description:
     'MicroBT Whatsminer with API v3 (firmware after 2024.11), length-prefixed JSON on TCP 4433: get.miner.status telemetry; salted-token writes set.miner.service stop/start and set.miner.power_percent',
-  fingerprint: { ports: [4433] },
+  // a framed `get.device.info` (no credentials needed) answers with its command echoed in `desc`
+  fingerprint: { framed: { port: 4433, request: { cmd: 'get.device.info' }, expect: ['"desc":"get.device.info"'] } },
   configSchema: whatsminerV3ConfigSchema,
   create: (config, ctx) => new WhatsminerV3Driver(config, ctx),
 } satisfies DriverDefinition<typeof whatsminerV3ConfigSchema>;
