@@ -49,8 +49,30 @@ export interface Capabilities {
   powerTarget: PowerTargetRange | null;
   /** Named operating profiles/modes (e.g. Antminer low/normal/high, LuxOS profiles). */
   profiles: boolean;
+  /** A PDU that can switch its outlets (`switchOutlet`). */
   switchOutlet: boolean;
+  /** A digital output (GPIO line driving a relay, contactor or lamp: `setOutput`). */
+  output?: boolean;
 }
+
+/**
+ * A value a device measures faster than the telemetry poll: a meter's grid
+ * frequency or active power, a GPIO input's level. Signal conditions
+ * (agent/signals.ts) watch these streams.
+ */
+export interface SignalSample {
+  /** Device id. */
+  device: string;
+  /** Channel name, e.g. `frequencyHz`, `powerW`, `input`. */
+  channel: string;
+  value: number;
+  /** Epoch ms when the value was measured (GPIO: captured in the interrupt callback). */
+  ts: number;
+  /** False when the source could not be read (a meter that stopped answering); `value` is then the last one. */
+  fresh: boolean;
+}
+
+export type SignalListener = (sample: SignalSample) => void;
 
 export interface Profile {
   name: string;
@@ -96,6 +118,14 @@ export interface DeviceDriver {
   listProfiles?(opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Profile[]>;
   /** Switches to a named profile; resolves once read-back confirms. */
   setProfile?(name: string, opts: ActionOptions): Promise<ActionResult>;
+  /** Switches one PDU outlet; resolves once read-back confirms its state. */
+  switchOutlet?(outlet: string, on: boolean, opts: ActionOptions): Promise<ActionResult>;
+  /** Drives a digital output; resolves once read-back confirms the level. */
+  setOutput?(on: boolean, opts: ActionOptions): Promise<ActionResult>;
+  /** The channels this device streams (meters, GPIO inputs), once started. */
+  readonly signalChannels?: readonly string[];
+  /** Subscribes to the device's samples; returns the unsubscribe function. */
+  onSignal?(listener: SignalListener): () => void;
 }
 
 export interface DriverContext {

@@ -101,3 +101,42 @@ export const powerTargetRangeSchema = z
 export const fullPowerWSchema = z.number().int().min(100).max(30_000);
 
 export type PowerTargetRange = z.infer<typeof powerTargetRangeSchema>;
+
+/**
+ * `feed`: the PDU outlet(s) powering a device, so the agent can hard-cut a
+ * device that ignores a soft curtail. Each entry names a PDU device id and
+ * one of its outlets (as that PDU's driver names them, e.g. "3" or "A12").
+ */
+export const feedSchema = z
+  .array(
+    z
+      .object({
+        pdu: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'expected the id of a PDU device'),
+        outlet: z.string().min(1).max(32),
+      })
+      .strict(),
+  )
+  .max(8)
+  .optional();
+
+const BAUD_RATES: readonly number[] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200];
+
+/** A serial line (Modbus RTU meters): `serial: { path, baudRate, parity, dataBits, stopBits, lowLatency }`. */
+export const serialSchema = z
+  .object({
+    path: z.string().min(1, 'expected a serial device path such as /dev/ttyUSB0'),
+    baudRate: z
+      .number()
+      .int()
+      .refine((b) => BAUD_RATES.includes(b), { message: `expected one of the baud rates ${BAUD_RATES.join(', ')}` })
+      .default(9600),
+    parity: z.enum(['none', 'even', 'odd']).default('none'),
+    dataBits: z.union([z.literal(7), z.literal(8)]).default(8),
+    stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
+    /** Sets the USB-serial adapter's latency timer to 1 ms (FTDI adds 16 ms otherwise). */
+    lowLatency: z.boolean().default(false),
+  })
+  .strict();
+
+/** Modbus unit (slave) id. */
+export const unitIdSchema = z.number().int().min(0).max(255).default(1);
