@@ -18,6 +18,7 @@ import { Dispatcher, type DispatchEvent } from './dispatcher.js';
 import { stateMessage, statusMessage, telemetryMessage } from './messages.js';
 import { MqttBridge } from './mqtt-bridge.js';
 import { Poller } from './poller.js';
+import { SignalMonitor, type SignalChange } from './signals.js';
 import { AGENT_VERSION } from './version.js';
 
 const STOP_DEADLINE_MS = 5_000;
@@ -28,6 +29,7 @@ export class Agent {
   readonly poller: Poller;
   readonly dispatcher: Dispatcher;
   readonly bridge: MqttBridge;
+  readonly signals: SignalMonitor;
   private readonly commands: CommandHandler;
   private seq = 0;
   private lastDeviceStates = '';
@@ -54,6 +56,7 @@ export class Agent {
       onState: () => this.publishState(),
       onReading: (deviceId, reading, requestedAt) => this.poller.offer(deviceId, reading, requestedAt),
     });
+    this.signals = new SignalMonitor(config.signals, this.devices, (ch) => this.onSignalChange(ch), log.child({ component: 'signals' }));
     this.commands = new CommandHandler(this.dispatcher, (r, m) => this.onResult(r, m), AGENT_VERSION, log.child({ component: 'commands' }));
     const clientId = config.mqtt.clientId ?? `rackpilot-${config.site}-${config.rack}`;
     this.bridge = new MqttBridge(
@@ -85,11 +88,13 @@ export class Agent {
         }
       }),
     );
+    this.signals.start();
     this.bridge.start();
     this.poller.start();
   }
 
   async stop(): Promise<void> {
+    this.signals.stop();
     await this.poller.stop();
     await this.bridge.stop(JSON.stringify(statusMessage(this.id, false, 'shutdown', AGENT_VERSION)));
     await Promise.all(
@@ -113,7 +118,7 @@ export class Agent {
 
   private publishState(): void {
     const d = this.dispatcher;
-    const msg = stateMessage(this.id, d.state, d.since, d.commandId, this.devices, this.poller.latest);
+    const msg = stateMessage(this.id, d.state, d.since, d.commandId, this.devices, this.poller.latest, this.signals.status());
     this.lastDeviceStates = msg.devices.map((x) => x.state).join(',');
     void this.bridge.publish(this.topics.state, JSON.stringify(msg), { qos: 1, retain: true }, true);
   }
@@ -124,6 +129,28 @@ export class Agent {
     if (e.device === undefined) this.log.info({ event: e.type, commandId: e.commandId, durationMs: e.durationMs }, 'curtailment event');
     else this.log.debug({ event: e.type, device: e.device, durationMs: e.durationMs }, 'device event');
     void this.bridge.publish(this.topics.events, JSON.stringify(msg), { qos: 1, retain: false }, true);
+  }
+
+  /** A signal condition changed: logged, published on `events`, and reflected in the retained state. */
+  private onSignalChange(ch: SignalChange): void {
+    const now = Date.now();
+    const msg: EventMessage = {
+      ts: new Date(now).toISOString(),
+      site: this.config.site,
+      rack: this.config.rack,
+      type: ch.type,
+      commandId: null,
+      device: ch.source,
+      signal: ch.signal,
+      channel: ch.channel,
+      value: ch.value,
+      reason: ch.reason,
+      measuredAt: new Date(ch.measuredAt).toISOString(),
+      latencyMs: Math.max(0, now - ch.measuredAt),
+    };
+    this.log.info({ event: ch.type, signal: ch.signal, source: ch.source, value: ch.value, reason: ch.reason }, 'signal');
+    void this.bridge.publish(this.topics.events, JSON.stringify(msg), { qos: 1, retain: false }, true);
+    this.publishState();
   }
 
   private onResult(r: CommandResult, meta: CommandMeta): void {

@@ -8,6 +8,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { DRIVERS, findDriver, type RegisteredDriver } from '../drivers/registry.js';
 import { topicIdSchema } from '../protocol/topics.js';
+import { signalConditionSchema } from './signals.js';
 import { autoDeviceSchema, type AutoDeviceConfig } from './auto.js';
 
 export const mqttConfigSchema = z
@@ -77,6 +78,7 @@ const rootSchema = z
     actions: actionsConfigSchema,
     log: logConfigSchema,
     devices: z.array(z.unknown()).max(4096).default([]),
+    signals: z.array(signalConditionSchema).max(256).default([]),
   })
   .strict();
 
@@ -114,6 +116,7 @@ export function validateConfig(raw: unknown): ConfigResult {
       ? ((raw as { devices: unknown[] }).devices)
       : [];
   const devices: DeviceConfig[] = [];
+  const rawDeviceIds = new Set(rawDevices.flatMap((d) => (d && typeof d === 'object' && typeof (d as { id?: unknown }).id === 'string' ? [(d as { id: string }).id] : [])));
   const seen = new Map<string, number>();
   rawDevices.forEach((d, i) => {
     const driverId = d && typeof d === 'object' ? (d as { driver?: unknown }).driver : undefined;
@@ -139,6 +142,22 @@ export function validateConfig(raw: unknown): ConfigResult {
     seen.set(parsed.data.id, i);
     devices.push(parsed.data);
   });
+  // cross-checks run on the raw blocks too, so they are reported with every other error at once
+  const rawSignals = raw && typeof raw === 'object' ? (raw as { signals?: unknown }).signals : undefined;
+  if (Array.isArray(rawSignals)) {
+    const signalIds = new Set<string>();
+    rawSignals.forEach((sig: unknown, i) => {
+      if (!sig || typeof sig !== 'object') return;
+      const { id, source } = sig as { id?: unknown; source?: unknown };
+      if (typeof id === 'string') {
+        if (signalIds.has(id)) errors.push(`signals[${i}].id: duplicate id "${id}"`);
+        signalIds.add(id);
+      }
+      if (typeof source === 'string' && !rawDeviceIds.has(source)) {
+        errors.push(`signals[${i}].source: no device "${source}" in this config`);
+      }
+    });
+  }
   if (errors.length > 0 || !root.success) return { ok: false, errors };
   return { ok: true, config: { ...root.data, devices } };
 }

@@ -1,5 +1,6 @@
 /** Builds the v1 contract's messages from the agent's view of the rack. */
 import type { DeviceDriver, Reading } from '../drivers/contract.js';
+import type { SignalStatus } from './signals.js';
 import type { DeviceTelemetry, RackState, StateMessage, StatusMessage, TelemetryMessage } from '../protocol/messages.js';
 
 export interface RackIdentity {
@@ -78,6 +79,7 @@ export function stateMessage(
   commandId: string | null,
   devices: readonly DeviceDriver[],
   readings: ReadonlyMap<string, Reading>,
+  signals: readonly SignalStatus[] = [],
   at = Date.now(),
 ): StateMessage {
   return {
@@ -88,5 +90,6 @@ export function stateMessage(
     since: new Date(since).toISOString(),
     commandId,
     devices: devices.map((d) => ({ id: d.id, state: readings.get(d.id)?.state ?? 'unknown' })),
+    ...(signals.length > 0 ? { signals: signals.map((x) => ({ id: x.id, raised: x.raised, since: new Date(x.since).toISOString() })) } : {}),
   };
 }

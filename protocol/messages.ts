@@ -90,6 +90,10 @@ export const stateMessageSchema = z
     since: isoTime.describe('When the rack entered this state'),
     commandId: z.string().nullable().describe('Id of the command that caused this state, if any'),
     devices: z.array(z.object({ id: z.string(), state: z.enum(DEVICE_STATES) })),
+    signals: z
+      .array(z.object({ id: z.string(), raised: z.boolean(), since: isoTime }))
+      .optional()
+      .describe('Configured signal conditions and whether each is raised'),
   })
   .describe('rackpilot/v1/<site>/<rack>/state — retained current curtailment state');
 
@@ -103,6 +107,8 @@ export const EVENT_TYPES = [
   'restore.failed',
   'device.confirmed',
   'device.failed',
+  'signal.raised',
+  'signal.cleared',
 ] as const;
 
 export const eventMessageSchema = z
@@ -112,9 +118,15 @@ export const eventMessageSchema = z
     rack: z.string(),
     type: z.enum(EVENT_TYPES),
     commandId: z.string().nullable(),
-    device: z.string().optional().describe('Set on device.* events'),
+    device: z.string().optional().describe('Set on device.* events; on signal.* events the source device'),
     durationMs: z.number().nonnegative().optional().describe('From command receipt to this event'),
     error: errorSchema.optional(),
+    signal: z.string().optional().describe('signal.*: the signal condition id from config'),
+    channel: z.string().optional().describe('signal.*: the source channel, e.g. frequencyHz, input'),
+    value: z.number().nullable().optional().describe('signal.*: the deciding value (null when the source went stale without one)'),
+    reason: z.enum(['threshold', 'stale', 'fresh-again']).optional().describe('signal.*: why it changed'),
+    measuredAt: isoTime.optional().describe('signal.*: when the deciding sample was measured (GPIO: the edge time)'),
+    latencyMs: z.number().nonnegative().optional().describe('signal.*: from measurement to this event being built'),
   })
   .describe('rackpilot/v1/<site>/<rack>/events — curtailment events, not retained');
 
