@@ -335,6 +335,40 @@ describe('luxos against replayed fixture replies', () => {
     return { server, driver, seen };
   }
 
+  test('wrong-type values (sections that are not arrays, numbers as words) give nulls and state unknown, never a crash', async () => {
+    const ok = (sections: Record<string, unknown>) => ({ STATUS: [{ STATUS: 'S', Code: 0, Msg: 'ok' }], ...sections, id: 1 });
+    const { server, driver } = await replay((req) => {
+      switch (req.command) {
+        case 'summary':
+          return ok({ SUMMARY: [{ 'GHS 5s': 'fast', 'GHS av': null }] });
+        case 'power':
+          return ok({ POWER: 'lots' });
+        case 'temps':
+          return ok({ TEMPS: [{ ID: 0, TopLeft: 'hot' }, 7, null] });
+        case 'fans':
+          return ok({ FANS: { RPM: 4000 } });
+        case 'config':
+          return ok({ CONFIG: [{ CurtailMode: 42 }] });
+        case 'stats':
+          return ok({ STATS: 'n/a' });
+        default:
+          return undefined;
+      }
+    });
+    try {
+      const r = await driver.read({ deadlineMs: 2000 });
+      assert.equal(r.freshness, 'fresh');
+      assert.equal(r.powerW, null);
+      assert.equal(r.fields.hashrateThs, null);
+      assert.equal(r.fields.temperatureC, null);
+      assert.equal(r.fields.fanRpm, null);
+      assert.equal(r.state, 'unknown');
+    } finally {
+      await driver.stop();
+      await server.close();
+    }
+  });
+
   test('parses a realistic S19j Pro snapshot (temps out of order, string FAN labels)', async () => {
     const { server, driver } = await replay((req) => fixture[req.command]);
     try {
