@@ -7,13 +7,15 @@ import { antminerDriver } from './antminer/index.js';
 import { auradineDriver } from './auradine/index.js';
 import { avalonDriver } from './avalon/index.js';
 import { braiinsDriver } from './braiins/index.js';
+import { controllerDriver } from './controller/index.js';
 import { epicDriver } from './epic/index.js';
+import { gpioDriver } from './gpio/index.js';
 import { luxosDriver } from './luxos/index.js';
 import { vnishDriver } from './vnish/index.js';
 import { whatsminerV2Driver } from './whatsminer-v2/index.js';
 import { whatsminerV3Driver } from './whatsminer-v3/index.js';
 
-export const DRIVERS = [antminerDriver, avalonDriver, braiinsDriver, luxosDriver, vnishDriver, whatsminerV2Driver, whatsminerV3Driver, epicDriver, auradineDriver] as const;
+export const DRIVERS = [antminerDriver, avalonDriver, braiinsDriver, luxosDriver, vnishDriver, whatsminerV2Driver, whatsminerV3Driver, epicDriver, auradineDriver, gpioDriver, controllerDriver] as const;
 
 export type RegisteredDriver = (typeof DRIVERS)[number];
 

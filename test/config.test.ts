@@ -31,6 +31,7 @@ describe('config validation', () => {
     assert.equal(res.config.poll.intervalMs, 5000);
     assert.equal(res.config.mqtt.protocolVersion, 'auto');
     const d = res.config.devices[0]!;
+    assert.ok(d.driver === 'luxos');
     assert.equal(d.port, 4028);
     assert.equal(d.timeouts.connectMs, 1000);
   });
