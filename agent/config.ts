@@ -158,8 +158,33 @@ export function validateConfig(raw: unknown): ConfigResult {
       }
     });
   }
+  errors.push(...feedErrors(rawDevices));
   if (errors.length > 0 || !root.success) return { ok: false, errors };
   return { ok: true, config: { ...root.data, devices } };
+}
+
+/**
+ * Each `devices[i].feed[j].pdu` must be the id of a device whose driver is of
+ * kind 'pdu' in the same config (checked on the raw blocks, so it is reported
+ * with every other error at once; malformed feed entries are the schema's to report).
+ */
+function feedErrors(rawDevices: readonly unknown[]): string[] {
+  const block = (d: unknown): { id?: unknown; driver?: unknown; feed?: unknown } => (d && typeof d === 'object' ? d : {});
+  const pdus = new Set<string>();
+  for (const d of rawDevices) {
+    const { id, driver } = block(d);
+    if (typeof id === 'string' && typeof driver === 'string' && findDriver(driver)?.kind === 'pdu') pdus.add(id);
+  }
+  const out: string[] = [];
+  rawDevices.forEach((d, i) => {
+    const { feed } = block(d);
+    if (!Array.isArray(feed)) return;
+    feed.forEach((f: unknown, j) => {
+      const pdu = f && typeof f === 'object' ? (f as { pdu?: unknown }).pdu : undefined;
+      if (typeof pdu === 'string' && !pdus.has(pdu)) out.push(`devices[${i}].feed[${j}].pdu: "${pdu}" is not a PDU in this config`);
+    });
+  });
+  return out;
 }
 
 /** Parses YAML text; YAML syntax errors carry line and column. */

@@ -11,11 +11,14 @@ import { controllerDriver } from './controller/index.js';
 import { epicDriver } from './epic/index.js';
 import { gpioDriver } from './gpio/index.js';
 import { luxosDriver } from './luxos/index.js';
+import { modbusMeterDriver } from './modbus-meter/index.js';
+import { pduModbusDriver } from './pdu-modbus/index.js';
+import { pduSnmpDriver } from './pdu-snmp/index.js';
 import { vnishDriver } from './vnish/index.js';
 import { whatsminerV2Driver } from './whatsminer-v2/index.js';
 import { whatsminerV3Driver } from './whatsminer-v3/index.js';
 
-export const DRIVERS = [antminerDriver, avalonDriver, braiinsDriver, luxosDriver, vnishDriver, whatsminerV2Driver, whatsminerV3Driver, epicDriver, auradineDriver, gpioDriver, controllerDriver] as const;
+export const DRIVERS = [antminerDriver, avalonDriver, braiinsDriver, luxosDriver, vnishDriver, whatsminerV2Driver, whatsminerV3Driver, epicDriver, auradineDriver, gpioDriver, controllerDriver, modbusMeterDriver, pduSnmpDriver, pduModbusDriver] as const;
 
 export type RegisteredDriver = (typeof DRIVERS)[number];
 

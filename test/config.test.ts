@@ -120,3 +120,28 @@ describe('rackpilot config check', () => {
     delete process.env.RP_TEST_UNSET_PW;
   });
 });
+
+describe('feed: the PDU outlets feeding a device', () => {
+  const base = { site: 's1', rack: 'r1', mqtt: { url: 'mqtt://127.0.0.1:1883' } };
+  const pdu = { id: 'pdu-1', driver: 'pdu-snmp', host: '127.0.0.1', profile: 'apc-rpdu2' };
+
+  test('a feed naming a PDU of this config is accepted', () => {
+    const res = validateConfig({ ...base, devices: [pdu, { id: 'm1', driver: 'luxos', host: '127.0.0.1', feed: [{ pdu: 'pdu-1', outlet: '3' }] }] });
+    assert.ok(res.ok, res.ok ? '' : res.errors.join('\n'));
+  });
+
+  test('a feed naming no device, or a device that is not a PDU, is an error with its path', () => {
+    const res = validateConfig({
+      ...base,
+      devices: [
+        pdu,
+        { id: 'm1', driver: 'luxos', host: '127.0.0.1' },
+        { id: 'm2', driver: 'antminer', host: '127.0.0.2', feed: [{ pdu: 'pdu-1', outlet: '1' }, { pdu: 'm1', outlet: '2' }] },
+        { id: 'm3', driver: 'luxos', host: '127.0.0.3', feed: [{ pdu: 'pdu-9', outlet: '1' }] },
+      ],
+    });
+    assert.equal(res.ok, false);
+    const errs = res.ok ? [] : res.errors;
+    assert.deepEqual(errs, ['devices[2].feed[1].pdu: "m1" is not a PDU in this config', 'devices[3].feed[0].pdu: "pdu-9" is not a PDU in this config']);
+  });
+});

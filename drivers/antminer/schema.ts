@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { passwordSchema, tcpTransportSchema, usernameSchema, webPortSchema } from '../lib/transports.js';
+import { feedSchema, passwordSchema, tcpTransportSchema, usernameSchema, webPortSchema } from '../lib/transports.js';
 
 export const ANTMINER_WORK_MODES = { normal: 0, sleep: 1, high: 2, low: 3 } as const;
 
@@ -9,6 +9,8 @@ export const antminerConfigSchema = z
     id: idSchema,
     driver: z.literal('antminer'),
     name: z.string().max(128).optional(),
+    /** The PDU outlet(s) feeding this device (hard cut when it ignores a soft curtail). */
+    feed: feedSchema,
     /** host, `port` = the cgminer API (4028), and the connect/read deadlines of both the API and the web CGI. */
     ...tcpTransportSchema(4028),
     /** Port of the web CGI (HTTP Digest), the secondary endpoint that carries writes. */

@@ -1,12 +1,14 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { apiPortSchema, passwordSchema, powerTargetRangeSchema, tcpTransportSchema, usernameSchema } from '../lib/transports.js';
+import { feedSchema, apiPortSchema, passwordSchema, powerTargetRangeSchema, tcpTransportSchema, usernameSchema } from '../lib/transports.js';
 
 export const auradineConfigSchema = z
   .object({
     id: idSchema,
     driver: z.literal('auradine'),
     name: z.string().max(128).optional(),
+    /** The PDU outlet(s) feeding this device (hard cut when it ignores a soft curtail). */
+    feed: feedSchema,
     /** `port`: the web API (token auth) on 8080. */
     ...tcpTransportSchema(8080),
     /** The gcminer TCP API, read for hashrate (`summary`); telemetry still works without it. */

@@ -1,12 +1,14 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { apiPortSchema, passwordSchema, powerTargetRangeSchema, tcpTransportSchema, usernameSchema } from '../lib/transports.js';
+import { feedSchema, apiPortSchema, passwordSchema, powerTargetRangeSchema, tcpTransportSchema, usernameSchema } from '../lib/transports.js';
 
 export const braiinsConfigSchema = z
   .object({
     id: idSchema,
     driver: z.literal('braiins'),
     name: z.string().max(128).optional(),
+    /** The PDU outlet(s) feeding this device (hard cut when it ignores a soft curtail). */
+    feed: feedSchema,
     /** gRPC API (h2c); `port` is the gRPC port. */
     ...tcpTransportSchema(50051),
     /** API login. Never logged. */

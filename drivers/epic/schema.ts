@@ -1,12 +1,14 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { passwordSchema, powerTargetRangeSchema, tcpTransportSchema } from '../lib/transports.js';
+import { feedSchema, passwordSchema, powerTargetRangeSchema, tcpTransportSchema } from '../lib/transports.js';
 
 export const epicConfigSchema = z
   .object({
     id: idSchema,
     driver: z.literal('epic'),
     name: z.string().max(128).optional(),
+    /** The PDU outlet(s) feeding this device (hard cut when it ignores a soft curtail). */
+    feed: feedSchema,
     /** The ePIC HTTP API listens on 4028 (instead of the cgminer TCP API). */
     ...tcpTransportSchema(4028),
     /** API password, sent in the body of every POST (factory default "letmein"). Never logged. */

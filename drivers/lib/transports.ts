@@ -140,3 +140,46 @@ export const serialSchema = z
 
 /** Modbus unit (slave) id. */
 export const unitIdSchema = z.number().int().min(0).max(255).default(1);
+
+/** Default SNMP agent port. */
+export const DEFAULT_SNMP_PORT = 161;
+
+const snmpKeySchema = z.string().min(8, 'SNMPv3 keys have at least 8 characters (RFC 3414)').max(256);
+
+/**
+ * `snmp`: how an SNMP device is addressed (PDUs). Either v2c with a
+ * `community` (default "public"; writes usually need the read-write one), or
+ * v3 with a `user` and, optionally, `authProtocol`+`authKey` (authNoPriv)
+ * and `privProtocol`+`privKey` (authPriv; needs auth). The security level
+ * follows from which keys are present. Communities and keys are never logged
+ * or put in errors. `retries`: extra tries per request inside its deadline
+ * (the deadline of one request is `timeouts.readMs`).
+ */
+export const snmpSchema = z
+  .discriminatedUnion('version', [
+    z
+      .object({
+        version: z.literal('2c'),
+        community: z.string().min(1).max(128).default('public'),
+        retries: z.number().int().min(0).max(5).default(0),
+      })
+      .strict(),
+    z
+      .object({
+        version: z.literal('3'),
+        user: z.string().min(1).max(32),
+        authProtocol: z.enum(['md5', 'sha', 'sha224', 'sha256', 'sha384', 'sha512']).default('sha'),
+        authKey: snmpKeySchema.optional(),
+        privProtocol: z.enum(['des', 'aes', 'aes256b', 'aes256r']).default('aes'),
+        privKey: snmpKeySchema.optional(),
+        retries: z.number().int().min(0).max(5).default(0),
+      })
+      .strict()
+      .refine((v) => v.privKey === undefined || v.authKey !== undefined, {
+        message: 'privKey needs authKey (SNMPv3 has no privacy without authentication)',
+        path: ['privKey'],
+      }),
+  ])
+  .prefault({ version: '2c' });
+
+export type SnmpOptions = z.output<typeof snmpSchema>;

@@ -1,12 +1,14 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { tcpTransportSchema } from '../lib/transports.js';
+import { feedSchema, tcpTransportSchema } from '../lib/transports.js';
 
 export const luxosConfigSchema = z
   .object({
     id: idSchema,
     driver: z.literal('luxos'),
     name: z.string().max(128).optional(),
+    /** The PDU outlet(s) feeding this device (hard cut when it ignores a soft curtail). */
+    feed: feedSchema,
     ...tcpTransportSchema(4028),
     /** Replies larger than this are refused (bytes). */
     maxResponseBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),

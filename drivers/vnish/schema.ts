@@ -1,12 +1,14 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { fullPowerWSchema, passwordSchema, tcpTransportSchema } from '../lib/transports.js';
+import { feedSchema, fullPowerWSchema, passwordSchema, tcpTransportSchema } from '../lib/transports.js';
 
 export const vnishConfigSchema = z
   .object({
     id: idSchema,
     driver: z.literal('vnish'),
     name: z.string().max(128).optional(),
+    /** The PDU outlet(s) feeding this device (hard cut when it ignores a soft curtail). */
+    feed: feedSchema,
     ...tcpTransportSchema(80),
     /** Web password, sent to `POST /api/v1/unlock` (factory default "admin"). Never logged. */
     password: passwordSchema.min(1).default('admin'),

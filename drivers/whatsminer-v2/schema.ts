@@ -1,12 +1,14 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { fullPowerWSchema, passwordSchema, tcpTransportSchema } from '../lib/transports.js';
+import { feedSchema, fullPowerWSchema, passwordSchema, tcpTransportSchema } from '../lib/transports.js';
 
 export const whatsminerV2ConfigSchema = z
   .object({
     id: idSchema,
     driver: z.literal('whatsminer-v2'),
     name: z.string().max(128).optional(),
+    /** The PDU outlet(s) feeding this device (hard cut when it ignores a soft curtail). */
+    feed: feedSchema,
     ...tcpTransportSchema(4028),
     /**
      * The miner's admin password (never logged). Needed for every write; without it the

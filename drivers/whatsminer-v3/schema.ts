@@ -1,12 +1,14 @@
 import { z } from 'zod';
 import { idSchema } from '../lib/ids.js';
-import { fullPowerWSchema, passwordSchema, tcpTransportSchema } from '../lib/transports.js';
+import { feedSchema, fullPowerWSchema, passwordSchema, tcpTransportSchema } from '../lib/transports.js';
 
 export const whatsminerV3ConfigSchema = z
   .object({
     id: idSchema,
     driver: z.literal('whatsminer-v3'),
     name: z.string().max(128).optional(),
+    /** The PDU outlet(s) feeding this device (hard cut when it ignores a soft curtail). */
+    feed: feedSchema,
     ...tcpTransportSchema(4433),
     /** API account for writes (sent as `account`): super, user1, user2 or user3. Never logged. */
     username: z.enum(['super', 'user1', 'user2', 'user3']).default('super'),
