@@ -10,6 +10,7 @@ import { resolveFamilies, SIM_CATALOG, startMixedRack, type CatalogEntry, type S
 import { Agent } from './agent.js';
 import { validateConfig } from './config.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from './embedded-broker.js';
+import { METER_ID, PDU_ID, startPowerRack, TRIP_ID, type PowerRack } from '../hil/sim/power-rack.js';
 
 export interface DemoOptions {
   broker?: string | undefined;
@@ -23,11 +24,17 @@ export interface DemoOptions {
   intervalMs: number;
   /** Miners sleep and wake in a few hundred ms instead of seconds (tests). */
   fast?: boolean | undefined;
+  /** Scripted under-frequency dip in the simulated meter, this many ms after start (none when undefined). */
+  dipAtMs?: number | undefined;
+  /** Scripted opening of the utility trip contact (software GPIO), this many ms after start. */
+  tripAtMs?: number | undefined;
 }
 
 export interface RunningDemo {
   agent: Agent;
   sims: StartedSim[];
+  /** The meter, PDU and GPIO lines of the rack. */
+  power: PowerRack;
   /** The families in the rack, in round-robin order. */
   families: CatalogEntry[];
   broker: EmbeddedBroker | undefined;
@@ -49,7 +56,11 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
   if (!Number.isInteger(n) || n < 1) throw new Error(`--asics: expected a positive integer, got ${n}`);
   const { sims, devices } = await startMixedRack(n, families, { fast: opts.fast === true });
   let broker: EmbeddedBroker | undefined;
+  let power: PowerRack | undefined;
   try {
+    power = await startPowerRack({ miners: sims });
+    const rackPower = power;
+    const miners = devices.map((d, i) => ({ ...d, feed: [rackPower.feedOf(i)] }));
     if (!opts.broker) broker = await startEmbeddedBroker('127.0.0.1', opts.port);
     const brokerUrl = opts.broker ?? (broker as EmbeddedBroker).url;
     const parsed = validateConfig({
@@ -59,25 +70,31 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
       mqtt: { url: brokerUrl, protocolVersion: broker ? 4 : 'auto', reconnect: { minMs: 250, maxMs: 5000 } },
       poll: { intervalMs: opts.intervalMs, deadlineMs: 2000 },
       actions: { deadlineMs: 20_000 },
-      devices,
+      devices: [...miners, ...power.devices],
+      signals: power.signals,
     });
     if (!parsed.ok) throw new Error(`demo config invalid:\n  ${parsed.errors.join('\n  ')}`);
     const agent = new Agent(parsed.config, log);
     await agent.start();
+    if (opts.dipAtMs !== undefined) power.scriptDip(opts.dipAtMs, 2000);
+    if (opts.tripAtMs !== undefined) power.scriptTrip(opts.tripAtMs, 3000);
     return {
       agent,
       sims,
+      power,
       families,
       broker,
       brokerUrl,
       stop: async () => {
         await agent.stop();
         await broker?.close();
+        await rackPower.close();
         await Promise.all(sims.map((s) => s.close()));
       },
     };
   } catch (err) {
     await broker?.close();
+    await power?.close();
     await Promise.all(sims.map((s) => s.close()));
     throw err;
   }
@@ -112,6 +129,10 @@ export function demoBanner(d: RunningDemo, opts: DemoOptions): string {
     'Restore it:',
     `  mosquitto_pub ${hp} -t '${t.cmd}' -m '{"id":"demo-restore-1","command":"restore"}'`,
     '',
+    `Power side: a Modbus meter (${METER_ID}), an SNMP PDU (${PDU_ID}) feeding every miner, a utility trip contact (GPIO ${TRIP_ID}), the controller's health.`,
+    ...(opts.dipAtMs !== undefined ? [`  scripted: grid frequency dips to 59.80 Hz ${opts.dipAtMs / 1000} s after start for 2 s -> signal "underfrequency" on ${t.events}`] : []),
+    ...(opts.tripAtMs !== undefined ? [`  scripted: the trip contact opens ${opts.tripAtMs / 1000} s after start for 3 s -> signal "utility-trip" on ${t.events}`] : []),
+    '',
     `Results arrive on ${t.cmdResult}; the protocol is described in protocol/README.md.`,
     'Press Ctrl-C to stop.',
     '',
@@ -129,7 +150,7 @@ function intOpt(v: string | undefined, name: string, min: number, max: number): 
 
 /**
  * The `rackpilot demo` command line: `[--broker URL] [--asics N] [--families a,b]
- * [--site S] [--rack R] [--port P] [--interval MS] [--fast] [--log-level L]`.
+ * [--site S] [--rack R] [--port P] [--interval MS] [--fast] [--dip-at S] [--trip-at S] [--log-level L]`.
  * Every error is reported at once.
  */
 export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; logLevel: string } | { ok: false; error: string } {
@@ -146,6 +167,8 @@ export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; lo
         port: { type: 'string' },
         interval: { type: 'string' },
         fast: { type: 'boolean' },
+        'dip-at': { type: 'string' },
+        'trip-at': { type: 'string' },
         'log-level': { type: 'string' },
       },
     }));
@@ -174,10 +197,24 @@ export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; lo
   const asics = num(values.asics, 'asics', undefined, 1, 512);
   const port = num(values.port, 'port', 1883, 1, 65535) as number;
   const intervalMs = num(values.interval, 'interval', 2000, 100, 60_000) as number;
+  // scripted power events (seconds after start; 0 turns one off)
+  const dipAt = num(values['dip-at'], 'dip-at', 20, 0, 86_400) as number;
+  const tripAt = num(values['trip-at'], 'trip-at', 40, 0, 86_400) as number;
   if (errors.length > 0) return { ok: false, error: errors.join('\n') };
   return {
     ok: true,
-    opts: { broker: values.broker, asics, families, site, rack, port, intervalMs, fast: values.fast === true },
+    opts: {
+      broker: values.broker,
+      asics,
+      families,
+      site,
+      rack,
+      port,
+      intervalMs,
+      fast: values.fast === true,
+      dipAtMs: dipAt > 0 ? dipAt * 1000 : undefined,
+      tripAtMs: tripAt > 0 ? tripAt * 1000 : undefined,
+    },
     logLevel: values['log-level'] ?? 'warn',
   };
 }

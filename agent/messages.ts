@@ -41,6 +41,9 @@ export function deviceTelemetry(d: DeviceDriver, r: Reading | undefined): Device
   return { ...common, ...r.fields, ...common } as DeviceTelemetry;
 }
 
+/** Devices that draw the rack's load (their reported power is summed); meters and PDUs only measure it. */
+const LOAD_KINDS: ReadonlySet<string> = new Set(['asic', 'gpu']);
+
 export function telemetryMessage(
   id: RackIdentity,
   devices: readonly DeviceDriver[],
@@ -53,12 +56,18 @@ export function telemetryMessage(
   let curtailed = 0;
   let powerW = 0;
   let powerComplete = true;
+  let meteredW: number | null = null;
   const list = devices.map((d) => {
     const t = deviceTelemetry(d, readings.get(d.id));
     if (t.online) online++;
     if (t.state === 'curtailed') curtailed++;
-    if (t.freshness === 'fresh' && t.powerW !== null) powerW += t.powerW;
-    else powerComplete = false;
+    if (LOAD_KINDS.has(d.kind)) {
+      // the loads' own reports; meters and PDUs measure the same power again
+      if (t.freshness === 'fresh' && t.powerW !== null) powerW += t.powerW;
+      else powerComplete = false;
+    } else if (d.kind === 'meter' && t.freshness === 'fresh' && t.powerW !== null) {
+      meteredW = (meteredW ?? 0) + t.powerW;
+    }
     return t;
   });
   return {
@@ -67,7 +76,7 @@ export function telemetryMessage(
     rack: id.rack,
     seq,
     intervalMs,
-    summary: { devices: devices.length, online, curtailed, powerW, powerComplete },
+    summary: { devices: devices.length, online, curtailed, powerW, powerComplete, meteredPowerW: meteredW },
     devices: list,
   };
 }

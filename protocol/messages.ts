@@ -67,8 +67,13 @@ export const telemetryMessageSchema = z
         devices: z.number().int().nonnegative(),
         online: z.number().int().nonnegative(),
         curtailed: z.number().int().nonnegative(),
-        powerW: z.number().describe('Sum of powerW over devices with a fresh reading'),
-        powerComplete: z.boolean().describe('False when some device had no fresh power reading'),
+        powerW: z.number().describe('Sum of the loads\' own powerW (asic, gpu) over those with a fresh reading'),
+        powerComplete: z.boolean().describe('False when some load had no fresh power reading'),
+        meteredPowerW: z
+          .number()
+          .nullable()
+          .optional()
+          .describe('Sum of the fresh readings of the rack\'s meters (kind meter); null when there is none'),
       }),
     devices: z.array(deviceTelemetrySchema),
   })

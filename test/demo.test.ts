@@ -14,6 +14,9 @@ import { commandResultSchema, telemetryMessageSchema, type CommandResult, type T
 
 const WAIT = 60_000;
 
+/** The miners of a telemetry message (the rack also reports its meter, PDU, GPIO lines and controller). */
+const asics = (t: TelemetryMessage) => t.devices.filter((d) => d.kind === 'asic');
+
 describe('demo command line', () => {
   test('defaults: one miner per family, every family', () => {
     const r = parseDemoArgs([]);
@@ -81,10 +84,12 @@ describe('demo rack of mixed families over MQTT (embedded aedes)', () => {
   });
 
   test('telemetry lists every device, fresh and running', async () => {
-    const m = await telemetry((x) => x.devices.length === n && x.devices.every((d) => d.freshness === 'fresh' && d.state === 'running'), 'every device fresh and running');
+    const m = await telemetry((x) => asics(x).length === n && x.devices.every((d) => d.freshness === 'fresh' && d.state === 'running'), 'every device fresh and running');
     const tm = telemetryMessageSchema.parse(m.json);
-    assert.deepEqual(tm.devices.map((d) => d.id).sort(), demo.sims.map((s, i) => `${s.family}-${String(i + 1).padStart(2, '0')}`).sort());
-    for (const d of tm.devices) {
+    assert.deepEqual(asics(tm).map((d) => d.id).sort(), demo.sims.map((s, i) => `${s.family}-${String(i + 1).padStart(2, '0')}`).sort());
+    // the rack's power side rides along: meter, PDU, GPIO lines, controller
+    assert.deepEqual(tm.devices.filter((d) => d.kind !== 'asic').map((d) => d.kind).sort(), ['controller', 'gpio', 'gpio', 'meter', 'pdu']);
+    for (const d of asics(tm)) {
       assert.equal(d.kind, 'asic');
       assert.ok(typeof d.powerW === 'number' && d.powerW > 1000, `${d.id} powerW ${d.powerW}`);
       assert.ok(typeof d.hashrateThs === 'number' && d.hashrateThs > 0, `${d.id} hashrate ${d.hashrateThs}`);
@@ -97,13 +102,13 @@ describe('demo rack of mixed families over MQTT (embedded aedes)', () => {
     assert.equal(c.result?.devices?.length, n);
     for (const d of c.result?.devices ?? []) assert.ok(d.ok, `${d.id}: ${JSON.stringify(d)}`);
     for (const s of demo.sims) assert.equal(s.sleeping(), true, `${s.family} asleep`);
-    await telemetry((x) => x.devices.length === n && x.devices.every((d) => d.state === 'curtailed' && d.freshness === 'fresh'), 'every device curtailed');
+    await telemetry((x) => asics(x).length === n && asics(x).every((d) => d.state === 'curtailed' && d.freshness === 'fresh'), 'every miner curtailed');
 
     const r = await run('restore');
     assert.equal(r.status, 'succeeded', r.error?.message);
     assert.equal(r.result?.devices?.length, n);
     for (const d of r.result?.devices ?? []) assert.ok(d.ok, `${d.id}: ${JSON.stringify(d)}`);
     for (const s of demo.sims) assert.equal(s.sleeping(), false, `${s.family} awake`);
-    await telemetry((x) => x.devices.length === n && x.devices.every((d) => d.state === 'running' && d.freshness === 'fresh'), 'every device running');
+    await telemetry((x) => asics(x).length === n && asics(x).every((d) => d.state === 'running' && d.freshness === 'fresh'), 'every miner running');
   });
 });
