@@ -11,6 +11,7 @@
  *    signal listener: latency, and latency beyond the 50 ms period.
  *   npm run bench:modbus
  */
+import { ConditionState, signalConditionSchema } from '../../agent/signals.js';
 import { pino } from 'pino';
 import { ModbusLink } from '../../drivers/modbus-meter/link.js';
 import { modbusMeterDriver } from '../../drivers/modbus-meter/index.js';
@@ -65,8 +66,17 @@ async function samplingAndDips(socat: string): Promise<void> {
   const cfg = modbusMeterConfigSchema.parse({ id: 'bench', driver: 'modbus-meter', transport: 'rtu', serial: { path: pty.a, baudRate: BAUD }, meter: 'sdm630', sampleHz: 20, timeouts: { readMs: 300 } });
   const driver = modbusMeterDriver.create(cfg, { logger, now: Date.now });
   let freq: { at: number; value: number }[] = [];
+  // the agent's own signal condition on the same stream: below 49.85 Hz, no hold time
+  let raisedAt: number[] = [];
+  const cond = new ConditionState(
+    signalConditionSchema.parse({ id: 'uf', source: 'bench', channel: 'frequencyHz', below: 49.85, forMs: 0, hysteresis: 0.05, releaseMs: 0 }),
+    (ch) => {
+      if (ch.type === 'signal.raised') raisedAt.push(Date.now());
+    },
+  );
   driver.onSignal((s) => {
     if (s.channel === 'frequencyHz' && s.fresh) freq.push({ at: Date.now(), value: s.value });
+    if (s.channel === 'frequencyHz') cond.sample(s);
   });
   try {
     await driver.start();
@@ -80,8 +90,10 @@ async function samplingAndDips(socat: string): Promise<void> {
     console.log(`sampling at sampleHz 20 (SDM630 block of 20 registers): ${(n / RATE_SECONDS).toFixed(1)} samples/s over ${RATE_SECONDS} s; driver's own figure ${String(reading.fields.sampleHz)} Hz; interval ${stats(gaps, 'ms', 0)}`);
 
     const latencies: number[] = [];
+    const signalLatencies: number[] = [];
     for (let i = 0; i < DIPS; i++) {
       freq = [];
+      raisedAt = [];
       const atMs = 200 + Math.random() * 100;
       const start = sim.model.runScenario([{ atMs, forMs: 300, frequencyHz: 49.8 }]);
       const dipAt = start + atMs;
@@ -92,10 +104,14 @@ async function samplingAndDips(socat: string): Promise<void> {
         seen = freq.find((f) => f.value < 49.9)?.at;
       }
       if (seen !== undefined) latencies.push(seen - dipAt);
+      if (raisedAt[0] !== undefined) signalLatencies.push(raisedAt[0] - dipAt);
       await new Promise((r) => setTimeout(r, 400)); // dip over
     }
     console.log(`frequency dip -> first sample showing it at the listener: ${stats(latencies)}`);
     console.log(`  beyond the 50 ms sampling period: ${stats(latencies.map((l) => l - 50))}`);
+    console.log(`frequency dip -> signal raised (agent's condition: below 49.85 Hz, forMs 0): ${stats(signalLatencies)}`);
+    console.log(`  beyond the 50 ms sampling period: ${stats(signalLatencies.map((l) => l - 50))}`);
+    cond.stop();
   } finally {
     await driver.stop();
     await sim.close();
