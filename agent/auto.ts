@@ -22,7 +22,7 @@ import { withDeadline } from '../drivers/lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../drivers/lib/errors.js';
 import { idSchema } from '../drivers/lib/ids.js';
 import { ReadingTracker } from '../drivers/lib/reading.js';
-import { portSchema, tcpTransportSchema } from '../drivers/lib/transports.js';
+import { feedSchema, portSchema, tcpTransportSchema } from '../drivers/lib/transports.js';
 import { DRIVERS, findDriver } from '../drivers/registry.js';
 import { driverConfigFor } from './probe.js';
 
@@ -31,6 +31,7 @@ export const autoDeviceSchema = z
     id: idSchema,
     driver: z.literal('auto'),
     name: z.string().max(128).optional(),
+    feed: feedSchema,
     /** host, `port` = the cgminer-family API port used for detection (4028), timeouts for the inner driver. */
     ...tcpTransportSchema(4028),
     /** Web UI port used for detection (and by HTTP-speaking families). */
@@ -138,7 +139,7 @@ export class AutoDevice implements DeviceDriver {
       apiPort: c.port,
       httpPort: c.httpPort,
       credentials: { user: c.username, password: c.password },
-      extra: { ...(c.name !== undefined ? { name: c.name } : {}), timeouts: c.timeouts, ...c.options[d.driver] },
+      extra: { ...(c.name !== undefined ? { name: c.name } : {}), ...(c.feed !== undefined ? { feed: c.feed } : {}), timeouts: c.timeouts, ...c.options[d.driver] },
     });
     if (!made.ok) {
       this.problem = `detected ${d.driver}, but the device block is not valid for that driver: ${made.errors.join('; ')}`;
