@@ -5,21 +5,17 @@
  * kept nonce gets one fresh challenge, a second 401 is AUTH_FAILED.
  */
 import { RackpilotError } from '../lib/errors.js';
-import { HttpClient, type HttpResponse } from '../lib/http.js';
+import { HttpClient, type HttpEndpoint, type HttpResponse } from '../lib/http.js';
 import { DigestSession } from '../lib/http-digest.js';
 
 export const GET_CONF = '/cgi-bin/get_miner_conf.cgi';
 export const SET_CONF = '/cgi-bin/set_miner_conf.cgi';
 
-export interface CgiOptions {
+/** Where the CGI is (an HTTP endpoint) and who logs in. */
+export interface CgiOptions extends HttpEndpoint {
   deviceId: string;
-  host: string;
-  port: number;
   username: string;
   password: string;
-  connectTimeoutMs: number;
-  readTimeoutMs: number;
-  maxResponseBytes: number;
 }
 
 export class AntminerCgi {

@@ -9,11 +9,12 @@
  * most sleepPowerMaxW).
  */
 import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Profile, Reading } from '../contract.js';
-import { CgminerClient, type CgminerReply } from '../lib/cgminer/client.js';
+import { CgminerClient, cgminerEndpoint, type CgminerReply } from '../lib/cgminer/client.js';
 import { maxOf, mean, num, sectionItems } from '../lib/cgminer/fields.js';
 import { actAndConfirm } from '../lib/confirm.js';
 import { sleep, withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
+import { httpEndpoint } from '../lib/http.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import { AntminerCgi } from './cgi.js';
 import { ANTMINER_WORK_MODES, type AntminerConfig } from './schema.js';
@@ -67,23 +68,8 @@ export class AntminerDriver implements DeviceDriver {
     this.id = cfg.id;
     // No watt target on stock firmware: only work modes (normal/sleep/low/high).
     this.capabilities = { curtail: true, restore: true, powerTarget: null, profiles: cfg.profiles.length > 0, switchOutlet: false };
-    this.client = new CgminerClient({
-      host: cfg.host,
-      port: cfg.port,
-      connectTimeoutMs: cfg.timeouts.connectMs,
-      readTimeoutMs: cfg.timeouts.readMs,
-      maxResponseBytes: cfg.maxResponseBytes,
-    });
-    this.cgi = new AntminerCgi({
-      deviceId: cfg.id,
-      host: cfg.host,
-      port: cfg.webPort,
-      username: cfg.username,
-      password: cfg.password,
-      connectTimeoutMs: cfg.timeouts.connectMs,
-      readTimeoutMs: cfg.timeouts.readMs,
-      maxResponseBytes: cfg.maxResponseBytes,
-    });
+    this.client = new CgminerClient(cgminerEndpoint(cfg));
+    this.cgi = new AntminerCgi({ deviceId: cfg.id, username: cfg.username, password: cfg.password, ...httpEndpoint(cfg, cfg.webPort) });
   }
 
   /** Warms the digest nonce and the config cache; a miner that is down now is not an error. */

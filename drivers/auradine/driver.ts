@@ -6,12 +6,12 @@
  * The token is obtained in start()/read() and reused on the hot path.
  */
 import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
-import { CgminerClient, type CgminerReply } from '../lib/cgminer/client.js';
+import { CgminerClient, cgminerEndpoint, type CgminerReply } from '../lib/cgminer/client.js';
 import { num as cgNum, sectionItems } from '../lib/cgminer/fields.js';
 import { actAndConfirm } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
-import { HttpClient } from '../lib/http.js';
+import { HttpClient, httpEndpoint } from '../lib/http.js';
 import { maxOf, meanOf, num, objs, str } from '../lib/json.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import { AuradineApi } from './api.js';
@@ -32,10 +32,9 @@ export class AuradineDriver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    const t = cfg.timeouts;
-    this.http = new HttpClient({ host: cfg.host, port: cfg.port, connectTimeoutMs: t.connectMs, readTimeoutMs: t.readMs, maxResponseBytes: cfg.maxResponseBytes });
+    this.http = new HttpClient(httpEndpoint(cfg));
     this.api = new AuradineApi(this.http, cfg.id, cfg.username, cfg.password);
-    this.cg = new CgminerClient({ host: cfg.host, port: cfg.apiPort, connectTimeoutMs: t.connectMs, readTimeoutMs: t.readMs, maxResponseBytes: cfg.maxResponseBytes });
+    this.cg = new CgminerClient(cgminerEndpoint(cfg, cfg.apiPort));
     this.capabilities = {
       curtail: true,
       restore: true,

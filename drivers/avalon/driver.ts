@@ -6,7 +6,7 @@
  * confirmed by read-back. Work levels: `ascset 0,worklevel,set,<N>` as profiles.
  */
 import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Profile, Reading } from '../contract.js';
-import { CgminerClient, cgminerExchange, checkStatus, type CgminerEndpoint, type CgminerReply } from '../lib/cgminer/client.js';
+import { CgminerClient, cgminerEndpoint, cgminerExchange, checkStatus, type CgminerEndpoint, type CgminerReply } from '../lib/cgminer/client.js';
 import { mean, sectionItems } from '../lib/cgminer/fields.js';
 import { parseTolerantJson } from '../lib/cgminer/tolerant-json.js';
 import { actAndConfirm } from '../lib/confirm.js';
@@ -32,13 +32,7 @@ export class AvalonDriver implements DeviceDriver {
     this.id = cfg.id;
     // Work levels are steps whose watts the firmware does not state: profiles, not a watt target.
     this.capabilities = { curtail: true, restore: true, powerTarget: null, profiles: cfg.workLevels.length > 0, switchOutlet: false };
-    this.ep = {
-      host: cfg.host,
-      port: cfg.port,
-      connectTimeoutMs: cfg.timeouts.connectMs,
-      readTimeoutMs: cfg.timeouts.readMs,
-      maxResponseBytes: cfg.maxResponseBytes,
-    };
+    this.ep = cgminerEndpoint(cfg);
     this.client = new CgminerClient(this.ep);
   }
 

@@ -14,7 +14,7 @@ import type {
   PowerTargetRange,
   Reading,
 } from '../contract.js';
-import { CgminerClient } from '../lib/cgminer/client.js';
+import { CgminerClient, cgminerEndpoint } from '../lib/cgminer/client.js';
 import { actAndConfirm } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError, type ErrorCode } from '../lib/errors.js';
@@ -71,13 +71,7 @@ export class BraiinsDriver implements DeviceDriver {
       maxResponseBytes: cfg.maxResponseBytes,
       label: `${cfg.id} (${cfg.host}:${cfg.port})`,
     });
-    this.legacy = new CgminerClient({
-      host: cfg.host,
-      port: cfg.apiPort,
-      connectTimeoutMs: cfg.timeouts.connectMs,
-      readTimeoutMs: cfg.timeouts.readMs,
-      maxResponseBytes: cfg.maxResponseBytes,
-    });
+    this.legacy = new CgminerClient(cgminerEndpoint(cfg, cfg.apiPort));
     this.session = new BraiinsSession(this.grpc, { username: cfg.username, password: cfg.password }, ctx.now);
     this.range = cfg.powerTarget ? { minW: cfg.powerTarget.minW, maxW: cfg.powerTarget.maxW, reboots: false } : null;
   }

@@ -10,7 +10,7 @@ import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceSta
 import { actAndConfirm } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
-import { HttpClient } from '../lib/http.js';
+import { HttpClient, httpEndpoint } from '../lib/http.js';
 import { isObj, maxOf, meanOf, num, obj, objs, str } from '../lib/json.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import { EpicApi } from './api.js';
@@ -30,13 +30,7 @@ export class EpicDriver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    this.http = new HttpClient({
-      host: cfg.host,
-      port: cfg.port,
-      connectTimeoutMs: cfg.timeouts.connectMs,
-      readTimeoutMs: cfg.timeouts.readMs,
-      maxResponseBytes: cfg.maxResponseBytes,
-    });
+    this.http = new HttpClient(httpEndpoint(cfg));
     this.api = new EpicApi(this.http, cfg.id, cfg.password);
     this.capabilities = {
       curtail: true,

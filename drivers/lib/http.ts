@@ -7,6 +7,7 @@
  */
 import http from 'node:http';
 import { RackpilotError } from './errors.js';
+import type { DeviceEndpointConfig } from './transports.js';
 
 export interface HttpEndpoint {
   host: string;
@@ -37,6 +38,11 @@ export interface HttpResponse {
   text(): string;
   /** Parses the body as JSON; MALFORMED_RESPONSE when it is not. */
   json(): unknown;
+}
+
+/** A device block's HTTP endpoint: its host, `port` (or another port of it, e.g. `webPort`), timeouts and reply cap. */
+export function httpEndpoint(cfg: DeviceEndpointConfig, port = cfg.port): HttpEndpoint {
+  return { host: cfg.host, port, connectTimeoutMs: cfg.timeouts.connectMs, readTimeoutMs: cfg.timeouts.readMs, maxResponseBytes: cfg.maxResponseBytes };
 }
 
 export const DEFAULT_MAX_HTTP_BYTES = 1024 * 1024;

@@ -30,6 +30,19 @@ export function tcpTransportSchema(defaultPort: number) {
 
 export type Timeouts = z.infer<typeof timeoutsSchema>;
 
+/**
+ * The part of a device block that says how to reach one of its TCP endpoints:
+ * host, primary `port`, `timeouts` and the reply size cap. The HTTP and
+ * cgminer clients build their endpoints from it (`httpEndpoint`,
+ * `cgminerEndpoint`).
+ */
+export interface DeviceEndpointConfig {
+  host: string;
+  port: number;
+  timeouts: Timeouts;
+  maxResponseBytes: number;
+}
+
 /*
  * The shared device-block vocabulary. Every driver names the same thing the
  * same way; the defaults differ per family and are set where a driver

@@ -14,7 +14,7 @@ import type {
   Profile,
   Reading,
 } from '../contract.js';
-import { CgminerClient, type CgminerReply } from '../lib/cgminer/client.js';
+import { CgminerClient, cgminerEndpoint, type CgminerReply } from '../lib/cgminer/client.js';
 import { maxOf, mean, num, sectionItems, str } from '../lib/cgminer/fields.js';
 import { actAndConfirm } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
@@ -39,13 +39,7 @@ export class LuxosDriver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    this.client = new CgminerClient({
-      host: cfg.host,
-      port: cfg.port,
-      connectTimeoutMs: cfg.timeouts.connectMs,
-      readTimeoutMs: cfg.timeouts.readMs,
-      maxResponseBytes: cfg.maxResponseBytes,
-    });
+    this.client = new CgminerClient(cgminerEndpoint(cfg));
     this.session = new LuxosSession(this.client, ctx.now, cfg.timeouts.connectMs + cfg.timeouts.readMs, (err) =>
       ctx.logger.debug({ err: err.toJSON() }, 'session warm-up failed'),
     );

@@ -4,29 +4,13 @@
  * a time too) and each one has a deadline. Library errors become
  * RackpilotErrors that name the meter, the link and the registers.
  */
-import modbusSerial from 'modbus-serial';
 import type { Logger } from 'pino';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError } from '../lib/errors.js';
+import { MODBUS_EXCEPTIONS, ModbusRTU, type ModbusSerialError } from '../lib/modbus.js';
 import { describeBlock, type ReadBlock } from './maps.js';
 import { RtuFramePort } from './rtu-port.js';
 import type { ModbusMeterConfig } from './schema.js';
-
-/** modbus-serial is CommonJS: its `default` is the client class itself. */
-const ModbusRTU = modbusSerial.default;
-type ModbusRTU = InstanceType<typeof ModbusRTU>;
-
-/** Modbus exception codes (Modbus Application Protocol v1.1b3, section 7). */
-const EXCEPTIONS: Record<number, string> = {
-  1: 'illegal function',
-  2: 'illegal data address',
-  3: 'illegal data value',
-  4: 'server device failure',
-  5: 'acknowledge',
-  6: 'server device busy',
-  10: 'gateway path unavailable',
-  11: 'gateway target device failed to respond',
-};
 
 export class ModbusLink {
   private client: ModbusRTU | undefined;
@@ -143,10 +127,10 @@ export class ModbusLink {
 
 function mapError(err: unknown, what: string, device: string, unitId: number, timeoutMs: number): RackpilotError {
   if (err instanceof RackpilotError) return err;
-  const e = err as { name?: string; message?: string; errno?: string; modbusCode?: number };
+  const e = err as ModbusSerialError | undefined;
   const msg = e?.message ?? String(err);
   if (typeof e?.modbusCode === 'number') {
-    const name = EXCEPTIONS[e.modbusCode] ?? 'unknown exception';
+    const name = MODBUS_EXCEPTIONS[e.modbusCode] ?? 'unknown exception';
     const hint = e.modbusCode === 2 ? ': the meter has no such registers; check `meter` / the register map and the address offset (0-based)' : e.modbusCode === 1 ? ': the meter does not support this function code' : '';
     return new RackpilotError('DEVICE_ERROR', `${what}: Modbus exception ${e.modbusCode} (${name})${hint}`, { device, modbusException: e.modbusCode });
   }

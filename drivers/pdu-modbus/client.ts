@@ -4,9 +4,9 @@
  * RackpilotError codes; a connection that failed is dropped and reopened by
  * the next request.
  */
-import modbusSerial from 'modbus-serial';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError } from '../lib/errors.js';
+import { MODBUS_EXCEPTIONS, ModbusRTU, type ModbusSerialError } from '../lib/modbus.js';
 import type { Table } from './registers.js';
 
 export interface ModbusTarget {
@@ -17,18 +17,6 @@ export interface ModbusTarget {
   connectMs: number;
   readMs: number;
 }
-
-/** modbus-serial is CommonJS: its `default` is the client class itself. */
-const ModbusRTU = modbusSerial.default;
-type ModbusRTU = InstanceType<typeof ModbusRTU>;
-
-const EXCEPTIONS: Record<number, string> = {
-  1: 'illegal function',
-  2: 'illegal data address',
-  3: 'illegal data value',
-  4: 'server device failure',
-  6: 'server device busy',
-};
 
 export class ModbusPduClient {
   private client: ModbusRTU | undefined;
@@ -142,10 +130,10 @@ export class ModbusPduClient {
 
   private mapError(err: unknown, what: string, connecting: boolean): RackpilotError {
     if (err instanceof RackpilotError) return err;
-    const e = err as Error & { modbusCode?: number; errno?: string; code?: string };
+    const e = err as ModbusSerialError;
     const ctx = { device: this.t.deviceId, host: this.t.host, port: this.t.port };
     if (typeof e.modbusCode === 'number') {
-      const name = EXCEPTIONS[e.modbusCode] ?? `exception ${e.modbusCode}`;
+      const name = MODBUS_EXCEPTIONS[e.modbusCode] ?? `exception ${e.modbusCode}`;
       return new RackpilotError('DEVICE_ERROR', `${this.t.deviceId}: Modbus ${what} at ${this.where} answered exception ${e.modbusCode} (${name})`, { ...ctx, modbusCode: e.modbusCode }, { cause: err });
     }
     const code = e.errno ?? e.code;

@@ -9,7 +9,7 @@ import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceSta
 import { actAndConfirm } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
-import { HttpClient } from '../lib/http.js';
+import { HttpClient, httpEndpoint } from '../lib/http.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import { isObj, maxOf, num } from '../lib/json.js';
 import { VnishApi } from './api.js';
@@ -39,13 +39,7 @@ export class VnishDriver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    this.http = new HttpClient({
-      host: cfg.host,
-      port: cfg.port,
-      connectTimeoutMs: cfg.timeouts.connectMs,
-      readTimeoutMs: cfg.timeouts.readMs,
-      maxResponseBytes: cfg.maxResponseBytes,
-    });
+    this.http = new HttpClient(httpEndpoint(cfg));
     this.api = new VnishApi(this.http, cfg.id, cfg.password);
     const full = cfg.fullPowerW;
     this.capabilities = {

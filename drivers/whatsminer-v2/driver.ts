@@ -6,7 +6,7 @@
  * the miner.
  */
 import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
-import { CgminerClient, checkStatus, type CgminerEndpoint, type CgminerReply } from '../lib/cgminer/client.js';
+import { CgminerClient, cgminerEndpoint, checkStatus, type CgminerReply } from '../lib/cgminer/client.js';
 import { mean, num, sectionItems, type Obj } from '../lib/cgminer/fields.js';
 import { actAndConfirm } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
@@ -29,13 +29,7 @@ export class WhatsminerV2Driver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    const ep: CgminerEndpoint = {
-      host: cfg.host,
-      port: cfg.port,
-      connectTimeoutMs: cfg.timeouts.connectMs,
-      readTimeoutMs: cfg.timeouts.readMs,
-      maxResponseBytes: cfg.maxResponseBytes,
-    };
+    const ep = cgminerEndpoint(cfg);
     this.client = new CgminerClient(ep);
     this.tokens = new V2TokenCache(this.client, ep, cfg.id, cfg.password, ctx.now, cfg.tokenRefreshMs);
   }

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { braiinsPackage, type ServiceName } from '../../drivers/braiins/proto.js';
+import { SimListener } from './listen.js';
 import { CgminerServer, statusSection, type CgminerRequest, type Fault } from './cgminer-server.js';
 import { PowerModel, type PowerModelOptions } from './power-model.js';
 
@@ -60,7 +61,7 @@ export class BraiinsSim {
   quickRamping: { upS: number; downS: number } | undefined;
   private fault: Fault = { kind: 'none' };
   private readonly grpcServer = new grpc.Server();
-  private readonly front: net.Server;
+  private readonly front: SimListener;
   private readonly conns = new Set<{ client: net.Socket; upstream?: net.Socket }>();
   private innerPort = 0;
   private readonly tokens = new Map<string, number>();
@@ -87,7 +88,7 @@ export class BraiinsSim {
     });
     this.power.setPowerTarget(this.o.maxPowerW);
     this.addServices();
-    this.front = net.createServer((s) => this.onConnection(s));
+    this.front = new SimListener(net.createServer((s) => this.onConnection(s)));
     this.legacy = new CgminerServer({
       ...(opts.host !== undefined ? { host: opts.host } : {}),
       ...(opts.legacyPort !== undefined ? { port: opts.legacyPort } : {}),
@@ -99,26 +100,18 @@ export class BraiinsSim {
     this.innerPort = await new Promise<number>((resolve, reject) => {
       this.grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
     });
-    const host = this.opts.host ?? '127.0.0.1';
-    await new Promise<void>((resolve, reject) => {
-      this.front.once('error', reject);
-      this.front.listen(this.opts.port ?? 0, host, () => {
-        this.front.off('error', reject);
-        resolve();
-      });
-    });
+    const { host, port } = await this.front.listen(this.opts.host ?? '127.0.0.1', this.opts.port ?? 0);
     const legacy = await this.legacy.listen();
-    return { host, port: this.port, legacyPort: legacy.port };
+    return { host, port, legacyPort: legacy.port };
   }
 
   get port(): number {
-    const a = this.front.address();
-    return typeof a === 'object' && a ? a.port : 0;
+    return this.front.port;
   }
 
   async close(): Promise<void> {
     for (const c of this.conns) this.drop(c, false);
-    await new Promise<void>((resolve) => this.front.close(() => resolve()));
+    await this.front.close();
     this.grpcServer.forceShutdown();
     await this.legacy.close();
   }

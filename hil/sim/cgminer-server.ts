@@ -5,6 +5,7 @@
  * Faults are switchable at run time to exercise the client's defences.
  */
 import net from 'node:net';
+import { SimListener } from './listen.js';
 
 export type Fault =
   | { kind: 'none' }
@@ -71,40 +72,28 @@ export function parseRequest(text: string): CgminerRequest | undefined {
 }
 
 export class CgminerServer {
-  private server: net.Server;
-  private sockets = new Set<net.Socket>();
+  private readonly listener: SimListener;
   fault: Fault = { kind: 'none' };
   requests = 0;
 
   constructor(private readonly opts: CgminerServerOptions) {
-    this.server = net.createServer((s) => this.onConnection(s));
+    this.listener = new SimListener(net.createServer((s) => this.onConnection(s)));
   }
 
-  async listen(): Promise<{ host: string; port: number }> {
-    const host = this.opts.host ?? '127.0.0.1';
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.opts.port ?? 0, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    return { host, port: this.port };
+  listen(): Promise<{ host: string; port: number }> {
+    return this.listener.listen(this.opts.host ?? '127.0.0.1', this.opts.port ?? 0);
   }
 
   get port(): number {
-    const a = this.server.address();
-    return typeof a === 'object' && a ? a.port : 0;
+    return this.listener.port;
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  close(): Promise<void> {
+    return this.listener.close();
   }
 
   private onConnection(s: net.Socket): void {
-    this.sockets.add(s);
-    s.on('close', () => this.sockets.delete(s));
+    this.listener.track(s);
     s.on('error', () => s.destroy());
     const fault = this.fault;
     if (fault.kind === 'reset') {

@@ -4,8 +4,8 @@
  * simulators (reusing the `Fault` type of cgminer-server.ts).
  */
 import http from 'node:http';
-import type net from 'node:net';
 import type { Fault } from './cgminer-server.js';
+import { SimListener } from './listen.js';
 
 export interface SimRequest {
   method: string;
@@ -29,8 +29,7 @@ export interface SimResponse {
 export type HttpHandler = (req: SimRequest) => SimResponse | Promise<SimResponse>;
 
 export class HttpSimServer {
-  private readonly server: http.Server;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly listener: SimListener;
   fault: Fault = { kind: 'none' };
   requests = 0;
 
@@ -39,34 +38,25 @@ export class HttpSimServer {
     private readonly host = '127.0.0.1',
     private readonly wantedPort = 0,
   ) {
-    this.server = http.createServer((req, res) => this.onRequest(req, res));
-    this.server.on('connection', (s) => {
-      this.sockets.add(s);
-      s.on('close', () => this.sockets.delete(s));
+    const server = http.createServer((req, res) => this.onRequest(req, res));
+    server.on('connection', (s) => {
+      this.listener.track(s);
       if (this.fault.kind === 'reset') s.resetAndDestroy();
     });
-    this.server.keepAliveTimeout = 60_000;
+    server.keepAliveTimeout = 60_000;
+    this.listener = new SimListener(server);
   }
 
-  async listen(): Promise<{ host: string; port: number }> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.wantedPort, this.host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    return { host: this.host, port: this.port };
+  listen(): Promise<{ host: string; port: number }> {
+    return this.listener.listen(this.host, this.wantedPort);
   }
 
   get port(): number {
-    const a = this.server.address();
-    return typeof a === 'object' && a ? a.port : 0;
+    return this.listener.port;
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  close(): Promise<void> {
+    return this.listener.close();
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {

@@ -12,6 +12,7 @@ import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { encodeFrame, FrameReader } from '../../drivers/lib/lpjson.js';
 import type { Fault } from './cgminer-server.js';
+import { SimListener } from './listen.js';
 import { PowerModel, type PowerModelOptions } from './power-model.js';
 
 export interface WhatsminerV3SimOptions extends Partial<Omit<PowerModelOptions, 'now' | 'miningW'>> {
@@ -44,8 +45,7 @@ export class WhatsminerV3Sim {
   requests = 0;
   percent = 100;
   readonly salt = randomBytes(6).toString('hex');
-  private readonly server: net.Server;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly listener: SimListener;
   private readonly now: () => number;
 
   constructor(private readonly opts: WhatsminerV3SimOptions = {}) {
@@ -58,29 +58,19 @@ export class WhatsminerV3Sim {
       wakeRampMs: opts.wakeRampMs ?? 30_000,
       now: this.now,
     });
-    this.server = net.createServer((s) => this.onConnection(s));
+    this.listener = new SimListener(net.createServer((s) => this.onConnection(s)));
   }
 
-  async listen(): Promise<{ host: string; port: number }> {
-    const host = this.opts.host ?? '127.0.0.1';
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.opts.port ?? 0, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    return { host, port: this.port };
+  listen(): Promise<{ host: string; port: number }> {
+    return this.listener.listen(this.opts.host ?? '127.0.0.1', this.opts.port ?? 0);
   }
 
   get port(): number {
-    const a = this.server.address();
-    return typeof a === 'object' && a ? a.port : 0;
+    return this.listener.port;
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  close(): Promise<void> {
+    return this.listener.close();
   }
 
   setFault(f: Fault): void {
@@ -100,8 +90,7 @@ export class WhatsminerV3Sim {
   }
 
   private onConnection(s: net.Socket): void {
-    this.sockets.add(s);
-    s.on('close', () => this.sockets.delete(s));
+    this.listener.track(s);
     s.on('error', () => s.destroy());
     const fault = this.fault;
     if (fault.kind === 'reset') {

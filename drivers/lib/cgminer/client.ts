@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import { RackpilotError } from '../errors.js';
+import type { DeviceEndpointConfig } from '../transports.js';
 import { parseTolerantJson } from './tolerant-json.js';
 
 export interface CgminerEndpoint {
@@ -18,6 +19,11 @@ export interface CgminerEndpoint {
 }
 
 export const DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
+
+/** A device block's cgminer API endpoint: its host, `port` (or another port of it, e.g. `apiPort`), timeouts and reply cap. */
+export function cgminerEndpoint(cfg: DeviceEndpointConfig, port = cfg.port): CgminerEndpoint {
+  return { host: cfg.host, port, connectTimeoutMs: cfg.timeouts.connectMs, readTimeoutMs: cfg.timeouts.readMs, maxResponseBytes: cfg.maxResponseBytes };
+}
 
 export interface CgminerStatus {
   STATUS: string;
