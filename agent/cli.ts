@@ -6,6 +6,7 @@
  *   rackpilot demo [--broker URL] [--asics N] [--families a,b] [--site S] [--rack R] [--port P]
  *   rackpilot probe HOST [--api-port N] [--http-port N] [--user U] [--password P] [--json]
  *   rackpilot scan CIDR [--json] [--concurrency N] [--timeout MS] [--api-port N] [--http-port N]
+ *   rackpilot gpu-node --listen HOST:PORT --key-file FILE [--library PATH]
  */
 import { parseArgs } from 'node:util';
 import { Agent } from './agent.js';
@@ -25,6 +26,8 @@ usage:
   rackpilot scan CIDR [--json] [--concurrency N] [--timeout MS]
                   [--api-port N] [--http-port N] [--user U] [--password P] [--no-read]
                                                     find and identify miners (at most a /16)
+  rackpilot gpu-node --listen HOST:PORT --key-file FILE [--library PATH] [--log-level LEVEL]
+                                                    serve this server's GPUs (NVML) to a rack agent
   rackpilot --version | --help
 
   probe/scan take the miner password from --password or RACKPILOT_MINER_PASSWORD
@@ -123,6 +126,41 @@ async function main(argv: string[]): Promise<void> {
       }
       onSignals(() => demo.stop());
       process.stdout.write(demoBanner(demo, opts));
+      return;
+    }
+    case 'gpu-node': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { listen: { type: 'string' }, 'key-file': { type: 'string' }, library: { type: 'string' }, 'log-level': { type: 'string' } },
+      });
+      const m = /^(.+):(\d{1,5})$/.exec(values.listen ?? '0.0.0.0:9400');
+      if (!m?.[1]) fail('gpu-node: --listen expects HOST:PORT such as 0.0.0.0:9400');
+      const port = intArg(m[2], 'listen', 9400, 1, 65535);
+      if (!values['key-file']) fail('gpu-node: --key-file FILE is required (the shared key, at least 16 characters; the same as the device\'s `key`)');
+      const { readFileSync, statSync } = await import('node:fs');
+      let key: string;
+      try {
+        key = readFileSync(values['key-file'], 'utf8').trim();
+      } catch (err) {
+        fail(`gpu-node: cannot read --key-file: ${(err as Error).message}`);
+      }
+      if (key.length < 16) fail('gpu-node: the key in --key-file must have at least 16 characters');
+      const log = createLogger(values['log-level'] ?? 'info');
+      if ((statSync(values['key-file']).mode & 0o077) !== 0) log.warn({ file: values['key-file'] }, 'key file is readable by group/others; chmod 600 it');
+      const { startGpuNode } = await import('./gpu-node.js');
+      const { LocalGpuBackend } = await import('../drivers/gpu/local.js');
+      const backend = new LocalGpuBackend(values.library !== undefined ? { libraryPath: values.library } : {});
+      try {
+        await backend.open();
+      } catch (err) {
+        fail(`gpu-node: ${err instanceof Error ? err.message : String(err)}`, 1);
+      }
+      process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
+      const node = await startGpuNode({ backend, key, host: m[1].replace(/^\[|\]$/g, ''), port, logger: log.child({ component: 'gpu-node' }) });
+      onSignals(async () => {
+        await node.close();
+        await backend.close();
+      });
       return;
     }
     case 'probe':

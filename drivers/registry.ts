@@ -10,6 +10,7 @@ import { braiinsDriver } from './braiins/index.js';
 import { controllerDriver } from './controller/index.js';
 import { epicDriver } from './epic/index.js';
 import { gpioDriver } from './gpio/index.js';
+import { gpuDriver } from './gpu/index.js';
 import { luxosDriver } from './luxos/index.js';
 import { modbusMeterDriver } from './modbus-meter/index.js';
 import { pduModbusDriver } from './pdu-modbus/index.js';
@@ -18,7 +19,7 @@ import { vnishDriver } from './vnish/index.js';
 import { whatsminerV2Driver } from './whatsminer-v2/index.js';
 import { whatsminerV3Driver } from './whatsminer-v3/index.js';
 
-export const DRIVERS = [antminerDriver, avalonDriver, braiinsDriver, luxosDriver, vnishDriver, whatsminerV2Driver, whatsminerV3Driver, epicDriver, auradineDriver, gpioDriver, controllerDriver, modbusMeterDriver, pduSnmpDriver, pduModbusDriver] as const;
+export const DRIVERS = [antminerDriver, avalonDriver, braiinsDriver, luxosDriver, vnishDriver, whatsminerV2Driver, whatsminerV3Driver, epicDriver, auradineDriver, gpioDriver, controllerDriver, modbusMeterDriver, pduSnmpDriver, pduModbusDriver, gpuDriver] as const;
 
 export type RegisteredDriver = (typeof DRIVERS)[number];
 

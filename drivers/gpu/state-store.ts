@@ -1,0 +1,138 @@
+/**
+ * Remembers, per GPU UUID, the power limit in force before a curtail, in a
+ * small JSON file, so a restore after a crash (or an agent restart in the
+ * middle of a curtailment) still returns the right value. Writes are atomic:
+ * a temp file in the same folder, fsync, rename.
+ */
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { RackpilotError } from '../lib/errors.js';
+
+const entrySchema = z.object({
+  /** The software limit (mW) in force before the first curtail. */
+  preCurtailLimitMw: z.number().int().nonnegative(),
+  /** The cap (mW) set by the last curtail. */
+  capMw: z.number().int().nonnegative(),
+  /** Epoch ms of the first curtail. */
+  since: z.number(),
+  /** A restore failed: the GPU is still capped and needs one. */
+  restorePending: z.boolean().default(false),
+});
+
+const fileSchema = z.object({ version: z.literal(1), gpus: z.record(z.string(), entrySchema) });
+
+export type CapEntry = z.output<typeof entrySchema>;
+
+export class GpuStateStore {
+  private gpus: Record<string, CapEntry> = {};
+  private loaded = false;
+  private writing: Promise<void> = Promise.resolve();
+  readonly file: string;
+
+  constructor(
+    private readonly dir: string,
+    deviceId: string,
+  ) {
+    this.file = join(dir, `gpu-${deviceId}.json`);
+  }
+
+  /** Reads the file once (missing file = nothing remembered). A corrupt file is an error: we will not guess limits. */
+  async load(): Promise<void> {
+    if (this.loaded) return;
+    let text: string;
+    try {
+      text = await readFile(this.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.loaded = true;
+        return;
+      }
+      throw new RackpilotError('INTERNAL', `cannot read GPU state file ${this.file}: ${(err as Error).message} (check stateDir and its permissions)`, {
+        file: this.file,
+      });
+    }
+    let parsed: z.output<typeof fileSchema>;
+    try {
+      parsed = fileSchema.parse(JSON.parse(text));
+    } catch {
+      throw new RackpilotError(
+        'INTERNAL',
+        `GPU state file ${this.file} is corrupt; it holds the limits to restore after a curtail. Fix or remove it (then set the limits by hand with nvidia-smi -pl)`,
+        { file: this.file },
+      );
+    }
+    this.gpus = parsed.gpus;
+    this.loaded = true;
+  }
+
+  get(uuid: string): CapEntry | undefined {
+    return this.gpus[uuid];
+  }
+
+  /** UUIDs with a remembered pre-curtail limit. */
+  capped(): string[] {
+    return Object.keys(this.gpus);
+  }
+
+  get restorePending(): boolean {
+    return Object.values(this.gpus).some((e) => e.restorePending);
+  }
+
+  /**
+   * Records a cap. The pre-curtail limit is kept from the first curtail: a
+   * second curtail while capped never overwrites it with the cap.
+   */
+  async remember(uuid: string, currentLimitMw: number, capMw: number, now: number): Promise<void> {
+    const prev = this.gpus[uuid];
+    this.gpus[uuid] = prev ? { ...prev, capMw } : { preCurtailLimitMw: currentLimitMw, capMw, since: now, restorePending: false };
+    await this.save();
+  }
+
+  async forget(uuids: readonly string[]): Promise<void> {
+    let changed = false;
+    for (const u of uuids) {
+      if (u in this.gpus) {
+        delete this.gpus[u];
+        changed = true;
+      }
+    }
+    if (changed) await this.save();
+  }
+
+  async markRestorePending(uuids: readonly string[], pending: boolean): Promise<void> {
+    for (const u of uuids) {
+      const e = this.gpus[u];
+      if (e) e.restorePending = pending;
+    }
+    await this.save();
+  }
+
+  /** Serialised atomic write of the whole file. */
+  private save(): Promise<void> {
+    const body = JSON.stringify({ version: 1, gpus: this.gpus }, null, 2);
+    const next = this.writing.catch(() => undefined).then(() => this.write(body));
+    this.writing = next;
+    return next;
+  }
+
+  private async write(body: string): Promise<void> {
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o750 });
+      const fh = await open(tmp, 'w', 0o640);
+      try {
+        await fh.writeFile(body);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, this.file);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw new RackpilotError('INTERNAL', `cannot write GPU state file ${this.file}: ${(err as Error).message} (check stateDir and its permissions)`, {
+        file: this.file,
+      });
+    }
+  }
+}
