@@ -10,6 +10,7 @@ import { resolveFamilies, SIM_CATALOG, startMixedRack, type CatalogEntry, type S
 import { Agent } from './agent.js';
 import { validateConfig } from './config.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from './embedded-broker.js';
+import { startGpuRack, type GpuRack } from '../hil/sim/gpu-rack.js';
 import { METER_ID, PDU_ID, startPowerRack, TRIP_ID, type PowerRack } from '../hil/sim/power-rack.js';
 
 export interface DemoOptions {
@@ -35,6 +36,8 @@ export interface RunningDemo {
   sims: StartedSim[];
   /** The meter, PDU and GPIO lines of the rack. */
   power: PowerRack;
+  /** Two simulated GPU servers (mock NVML: one local, one behind gpu-node), or why there are none. */
+  gpus: GpuRack | { skip: string };
   /** The families in the rack, in round-robin order. */
   families: CatalogEntry[];
   broker: EmbeddedBroker | undefined;
@@ -57,8 +60,11 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
   const { sims, devices } = await startMixedRack(n, families, { fast: opts.fast === true });
   let broker: EmbeddedBroker | undefined;
   let power: PowerRack | undefined;
+  let gpus: GpuRack | { skip: string } | undefined;
   try {
     power = await startPowerRack({ miners: sims });
+    gpus = await startGpuRack();
+    const gpuDevices = 'skip' in gpus ? [] : gpus.devices;
     const rackPower = power;
     const miners = devices.map((d, i) => ({ ...d, feed: [rackPower.feedOf(i)] }));
     if (!opts.broker) broker = await startEmbeddedBroker('127.0.0.1', opts.port);
@@ -70,18 +76,20 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
       mqtt: { url: brokerUrl, protocolVersion: broker ? 4 : 'auto', reconnect: { minMs: 250, maxMs: 5000 } },
       poll: { intervalMs: opts.intervalMs, deadlineMs: 2000 },
       actions: { deadlineMs: 20_000 },
-      devices: [...miners, ...power.devices],
+      devices: [...miners, ...gpuDevices, ...power.devices],
       signals: power.signals,
     });
     if (!parsed.ok) throw new Error(`demo config invalid:\n  ${parsed.errors.join('\n  ')}`);
     const agent = new Agent(parsed.config, log);
     await agent.start();
+    const rackGpus = gpus;
     if (opts.dipAtMs !== undefined) power.scriptDip(opts.dipAtMs, 2000);
     if (opts.tripAtMs !== undefined) power.scriptTrip(opts.tripAtMs, 3000);
     return {
       agent,
       sims,
       power,
+      gpus,
       families,
       broker,
       brokerUrl,
@@ -89,12 +97,14 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
         await agent.stop();
         await broker?.close();
         await rackPower.close();
+        if (rackGpus && !('skip' in rackGpus)) await rackGpus.close();
         await Promise.all(sims.map((s) => s.close()));
       },
     };
   } catch (err) {
     await broker?.close();
     await power?.close();
+    if (gpus && !('skip' in gpus)) await gpus.close();
     await Promise.all(sims.map((s) => s.close()));
     throw err;
   }
@@ -129,6 +139,9 @@ export function demoBanner(d: RunningDemo, opts: DemoOptions): string {
     'Restore it:',
     `  mosquitto_pub ${hp} -t '${t.cmd}' -m '{"id":"demo-restore-1","command":"restore"}'`,
     '',
+    'skip' in d.gpus
+      ? `GPUs: none (${d.gpus.skip})`
+      : 'GPUs: two simulated GPU servers (2 GPUs each, mock NVML): gpu-server-01 read locally, gpu-server-02 through rackpilot gpu-node; a curtail caps them to 50 % and a restore returns their exact previous limits.',
     `Power side: a Modbus meter (${METER_ID}), an SNMP PDU (${PDU_ID}) feeding every miner, a utility trip contact (GPIO ${TRIP_ID}), the controller's health.`,
     ...(opts.dipAtMs !== undefined ? [`  scripted: grid frequency dips to 59.80 Hz ${opts.dipAtMs / 1000} s after start for 2 s -> signal "underfrequency" on ${t.events}`] : []),
     ...(opts.tripAtMs !== undefined ? [`  scripted: the trip contact opens ${opts.tripAtMs / 1000} s after start for 3 s -> signal "utility-trip" on ${t.events}`] : []),
