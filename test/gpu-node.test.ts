@@ -21,6 +21,8 @@ import { gpuConfigSchema } from '../drivers/gpu/schema.js';
 import { sleep as delay } from '../drivers/lib/deadline.js';
 import { expectCode } from '../hil/testing/expect-code.js';
 import { buildMockNvml, mockNvmlControl } from '../hil/testing/mock-nvml.js';
+import { freePort } from '../hil/testing/ports.js';
+import { RackpilotError } from '../drivers/lib/errors.js';
 
 const KEY = 'k'.repeat(24) + '-test-key';
 const logger = pino({ level: 'silent' });
@@ -119,6 +121,20 @@ describe('gpu-node', { skip }, () => {
     assert.equal(r.online, false);
     assert.match(r.error?.code ?? '', /CONNECT_REFUSED|CONNECTION_CLOSED|UNREACHABLE/);
     assert.equal(r.fields.gpuCount, 2, 'the last good values are kept');
+  });
+
+  test('a node that is down from the start: start fails clearly, reads are missing, a curtail fails naming the node, and it recovers once the node is up', async () => {
+    const port = await freePort();
+    const d = nodeDriver(port);
+    await assert.rejects(d.start(), (e: RackpilotError) => /CONNECT_REFUSED|UNREACHABLE/.test(e.code) && e.message.includes(`127.0.0.1:${port}`));
+    const r = await d.read({ deadlineMs: 1000 });
+    assert.equal(r.freshness, 'missing');
+    assert.equal(r.online, false);
+    await assert.rejects(d.curtail({ deadlineMs: 1500 }), (e: RackpilotError) => e instanceof RackpilotError && e.message.includes(`127.0.0.1:${port}`));
+    const late = await startGpuNode({ backend: local, key: KEY, host: '127.0.0.1', port });
+    cleanup.push(() => late.close());
+    const ok = await d.read({ deadlineMs: 2000 });
+    assert.equal(ok.freshness, 'fresh');
   });
 
   test('a slow node: reads end at the deadline as stale telemetry', async () => {
