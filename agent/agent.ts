@@ -110,6 +110,7 @@ export class Agent {
 
   private onCycle(readings: ReadonlyMap<string, Reading>): void {
     this.dispatcher.reconcile(readings);
+    this.signals.observeReadings(readings);
     const msg = telemetryMessage(this.id, this.devices, readings, this.seq++, this.config.poll.intervalMs);
     void this.bridge.publish(this.topics.telemetry, JSON.stringify(msg), { qos: 0, retain: false });
     const states = this.devices.map((d) => readings.get(d.id)?.state ?? ('unknown' satisfies DeviceState)).join(',');

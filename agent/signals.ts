@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import type { Logger } from 'pino';
-import type { DeviceDriver, SignalSample } from '../drivers/contract.js';
+import type { DeviceDriver, Reading, SignalSample } from '../drivers/contract.js';
 import { idSchema } from '../drivers/lib/ids.js';
 
 export const signalConditionSchema = z
@@ -117,7 +117,11 @@ export class ConditionState {
 
   stale(at: number): void {
     clearTimeout(this.timer);
-    if (this.c.onStale === 'hold') return;
+    if (this.c.onStale === 'hold') {
+      // hold keeps the state, but stale time never counts towards a release
+      if (this.phase === 'releasing') this.set('raised', at);
+      return;
+    }
     if (!this.raised) {
       this.change('signal.raised', this.last?.value ?? null, at, 'stale');
       this.staleRaise = true;
@@ -125,7 +129,8 @@ export class ConditionState {
   }
 
   sample(s: SignalSample): void {
-    if (!s.fresh) {
+    // a meter that is not ready reports NaN: that is no measurement, so it counts as stale
+    if (!s.fresh || !Number.isFinite(s.value)) {
       this.stale(s.ts);
       return;
     }
@@ -182,12 +187,15 @@ export class ConditionState {
 export class SignalMonitor {
   private readonly states: ConditionState[];
   private unsubscribe: (() => void)[] = [];
+  private startedAt = Date.now();
 
   constructor(
     conditions: readonly SignalCondition[],
     private readonly devices: readonly DeviceDriver[],
     emit: (ch: SignalChange) => void,
     private readonly log: Logger,
+    /** How long after start a source may stay without a fresh reading before it counts as stale. */
+    private readonly startGraceMs = 10_000,
   ) {
     for (const c of conditions) {
       const d = devices.find((x) => x.id === c.source);
@@ -201,6 +209,7 @@ export class SignalMonitor {
   }
 
   start(): void {
+    this.startedAt = Date.now();
     for (const st of this.states) {
       const d = this.devices.find((x) => x.id === st.c.source);
       const off = d?.onSignal?.((s) => {
@@ -220,6 +229,21 @@ export class SignalMonitor {
     for (const off of this.unsubscribe) off();
     this.unsubscribe = [];
     for (const st of this.states) st.stop();
+  }
+
+  /**
+   * Called with every telemetry cycle's readings: a source device whose
+   * reading is not fresh (it never started, never answered, or stopped
+   * answering) is stale input for its conditions, so a source that stays
+   * silent can never pass for normal — even an edge-driven GPIO line.
+   */
+  observeReadings(readings: ReadonlyMap<string, Reading>, at = Date.now()): void {
+    // a source that simply has not produced its first sample yet gets a grace period after start
+    if (at - this.startedAt < this.startGraceMs) return;
+    for (const st of this.states) {
+      const r = readings.get(st.c.source);
+      if (r && r.freshness !== 'fresh') st.stale(at);
+    }
   }
 
   status(): SignalStatus[] {

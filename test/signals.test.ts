@@ -125,3 +125,39 @@ describe('signal conditions', () => {
     );
   });
 });
+
+describe('signal robustness', () => {
+  test('NaN from a meter that is not ready counts as stale (fail-safe), not as a normal value', () => {
+    const { st, changes } = rig({ below: 59.85, forMs: 100 });
+    st.sample(sample(59.8, 0));
+    st.sample(sample(Number.NaN, 50));
+    st.stop();
+    assert.equal(changes[0]?.type, 'signal.raised');
+    assert.equal(changes[0]?.reason, 'stale');
+  });
+
+  test('onStale: hold never lets stale time count towards a release', () => {
+    const { st, changes } = rig({ below: 59.85, onStale: 'hold', releaseMs: 500 });
+    st.sample(sample(59.0, 0));
+    st.sample(sample(60.0, 100)); // releasing from here
+    st.sample(sample(60.0, 200, false));
+    st.sample(sample(60.0, 700)); // 600 ms after the release began, but stale in between: still raised
+    st.stop();
+    assert.equal(st.raised, true);
+    assert.equal(changes.length, 1);
+  });
+
+  test('a source device that never produces a fresh reading trips its condition after the start grace', () => {
+    const changes: SignalChange[] = [];
+    const dev = { id: 'in1', driverId: 'gpio', kind: 'gpio', signalChannels: ['input'], onSignal: () => () => undefined } as unknown as DeviceDriver;
+    const mon = new SignalMonitor([signalConditionSchema.parse({ id: 'trip', source: 'in1', channel: 'input', above: 0.5 })], [dev], (c) => changes.push(c), pino({ level: 'silent' }), 1000);
+    mon.start();
+    const missing = new Map([['in1', { ts: 0, freshness: 'missing' as const, online: false, state: 'unreachable' as const, powerW: null, fields: {}, error: { code: 'UNSUPPORTED', message: 'no GPIO' } }]]);
+    mon.observeReadings(missing, Date.now() + 500);
+    assert.equal(changes.length, 0, 'within the start grace');
+    mon.observeReadings(missing, Date.now() + 1500);
+    mon.stop();
+    assert.equal(changes[0]?.type, 'signal.raised');
+    assert.equal(changes[0]?.reason, 'stale');
+  });
+});

@@ -40,8 +40,13 @@ export class SwitchOnSequencer {
       const wait = this.lastOnAt + this.delayMs - this.now();
       if (wait > 0) await sleep(wait, signal);
       if (signal?.aborted) throw new RackpilotError('CANCELLED', 'switch-on cancelled while waiting for its turn');
-      this.lastOnAt = this.now();
-      return await send();
+      try {
+        return await send();
+      } finally {
+        // spaced from when the write completed: a write that reached the PDU late (queued behind a
+        // poll, retried) must not let the next switch-on follow it at once
+        this.lastOnAt = this.now();
+      }
     } finally {
       release();
     }
