@@ -7,7 +7,11 @@
  * Bounded: request bodies (maxBodyBytes, 413), concurrent requests
  * (maxConcurrent, 503 BUSY), a deadline per request (504), a nonce cache
  * (maxNonces, oldest evicted; nonces older than the allowed skew are dropped
- * anyway since their timestamp is refused). Authenticated: HMAC-SHA256 per
+ * anyway since their timestamp is refused), open connections
+ * (maxConnections), idle connections (closed after idleTimeoutMs), slow
+ * senders (the whole request within requestTimeoutMs, checked every second),
+ * kept-alive connections (GPU_NODE_KEEPALIVE_MS, longer than the client's
+ * idle socket timeout). Authenticated: HMAC-SHA256 per
  * request, timestamps more than maxSkewMs away refused, nonces seen before
  * refused, constant-time compare; 401 with the reason otherwise.
  */
@@ -16,6 +20,7 @@ import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import type { GpuBackend } from '../drivers/gpu/backend.js';
 import {
+  GPU_NODE_KEEPALIVE_MS,
   GPU_NODE_PATHS,
   HEADER_NONCE,
   HEADER_SIG,
@@ -42,6 +47,12 @@ export interface GpuNodeOptions {
   requestDeadlineMs?: number;
   maxSkewMs?: number;
   maxNonces?: number;
+  /** Open connections at most (more are refused at once; default 64). */
+  maxConnections?: number;
+  /** A connection with no traffic for this long is closed (ms, default 10 s). */
+  idleTimeoutMs?: number;
+  /** The whole request (headers and body) must arrive within this (ms, default 5 s). */
+  requestTimeoutMs?: number;
   now?: () => number;
 }
 
@@ -116,7 +127,10 @@ export async function startGpuNode(opts: GpuNodeOptions): Promise<GpuNode> {
   const nonces = new NonceCache(opts.maxNonces ?? 10_000);
   let active = 0;
 
-  const server = http.createServer((req, res) => {
+  const idleMs = opts.idleTimeoutMs ?? 10_000;
+  const requestMs = opts.requestTimeoutMs ?? 5_000;
+  // checked every second (Node's default is 30 s), so slow senders are cut near requestTimeout
+  const server = http.createServer({ connectionsCheckingInterval: Math.min(1_000, requestMs), keepAliveTimeout: Math.min(GPU_NODE_KEEPALIVE_MS, idleMs) }, (req, res) => {
     const nonceHdr = req.headers[HEADER_NONCE];
     const nonce = typeof nonceHdr === 'string' && /^[0-9a-f]{32}$/.test(nonceHdr) ? nonceHdr : '';
     const answer = (status: number, payload: object): void => {
@@ -191,9 +205,15 @@ export async function startGpuNode(opts: GpuNodeOptions): Promise<GpuNode> {
         });
     });
   });
-  server.headersTimeout = deadlineMs + 5_000;
-  server.requestTimeout = deadlineMs + 10_000;
-  server.keepAliveTimeout = 30_000;
+  // bounded: an unauthenticated peer cannot hold connections (file descriptors) open
+  server.maxConnections = opts.maxConnections ?? 64;
+  server.headersTimeout = requestMs;
+  server.requestTimeout = requestMs;
+  // above the client's idle socket timeout (GPU_NODE_CLIENT_IDLE_MS), so the client closes first
+  server.keepAliveTimeout = Math.min(GPU_NODE_KEEPALIVE_MS, idleMs);
+  // a connection with no traffic at all (not even a request started) is closed; the request deadline fits inside
+  server.timeout = Math.max(idleMs, deadlineMs + 1_000);
+  server.on('timeout', (socket: import('node:net').Socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 9400, opts.host ?? '127.0.0.1', () => {

@@ -7,6 +7,7 @@
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +17,7 @@ import type { GpuBackend } from '../drivers/gpu/backend.js';
 import { GpuDriver } from '../drivers/gpu/driver.js';
 import { LocalGpuBackend } from '../drivers/gpu/local.js';
 import { NodeGpuBackend } from '../drivers/gpu/node-client.js';
-import { GPU_NODE_PATHS, signRequest } from '../drivers/gpu/node-protocol.js';
+import { GPU_NODE_CLIENT_IDLE_MS, GPU_NODE_KEEPALIVE_MS, GPU_NODE_PATHS, signRequest } from '../drivers/gpu/node-protocol.js';
 import { gpuConfigSchema } from '../drivers/gpu/schema.js';
 import { sleep as delay } from '../drivers/lib/deadline.js';
 import { expectCode } from '../hil/testing/expect-code.js';
@@ -164,6 +165,84 @@ describe('gpu-node', { skip }, () => {
     assert.equal(r.error?.code, 'DEADLINE_EXCEEDED');
     const r2 = await d.read({ deadlineMs: 5000 });
     assert.equal(r2.error?.code, 'READ_TIMEOUT', 'the client request deadline (timeouts.readMs 500) applies too');
+  });
+  test('connections are bounded: idle sockets are closed, slow headers are cut, past maxConnections refused', async () => {
+    const bounded = await startGpuNode({ backend: local, key: KEY, host: '127.0.0.1', port: 0, idleTimeoutMs: 300, requestDeadlineMs: 200, requestTimeoutMs: 500, maxConnections: 2 });
+    cleanup.push(() => bounded.close());
+    /** Resolves with the ms until the server closed the socket (or -1 after `maxMs`). */
+    const closedAfter = (s: net.Socket, maxMs: number): Promise<number> => {
+      const t0 = Date.now();
+      return new Promise((resolve) => {
+        const t = setTimeout(() => {
+          s.destroy();
+          resolve(-1);
+        }, maxMs);
+        s.on('error', () => undefined);
+        s.resume(); // read whatever the server sends (a 408) so its FIN is seen
+        s.on('close', () => {
+          clearTimeout(t);
+          resolve(Date.now() - t0);
+        });
+      });
+    };
+    const connect = (): Promise<net.Socket> =>
+      new Promise((resolve, reject) => {
+        const s = net.connect(bounded.port, '127.0.0.1', () => resolve(s));
+        s.on('error', reject);
+      });
+    const a = await connect();
+    const b = await connect();
+    const aClosed = closedAfter(a, 5000);
+    const bClosed = closedAfter(b, 5000);
+    // a header trickle on b: one byte at a time, never finishing the request
+    b.write('POST /v1/list HTTP/1.1\r\nHost: x\r\n');
+    const trickle = setInterval(() => b.writable && b.write('X-A: b\r\n'), 100);
+    await delay(50);
+    const c = await connect();
+    const cClosed = await closedAfter(c, 3000);
+    assert.ok(cClosed >= 0 && cClosed < 1000, `a connection past maxConnections is refused at once (${cClosed} ms)`);
+    const [ta, tb] = await Promise.all([aClosed, bClosed]);
+    clearInterval(trickle);
+    assert.ok(ta >= 0 && ta < 3000, `an idle connection is closed (${ta} ms)`);
+    assert.ok(tb >= 0 && tb < 3000, `a header trickle is cut (${tb} ms)`);
+  });
+
+  test('keep-alive: the client drops idle sockets before the node closes them', () => {
+    assert.ok(GPU_NODE_CLIENT_IDLE_MS < GPU_NODE_KEEPALIVE_MS);
+  });
+
+  test('a busy node (503 BUSY) is retried within the action deadline', async () => {
+    let hold = 0;
+    const busyBackend: GpuBackend = {
+      open: () => local.open(),
+      close: () => Promise.resolve(),
+      list: () => local.list(),
+      read: async (uuid) => {
+        if (hold > 0) {
+          hold--;
+          await delay(300);
+        }
+        return local.read(uuid);
+      },
+      setPowerLimit: (u, mw) => local.setPowerLimit(u, mw),
+      setLockedClocks: (u, a, b) => local.setLockedClocks(u, a, b),
+      resetLockedClocks: (u) => local.resetLockedClocks(u),
+    };
+    const bn = await startGpuNode({ backend: busyBackend, key: KEY, host: '127.0.0.1', port: 0, maxConcurrent: 1 });
+    cleanup.push(() => bn.close());
+    const d = nodeDriver(bn.port, { gpus: [0] });
+    await d.start();
+    // another client keeps the node's only slot busy while the curtail is sent
+    const other = new NodeGpuBackend({ host: '127.0.0.1', port: bn.port, key: KEY, connectTimeoutMs: 300, readTimeoutMs: 2000, maxResponseBytes: 65536 });
+    cleanup.push(() => other.close());
+    const uuid = d.gpuList[0]?.uuid ?? '';
+    hold = 1;
+    const busy = other.read(uuid);
+    await delay(50);
+    const c = await d.curtail({ deadlineMs: 3000 });
+    assert.equal(c.confirmed, true);
+    await busy;
+    await d.restore({ deadlineMs: 3000 });
   });
 });
 

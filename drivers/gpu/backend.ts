@@ -11,6 +11,8 @@ export interface GpuInfo {
   uuid: string;
   name: string;
   serial: string | null;
+  /** Set when this GPU could not be opened while listing (e.g. GPU_IS_LOST): the error; uuid may then be ''. */
+  lost?: string;
 }
 
 export interface GpuPowerState {

@@ -10,7 +10,7 @@
  */
 import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DriverContext, FieldValue, Reading } from '../contract.js';
 import { actAndConfirm } from '../lib/confirm.js';
-import { withDeadline } from '../lib/deadline.js';
+import { sleep, withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import type { GpuBackend, GpuInfo, GpuPowerState } from './backend.js';
@@ -39,11 +39,32 @@ export const defaultBackendFactory: BackendFactory = async (cfg) => {
   return new LocalGpuBackend(cfg.libraryPath === undefined ? {} : { libraryPath: cfg.libraryPath });
 };
 
-interface Gpu extends GpuInfo {
-  /** Constraints from the last read (mW). */
+interface Gpu extends Omit<GpuInfo, 'lost'> {
+  /** Constraints from the last read (mW); 0 until the GPU was read once. */
   minMw: number;
   maxMw: number;
   defaultMw: number;
+  /** The constraints were read at least once. */
+  known: boolean;
+  /** Why this GPU cannot be read now (lost), or null. */
+  unreadable: string | null;
+}
+
+/** UUID stand-in for a lost GPU whose UUID could not be read. */
+const UNKNOWN_UUID = 'unknown-gpu-index-';
+
+/** Restore attempts back off from this, doubling, up to RESTORE_BACKOFF_MAX_MS. */
+const RESTORE_BACKOFF_MS = 100;
+const RESTORE_BACKOFF_MAX_MS = 2_000;
+
+/** Codes retried on send besides transport failures: GPU writes are idempotent. */
+const GPU_RETRY_ALSO = ['BUSY', 'READ_TIMEOUT'] as const;
+
+interface ReadOutcome {
+  gpus: Gpu[];
+  states: (GpuPowerState | null)[];
+  /** The first per-GPU failure, if any. */
+  error: RackpilotError | undefined;
 }
 
 export class GpuDriver implements DeviceDriver {
@@ -56,6 +77,14 @@ export class GpuDriver implements DeviceDriver {
   private gpus: Gpu[] | undefined;
   private opening: Promise<Gpu[]> | undefined;
   private lastRestoreError: string | null = null;
+  /** Set when a restore found a GPU below its default limit with nothing remembered to return it to. */
+  private restoreWarning: string | null = null;
+  /** Actions in progress (a background restore only starts when none is). */
+  private acting = 0;
+  /** The background retry of a pending restore, when running. */
+  private background: { ctl: AbortController; done: Promise<void> } | undefined;
+  /** When a restore last failed or was retried in the background. */
+  private lastPendingTry = 0;
 
   constructor(
     private readonly cfg: GpuConfig,
@@ -68,7 +97,7 @@ export class GpuDriver implements DeviceDriver {
 
   /** Power target range = the sum of the GPUs' constraints (known once the GPUs were listed). */
   get capabilities(): Capabilities {
-    const g = this.gpus;
+    const g = this.gpus?.filter((x) => x.known);
     const powerTarget = g && g.length > 0 ? { minW: Math.ceil(sum(g.map((x) => x.minMw)) / 1000), maxW: Math.floor(sum(g.map((x) => x.maxMw)) / 1000), reboots: false } : null;
     return { curtail: true, restore: true, powerTarget, profiles: false, switchOutlet: false };
   }
@@ -88,6 +117,7 @@ export class GpuDriver implements DeviceDriver {
   }
 
   async stop(): Promise<void> {
+    await this.stopBackground();
     const b = this.backend;
     this.backend = undefined;
     this.gpus = undefined;
@@ -102,64 +132,115 @@ export class GpuDriver implements DeviceDriver {
     return this.opening;
   }
 
+  /**
+   * Lists and picks the GPUs. A GPU that cannot be opened or read (lost) is
+   * kept, marked unreadable, so actions still reach the healthy ones and
+   * report the lost one; only when no picked GPU answers does open fail.
+   */
   private async open(): Promise<Gpu[]> {
     await this.store.load();
     const backend = this.backend ?? (await this.backendFactory(this.cfg));
     this.backend = backend;
     await backend.open();
-    const all = await backend.list();
+    const listed = await backend.list();
+    // a lost GPU whose UUID could not be read takes a remembered UUID no healthy GPU has (so restore still names it)
+    const unmatched = this.store.capped().filter((u) => !listed.some((g) => g.uuid === u));
+    const all = listed.map((g) => (g.lost !== undefined && !g.uuid ? { ...g, uuid: unmatched.shift() ?? `${UNKNOWN_UUID}${g.index}` } : g));
     const picked: GpuInfo[] = [];
     for (const ref of this.cfg.gpus ?? all.map((g) => g.uuid)) {
-      const g = all.find((x) => (typeof ref === 'number' ? x.index === ref : x.uuid === ref));
+      let g = all.find((x) => (typeof ref === 'number' ? x.index === ref : x.uuid === ref));
+      if (!g && typeof ref === 'string') {
+        // a configured UUID may belong to a lost GPU whose UUID could not be read
+        const anon = all.find((x) => x.uuid.startsWith(UNKNOWN_UUID) && !picked.includes(x));
+        if (anon) g = { ...anon, uuid: ref };
+      }
       if (!g) {
         throw new RackpilotError('CONFIG_INVALID', `${this.id}: no GPU ${String(ref)} on this server (it has ${all.map((x) => `${x.index}=${x.uuid}`).join(', ') || 'none'})`, { device: this.id });
       }
       picked.push(g);
     }
-    const gpus: Gpu[] = [];
-    for (const g of picked) {
-      const s = await backend.read(g.uuid);
-      gpus.push({ ...g, minMw: s.minLimitMw, maxMw: s.maxLimitMw, defaultMw: s.defaultLimitMw });
-    }
+    const states = await Promise.allSettled(picked.map((g) => (g.lost !== undefined ? Promise.reject(lostError(g.uuid, g.index, g.lost)) : backend.read(g.uuid))));
+    const firstBad = states.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (firstBad && states.every((r) => r.status === 'rejected')) throw toRackpilotError(firstBad.reason, { device: this.id });
+    const gpus: Gpu[] = picked.map(({ lost: _lost, ...g }, i) => {
+      const s = states[i];
+      if (s?.status === 'fulfilled') return { ...g, minMw: s.value.minLimitMw, maxMw: s.value.maxLimitMw, defaultMw: s.value.defaultLimitMw, known: true, unreadable: null };
+      const e = toRackpilotError(s?.reason, { device: this.id });
+      this.ctx.logger.error({ gpu: g.uuid, index: g.index, err: e.toJSON() }, 'GPU cannot be read (lost?); acting on the other GPUs of this server');
+      return { ...g, minMw: 0, maxMw: 0, defaultMw: 0, known: false, unreadable: e.message };
+    });
     this.gpus = gpus;
     return gpus;
   }
 
-  private async readAll(): Promise<{ gpus: Gpu[]; states: GpuPowerState[] }> {
+  /** Reads every GPU; one that fails is reported in `error` and has a null state, the others are read all the same. */
+  private async readAll(): Promise<ReadOutcome> {
     const gpus = await this.ensureGpus();
     const backend = this.backend;
     if (!backend) throw new RackpilotError('NOT_STARTED', `${this.id}: not started`);
-    const states = await Promise.all(gpus.map((g) => backend.read(g.uuid)));
-    states.forEach((s, i) => {
+    const results = await Promise.allSettled(gpus.map((g) => (g.uuid.startsWith(UNKNOWN_UUID) ? Promise.reject(lostError(g.uuid, g.index, g.unreadable ?? 'lost')) : backend.read(g.uuid))));
+    let error: RackpilotError | undefined;
+    const states = results.map((r, i) => {
       const g = gpus[i];
-      if (g) Object.assign(g, { minMw: s.minLimitMw, maxMw: s.maxLimitMw, defaultMw: s.defaultLimitMw });
+      if (r.status === 'fulfilled') {
+        if (g) Object.assign(g, { minMw: r.value.minLimitMw, maxMw: r.value.maxLimitMw, defaultMw: r.value.defaultLimitMw, known: true, unreadable: null });
+        return r.value;
+      }
+      const e = toRackpilotError(r.reason, { device: this.id });
+      if (g) g.unreadable = e.message;
+      error ??= e;
+      return null;
     });
-    return { gpus, states };
+    if (error && states.every((s) => s === null)) throw error;
+    return { gpus, states, error };
   }
 
   async read(opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Reading> {
     try {
-      const { gpus, states } = await withDeadline(`${this.id} read`, opts.deadlineMs, () => this.readAll(), opts.signal);
-      return this.tracker.ok(this.toSample(gpus, states));
+      const { gpus, states, error } = await withDeadline(`${this.id} read`, opts.deadlineMs, () => this.readAll(), opts.signal);
+      const r = this.tracker.ok(this.toSample(gpus, states));
+      if (!error) return r;
+      // one GPU lost: the device reads stale with that error; the healthy GPUs' values are kept
+      return this.failedReading(error);
     } catch (err) {
-      const r = this.tracker.failed(toRackpilotError(err, { device: this.id }), this.ctx.now());
-      // a pending restore stays visible even when the server does not answer
-      return { ...r, fields: { ...r.fields, restorePending: this.store.restorePending, capped: this.store.capped().length > 0 } };
+      return this.failedReading(toRackpilotError(err, { device: this.id }));
+    } finally {
+      this.retryPendingRestore();
     }
   }
 
-  private toSample(gpus: Gpu[], states: GpuPowerState[]): Sample {
+  private failedReading(err: RackpilotError): Reading {
+    const r = this.tracker.failed(err, this.ctx.now());
+    // a pending restore stays visible even when the server does not answer
+    return { ...r, fields: { ...r.fields, restorePending: this.store.restorePending, capped: this.store.capped().length > 0 } };
+  }
+
+  /** The read-back of an action: fresh as long as any GPU answered (the lost ones have null fields; confirmation looks at the GPUs acted on). */
+  private async actionRead(opts: { deadlineMs: number; signal: AbortSignal }): Promise<Reading> {
+    try {
+      const { gpus, states } = await withDeadline(`${this.id} read`, opts.deadlineMs, () => this.readAll(), opts.signal);
+      return this.tracker.ok(this.toSample(gpus, states));
+    } catch (err) {
+      return this.failedReading(toRackpilotError(err, { device: this.id }));
+    }
+  }
+
+  private toSample(gpus: Gpu[], states: (GpuPowerState | null)[]): Sample {
     const capped = gpus.map((g, i) => {
       const e = this.store.get(g.uuid);
       const s = states[i];
-      return e && s ? s.enforcedLimitMw <= e.capMw + LIMIT_TOLERANCE_MW : undefined;
+      if (!e) return undefined;
+      return s ? s.enforcedLimitMw <= e.capMw + LIMIT_TOLERANCE_MW : true;
     });
     const anyCap = capped.some((c) => c !== undefined);
     const state = !anyCap ? 'running' : capped.every((c) => c === true) ? 'curtailed' : 'transitioning';
     const fields = gpuFields(states);
+    const lost = gpus.filter((g, i) => states[i] === null || states[i] === undefined);
+    fields.lostGpus = lost.length > 0 ? lost.map((g) => `${g.index}=${g.uuid}`).join(', ') : null;
     fields.capped = anyCap;
     fields.restorePending = this.store.restorePending;
     fields.restoreError = this.store.restorePending ? this.lastRestoreError : null;
+    fields.restoreWarning = this.restoreWarning;
     return { ts: this.ctx.now(), state, powerW: fields.powerW as number, fields };
   }
 
@@ -174,35 +255,86 @@ export class GpuDriver implements DeviceDriver {
       deviceId: this.id,
       what,
       want,
-      read: (o: { deadlineMs: number; signal: AbortSignal }) => this.read(o),
+      read: (o: { deadlineMs: number; signal: AbortSignal }) => this.actionRead(o),
       readDeadlineMs: this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs,
       pollMs: this.cfg.confirmPollMs,
       now: this.ctx.now,
+      retryAlso: GPU_RETRY_ALSO,
     };
   }
 
-  /** Caps every GPU to its floor; confirmed when each enforced limit reads back at or below its cap. */
-  async curtail(opts: ActionOptions): Promise<ActionResult> {
+  /** Runs a dispatcher action: a background restore retry gives way to it first. */
+  private async acted<T>(fn: () => Promise<T>): Promise<T> {
+    this.acting++;
+    try {
+      await this.stopBackground();
+      return await fn();
+    } finally {
+      this.acting--;
+    }
+  }
+
+  private async stopBackground(): Promise<void> {
+    const bg = this.background;
+    if (!bg) return;
+    bg.ctl.abort();
+    await bg.done;
+  }
+
+  /** While a restore is pending, retries it in the background every pendingRestoreRetryMs (when no action runs), until it succeeds. */
+  private retryPendingRestore(): void {
+    if (!this.store.restorePending || this.acting > 0 || this.background || !this.gpus) return;
+    const now = this.ctx.now();
+    if (now - this.lastPendingTry < this.cfg.pendingRestoreRetryMs) return;
+    this.lastPendingTry = now;
+    const ctl = new AbortController();
+    const deadlineMs = this.cfg.restoreAttempts * (this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs + this.cfg.confirmPollMs * 5) + 2_000;
+    this.ctx.logger.info({ gpus: this.store.capped() }, 'retrying the pending GPU restore');
+    const done = this.restoreImpl({ deadlineMs, signal: ctl.signal }).then(
+      () => this.ctx.logger.info('pending GPU restore succeeded: GPUs back to their remembered limits'),
+      (err: unknown) => this.ctx.logger.debug({ err: toRackpilotError(err).toJSON() }, 'background restore retry did not succeed'),
+    );
+    this.background = {
+      ctl,
+      done: done.finally(() => {
+        this.background = undefined;
+      }),
+    };
+  }
+
+  /** Caps every GPU to its floor; confirmed when each enforced limit reads back at or below its cap. A lost GPU does not keep the others from being capped; it is reported after. */
+  curtail(opts: ActionOptions): Promise<ActionResult> {
+    return this.acted(() => this.curtailImpl(opts));
+  }
+
+  private async curtailImpl(opts: ActionOptions): Promise<ActionResult> {
     const targets = new Map<string, number>();
-    return actAndConfirm(
+    const failed = new Map<string, RackpilotError>();
+    const res = await actAndConfirm(
       {
         ...this.common('curtail (power cap)', 'every enforced limit at or below its cap'),
         send: async (signal) => {
           const gpus = await withDeadline(`${this.id} open`, this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs, () => this.ensureGpus(), signal);
           const backend = this.mustBackend();
+          targets.clear();
+          failed.clear();
           // a GPU that cannot be read (lost) must not keep the others from being capped
-          const states = await Promise.allSettled(gpus.map((g) => backend.read(g.uuid)));
+          const states = await Promise.allSettled(gpus.map((g) => (g.uuid.startsWith(UNKNOWN_UUID) ? Promise.reject(lostError(g.uuid, g.index, g.unreadable ?? 'lost')) : backend.read(g.uuid))));
           // remember first (persisted), then cap: a crash in between still restores the right value
           for (const [i, g] of gpus.entries()) {
             const s = states[i];
-            if (s?.status !== 'fulfilled') continue;
+            if (s?.status !== 'fulfilled') {
+              failed.set(g.uuid, toRackpilotError(s?.reason, { device: this.id, gpu: g.uuid }));
+              continue;
+            }
             const cap = this.capFor(g, s.value);
-            targets.set(g.uuid, cap);
             await this.store.remember(g.uuid, s.value.limitMw, cap, this.ctx.now());
+            targets.set(g.uuid, cap);
           }
+          if (!this.store.restorePending) this.lastRestoreError = null;
+          this.restoreWarning = null;
           const capping = gpus.filter((g) => targets.has(g.uuid));
-          const unread = states.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-          await settleAll(
+          const rs = await Promise.allSettled(
             capping.map(async (g) => {
               await backend.setPowerLimit(g.uuid, targets.get(g.uuid) ?? g.minMw);
               const lock = this.cfg.lockClocksMhz;
@@ -216,76 +348,165 @@ export class GpuDriver implements DeviceDriver {
               }
             }),
           );
-          if (unread) throw toRackpilotError(unread.reason, { device: this.id });
+          rs.forEach((r, i) => {
+            const g = capping[i];
+            if (g && r.status === 'rejected') {
+              failed.set(g.uuid, toRackpilotError(r.reason, { device: this.id, gpu: g.uuid }));
+              targets.delete(g.uuid);
+            }
+          });
+          // nothing capped: the whole write failed (retried when it is a transport failure)
+          if (targets.size === 0 && failed.size > 0) throw [...failed.values()][0] ?? new RackpilotError('DEVICE_ERROR', `${this.id}: no GPU capped`);
         },
-        confirmed: (r) => this.gpusMatch(r, (uuid, i) => num(r.fields[`gpu${i}EnforcedLimitW`]) * 1000 <= (targets.get(uuid) ?? -1) + LIMIT_TOLERANCE_MW / 2),
+        confirmed: (r) => targets.size > 0 && this.gpusMatch(r, (uuid, i) => !targets.has(uuid) || num(r.fields[`gpu${i}EnforcedLimitW`]) * 1000 <= (targets.get(uuid) ?? -1) + LIMIT_TOLERANCE_MW / 2),
       },
       opts,
     );
+    if (failed.size > 0) throw this.partialFailure('curtail', failed, targets.size, 'capped');
+    return res;
+  }
+
+  /** The error of an action that reached some GPUs but not all: names the GPUs that failed. */
+  private partialFailure(what: string, failed: Map<string, RackpilotError>, done: number, verb: string): RackpilotError {
+    const first = [...failed.values()][0];
+    const names = [...failed.entries()].map(([uuid, e]) => `GPU ${uuid}: ${e.message}`).join('; ');
+    this.ctx.logger.error({ gpus: [...failed.keys()] }, `GPU ${what}: ${failed.size} GPU(s) failed; the ${done} other(s) were ${verb}`);
+    return new RackpilotError(first?.code ?? 'DEVICE_ERROR', `${this.id}: ${what} ${verb} ${done} GPU(s) but failed on ${failed.size}: ${names}`, {
+      device: this.id,
+      failedGpus: [...failed.keys()].join(', '),
+    });
   }
 
   /**
    * Returns every capped GPU to its remembered pre-curtail limit. Tries up to
-   * `restoreAttempts` times within the deadline; when all fail the GPUs stay
-   * marked `restorePending` (persisted, in every reading) and the error is
-   * logged and thrown.
+   * `restoreAttempts` times within the deadline, backing off between tries;
+   * when all fail the GPUs stay marked `restorePending` (persisted, in every
+   * reading, retried in the background) and the error is logged and thrown.
+   * A lost GPU does not keep the others from being restored. A restore
+   * cancelled by the dispatcher is a cancel, not a failure.
    */
-  async restore(opts: ActionOptions): Promise<ActionResult> {
+  restore(opts: ActionOptions): Promise<ActionResult> {
+    return this.acted(() => this.restoreImpl(opts));
+  }
+
+  private async restoreImpl(opts: ActionOptions): Promise<ActionResult> {
     const started = this.ctx.now();
     const attempts = this.cfg.restoreAttempts;
     let last: RackpilotError | undefined;
-    for (let i = 0; i < attempts; i++) {
+    let result: ActionResult | undefined;
+    let i = 0;
+    for (; i < attempts; i++) {
+      if (opts.signal?.aborted) throw this.restoreCancelled();
+      if (i > 0) {
+        const left = opts.deadlineMs - (this.ctx.now() - started);
+        const wait = Math.min(RESTORE_BACKOFF_MS * 2 ** (i - 1), RESTORE_BACKOFF_MAX_MS, Math.floor(left / 2));
+        if (wait <= 0) break;
+        try {
+          await sleep(wait, opts.signal);
+        } catch {
+          throw this.restoreCancelled();
+        }
+      }
       const left = opts.deadlineMs - (this.ctx.now() - started);
-      if (left <= 0 || opts.signal?.aborted) break;
+      if (left <= 0) break;
       try {
-        const r = await this.restoreOnce({ ...opts, deadlineMs: Math.max(1, Math.floor(left / (attempts - i))) });
-        if (this.store.capped().length > 0) await this.store.forget(this.store.capped());
-        this.lastRestoreError = null;
-        // the confirming reading was taken while the caps were still remembered
-        const reading: Reading = { ...r.reading, state: 'running', fields: { ...r.reading.fields, capped: false, restorePending: false, restoreError: null } };
-        return { ...r, reading, tookMs: this.ctx.now() - started };
+        const { res, failed, restored } = await this.restoreOnce({ ...opts, deadlineMs: Math.max(1, Math.floor(left / (attempts - i))) });
+        if (restored.length > 0) await this.store.forget(restored);
+        result = res;
+        if (failed.size === 0) {
+          this.lastRestoreError = null;
+          this.checkUnremembered(res.reading);
+          // the confirming reading was taken while the caps were still remembered
+          const reading: Reading = {
+            ...res.reading,
+            state: 'running',
+            fields: { ...res.reading.fields, capped: false, restorePending: false, restoreError: null, restoreWarning: this.restoreWarning },
+          };
+          return { ...res, reading, tookMs: this.ctx.now() - started };
+        }
+        last = this.partialFailure('restore', failed, restored.length, 'restored');
       } catch (err) {
         last = toRackpilotError(err, { device: this.id });
-        if (last.code === 'CANCELLED') break;
+        if (last.code === 'CANCELLED' || opts.signal?.aborted) throw this.restoreCancelled();
       }
     }
     const e = last ?? new RackpilotError('DEADLINE_EXCEEDED', `${this.id}: restore got no time within ${opts.deadlineMs} ms`);
     const pending = this.store.capped();
     this.lastRestoreError = e.message;
+    this.lastPendingTry = this.ctx.now();
     try {
       await this.store.markRestorePending(pending, true);
     } catch (err) {
       this.ctx.logger.error({ err: toRackpilotError(err).toJSON() }, 'cannot persist restorePending');
     }
     this.ctx.logger.error({ gpus: pending, err: e.toJSON() }, 'GPU restore FAILED: GPUs remain capped below their normal limit');
-    throw new RackpilotError(e.code, `${this.id}: restore failed after ${attempts} attempt(s); ${pending.length} GPU(s) still capped (restorePending): ${e.message}`, {
+    throw new RackpilotError(e.code, `${this.id}: restore failed after ${Math.max(i, 1)} attempt(s); ${pending.length} GPU(s) still capped (restorePending): ${e.message}`, {
       device: this.id,
       restorePending: true,
+      ...(result ? { restored: true } : {}),
+      ...(e.context.failedGpus ? { failedGpus: e.context.failedGpus } : {}),
     });
   }
 
-  private restoreOnce(opts: ActionOptions): Promise<ActionResult> {
+  private restoreCancelled(): RackpilotError {
+    this.ctx.logger.info({ gpus: this.store.capped() }, 'GPU restore cancelled (a newer action took over)');
+    return new RackpilotError('CANCELLED', `${this.id}: restore cancelled`, { device: this.id });
+  }
+
+  /** A GPU with nothing remembered that sits below its default limit after a restore: nothing returns it, so say so loudly. */
+  private checkUnremembered(r: Reading): void {
+    const low = (this.gpus ?? []).filter((g, i) => {
+      if (!g.known || this.store.get(g.uuid)) return false;
+      const limitMw = num(r.fields[`gpu${i}PowerLimitW`]) * 1000;
+      return Number.isFinite(limitMw) && limitMw < g.defaultMw - LIMIT_TOLERANCE_MW;
+    });
+    if (low.length === 0) {
+      this.restoreWarning = null;
+      return;
+    }
+    const gpus = low.map((g) => g.uuid);
+    this.restoreWarning = `${low.length} GPU(s) below their default power limit with no remembered pre-curtail limit (state file lost?): ${gpus.join(', ')}; check them and set the limit by hand (nvidia-smi -pl)`;
+    this.ctx.logger.error({ gpus }, `GPU restore: ${this.restoreWarning}`);
+  }
+
+  private async restoreOnce(opts: ActionOptions): Promise<{ res: ActionResult; failed: Map<string, RackpilotError>; restored: string[] }> {
     const want = new Map<string, number>();
-    return actAndConfirm(
+    const failed = new Map<string, RackpilotError>();
+    const res = await actAndConfirm(
       {
         ...this.common('restore (power limit)', 'the pre-curtail limit on every GPU'),
         send: async (signal) => {
           const gpus = await withDeadline(`${this.id} open`, this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs, () => this.ensureGpus(), signal);
           const backend = this.mustBackend();
+          want.clear();
+          failed.clear();
           for (const g of gpus) {
             const e = this.store.get(g.uuid);
-            if (e) want.set(g.uuid, Math.max(g.minMw, Math.min(e.preCurtailLimitMw, g.maxMw)));
+            if (!e) continue;
+            // a GPU never read has no constraints yet: its remembered limit is sent as is
+            want.set(g.uuid, g.known ? Math.max(g.minMw, Math.min(e.preCurtailLimitMw, g.maxMw)) : e.preCurtailLimitMw);
           }
-          await settleAll(
-            gpus.map(async (g) => {
+          const targets = gpus.filter((g) => want.has(g.uuid));
+          const rs = await Promise.allSettled(
+            targets.map(async (g) => {
               const mw = want.get(g.uuid);
               if (mw === undefined) return;
+              if (g.uuid.startsWith(UNKNOWN_UUID)) throw lostError(g.uuid, g.index, g.unreadable ?? 'lost');
               await backend.setPowerLimit(g.uuid, mw);
               if (this.cfg.lockClocksMhz) {
                 await backend.resetLockedClocks(g.uuid).catch((err: unknown) => this.ctx.logger.warn({ gpu: g.uuid, err: toRackpilotError(err).toJSON() }, 'resetting locked clocks failed'));
               }
             }),
           );
+          rs.forEach((r, i) => {
+            const g = targets[i];
+            if (g && r.status === 'rejected') {
+              failed.set(g.uuid, toRackpilotError(r.reason, { device: this.id, gpu: g.uuid }));
+              want.delete(g.uuid);
+            }
+          });
+          // nothing restored: the whole write failed (retried when it is a transport failure)
+          if (want.size === 0 && failed.size > 0) throw [...failed.values()][0] ?? new RackpilotError('DEVICE_ERROR', `${this.id}: no GPU restored`);
         },
         confirmed: (r) =>
           this.gpusMatch(r, (uuid, i) => {
@@ -295,6 +516,7 @@ export class GpuDriver implements DeviceDriver {
       },
       opts,
     );
+    return { res, failed, restored: [...want.keys()] };
   }
 
   /**
@@ -302,7 +524,11 @@ export class GpuDriver implements DeviceDriver {
    * share clamped to its own constraints; the total must lie within
    * capabilities.powerTarget. Confirmed when every limit reads back.
    */
-  async setPowerTarget(watts: number, opts: ActionOptions): Promise<ActionResult> {
+  setPowerTarget(watts: number, opts: ActionOptions): Promise<ActionResult> {
+    return this.acted(() => this.setPowerTargetImpl(watts, opts));
+  }
+
+  private async setPowerTargetImpl(watts: number, opts: ActionOptions): Promise<ActionResult> {
     const gpus = await withDeadline(`${this.id} open`, opts.deadlineMs, () => this.ensureGpus(), opts.signal);
     const range = this.capabilities.powerTarget;
     if (!range || !Number.isFinite(watts) || watts < range.minW || watts > range.maxW) {
@@ -341,11 +567,16 @@ const w = (mw: number): number => Math.round(mw) / 1000;
  * and totals (powerW, powerLimitW, enforcedLimitW, energyJ), the hottest
  * temperatureC and the mean utilizationPct.
  */
-export function gpuFields(states: readonly GpuPowerState[]): Record<string, FieldValue> {
-  const f: Record<string, FieldValue> = { gpuCount: states.length };
+export function gpuFields(all: readonly (GpuPowerState | null)[]): Record<string, FieldValue> {
+  const f: Record<string, FieldValue> = { gpuCount: all.length };
   const temps: number[] = [];
   const utils: number[] = [];
-  states.forEach((s, i) => {
+  all.forEach((s, i) => {
+    if (!s) {
+      // a GPU that could not be read (lost): its values are unknown, not zero
+      for (const k of ['PowerW', 'PowerLimitW', 'EnforcedLimitW', 'TemperatureC', 'UtilizationPct', 'EnergyJ']) f[`gpu${i}${k}`] = null;
+      return;
+    }
     f[`gpu${i}PowerW`] = w(s.powerMw);
     f[`gpu${i}PowerLimitW`] = w(s.limitMw);
     f[`gpu${i}EnforcedLimitW`] = w(s.enforcedLimitMw);
@@ -355,6 +586,7 @@ export function gpuFields(states: readonly GpuPowerState[]): Record<string, Fiel
     if (s.temperatureC !== null) temps.push(s.temperatureC);
     if (s.utilizationPct !== null) utils.push(s.utilizationPct);
   });
+  const states = all.filter((s): s is GpuPowerState => s !== null);
   f.powerW = w(sum(states.map((s) => s.powerMw)));
   f.powerLimitW = w(sum(states.map((s) => s.limitMw)));
   f.enforcedLimitW = w(sum(states.map((s) => s.enforcedLimitMw)));
@@ -366,6 +598,10 @@ export function gpuFields(states: readonly GpuPowerState[]): Record<string, Fiel
 
 function sum(xs: number[]): number {
   return xs.reduce((a, b) => a + b, 0);
+}
+
+function lostError(uuid: string, index: number, why: string): RackpilotError {
+  return new RackpilotError('UNREACHABLE', `GPU ${uuid.startsWith(UNKNOWN_UUID) ? `index ${index}` : uuid} cannot be reached (lost?): ${why}`, { gpu: uuid, index });
 }
 
 function num(v: unknown): number {

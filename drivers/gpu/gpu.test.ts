@@ -4,15 +4,19 @@
  * then the same curtail/restore through the real koffi binding
  * (LocalGpuBackend) loading the mock libnvidia-ml built with gcc.
  */
-import { afterEach, describe, test } from 'node:test';
+import { afterEach, describe, mock as nodeMock, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
+import fsp from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import type { GpuBackend, GpuInfo, GpuPowerState } from './backend.js';
 import { GpuDriver, type BackendFactory } from './driver.js';
 import { gpuConfigSchema } from './schema.js';
+import { openNvml } from './nvml.js';
+import { GpuStateStore } from './state-store.js';
 import { RackpilotError } from '../lib/errors.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { buildMockNvml, mockNvmlControl } from '../../hil/testing/mock-nvml.js';
@@ -304,10 +308,193 @@ describe('gpu driver through the koffi binding and the mock libnvidia-ml', () =>
     assert.equal(r.fields.capped, true, 'GPU 0 was capped and is remembered for restore');
   });
 
-  function gpuDriverLocal(dir: string, over: Record<string, unknown>): GpuDriver {
+  /** The software limit (mW) of each mock GPU, read through a separate NVML session (an error code for a lost one). */
+  function limits(): (number | string)[] {
+    const n = openNvml({ libraryPath: lib });
+    try {
+      return [0, 1].map((i) => {
+        try {
+          return n.limitMw(n.handleByIndex(i));
+        } catch (e) {
+          return (e as RackpilotError).code;
+        }
+      });
+    } finally {
+      n.close();
+    }
+  }
+
+  function captured(): { log: Logger; lines: { level: number; msg: string }[] } {
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'debug' }, { write: (l: string) => void lines.push(JSON.parse(l) as { level: number; msg: string }) });
+    return { log, lines };
+  }
+
+  test('a GPU lost across a restart does not block the others: restore restores GPU 0, curtail caps it, the lost GPU is named', { skip }, async () => {
+    mock().setTimeConstantMs(0);
+    const dir = stateDir();
+    const d = gpuDriverLocal(dir, { floorW: 300 });
+    await d.start();
+    const lostUuid = d.gpuList[1]?.uuid ?? '';
+    await d.curtail(ACT);
+    assert.deepEqual(limits(), [300_000, 300_000]);
+    await d.stop();
+    mock().loseGpu(1);
+    const d2 = gpuDriverLocal(dir, { floorW: 300 });
+    await d2.start();
+    const err = await d2.restore(ACT).then(
+      () => assert.fail('restore with a lost GPU reported success'),
+      (e: unknown) => e as RackpilotError,
+    );
+    assert.ok(err instanceof RackpilotError);
+    assert.ok(err.message.includes(lostUuid), err.message);
+    assert.equal(limits()[0], 700_000, 'GPU 0 restored although GPU 1 is lost');
+    const r = await d2.read(READ);
+    assert.equal(r.fields.restorePending, true, 'the lost GPU is still capped and pending');
+    // a fresh driver (nothing remembered) with GPU 1 already lost still caps GPU 0
+    const d3 = gpuDriverLocal(stateDir(), { floorW: 300 });
+    const e3 = await d3.curtail({ deadlineMs: 1500 }).then(
+      () => assert.fail('curtail with a lost GPU reported success'),
+      (e: unknown) => e as RackpilotError,
+    );
+    assert.match(e3.message, /index 1/);
+    assert.equal(limits()[0], 300_000, 'GPU 0 capped although GPU 1 is lost');
+  });
+
+  test('restore retries back off within the deadline: a short glitch does not raise restorePending', { skip }, async () => {
+    mock().setTimeConstantMs(0);
+    const d = gpuDriverLocal(stateDir(), { floorW: 250, restoreAttempts: 3 });
+    await d.start();
+    await d.curtail(ACT);
+    mock().setPermission(false);
+    const t = setTimeout(() => mock().setPermission(true), 150);
+    try {
+      const back = await d.restore({ deadlineMs: 3000 });
+      assert.equal(back.confirmed, true);
+    } finally {
+      clearTimeout(t);
+    }
+    assert.deepEqual(limits(), [700_000, 700_000]);
+    assert.equal((await d.read(READ)).fields.restorePending, false);
+  });
+
+  test('a pending restore is retried from read() until it succeeds', { skip }, async () => {
+    mock().setTimeConstantMs(0);
+    const d = gpuDriverLocal(stateDir(), { floorW: 250, restoreAttempts: 1, pendingRestoreRetryMs: 100 });
+    await d.start();
+    await d.curtail(ACT);
+    mock().setPermission(false);
+    await expectCode(d.restore({ deadlineMs: 500 }), 'AUTH_FAILED');
+    assert.equal((await d.read(READ)).fields.restorePending, true);
+    mock().setPermission(true);
+    const until = Date.now() + 4000;
+    let pending: unknown = true;
+    while (pending !== false && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 50));
+      pending = (await d.read(READ)).fields.restorePending;
+    }
+    assert.equal(pending, false, 'the background retry restored the GPUs');
+    assert.deepEqual(limits(), [700_000, 700_000]);
+  });
+
+  test('a new curtail clears an old restorePending and restore error', { skip }, async () => {
+    mock().setTimeConstantMs(0);
+    const d = gpuDriverLocal(stateDir(), { floorW: 250, restoreAttempts: 1 });
+    await d.start();
+    await d.curtail(ACT);
+    mock().setPermission(false);
+    await expectCode(d.restore({ deadlineMs: 500 }), 'AUTH_FAILED');
+    mock().setPermission(true);
+    const c = await d.curtail(ACT);
+    assert.equal(c.reading.state, 'curtailed');
+    const r = await d.read(READ);
+    assert.equal(r.fields.restorePending, false);
+    assert.equal(r.fields.restoreError, null);
+    await d.restore(ACT);
+  });
+
+  test('a restore cancelled by the dispatcher is a cancel: no FAILED log, no restorePending', { skip }, async () => {
+    mock().setTimeConstantMs(0);
+    const { log, lines } = captured();
+    const d = gpuDriverLocal(stateDir(), { floorW: 250, restoreAttempts: 5 }, log);
+    await d.start();
+    await d.curtail(ACT);
+    mock().setPermission(false);
+    const ctl = new AbortController();
+    setTimeout(() => ctl.abort(), 50);
+    await expectCode(d.restore({ deadlineMs: 3000, signal: ctl.signal }), 'CANCELLED');
+    mock().setPermission(true);
+    assert.equal((await d.read(READ)).fields.restorePending, false);
+    assert.equal(
+      lines.filter((l) => /FAILED/.test(l.msg)).length,
+      0,
+      lines.map((l) => l.msg).join('\n'),
+    );
+  });
+
+  test('a restore that finds a GPU below its default limit with nothing remembered warns loudly', { skip }, async () => {
+    mock().setTimeConstantMs(0);
+    const other = gpuDriverLocal(stateDir(), {});
+    await other.start();
+    await other.setPowerTarget(1000, ACT); // 500 W each, not remembered anywhere
+    const { log, lines } = captured();
+    const d = gpuDriverLocal(stateDir(), { floorW: 250 }, log);
+    await d.start();
+    const back = await d.restore(ACT);
+    assert.match(String(back.reading.fields.restoreWarning), /no remembered pre-curtail limit/);
+    assert.ok(lines.some((l) => l.level >= 50 && /no remembered pre-curtail limit/.test(l.msg)));
+    await other.setPowerTarget(1400, ACT);
+  });
+
+  function gpuDriverLocal(dir: string, over: Record<string, unknown>, log: Logger = logger): GpuDriver {
     const cfg = gpuConfigSchema.parse({ id: 'g1', driver: 'gpu', stateDir: dir, confirmPollMs: 20, libraryPath: lib, ...over });
-    const d = new GpuDriver(cfg, { logger, now: Date.now });
+    const d = new GpuDriver(cfg, { logger: log, now: Date.now });
     drivers.push(d);
     return d;
   }
+});
+
+describe('gpu state store', () => {
+  test('a failed write leaves memory as the file says (forget that cannot be saved keeps the entry)', async () => {
+    const dir = stateDir();
+    const store = new GpuStateStore(dir, 'g1');
+    await store.load();
+    await store.remember('GPU-a', 700_000, 300_000, 1);
+    rmSync(dir, { recursive: true, force: true });
+    writeFileSync(dir, 'not a folder'); // every later write fails
+    try {
+      await expectCode(store.forget(['GPU-a']), 'INTERNAL');
+      assert.deepEqual(store.capped(), ['GPU-a']);
+      await expectCode(store.remember('GPU-b', 700_000, 300_000, 2), 'INTERNAL');
+      assert.deepEqual(store.capped(), ['GPU-a']);
+    } finally {
+      rmSync(dir, { force: true });
+    }
+  });
+
+  test('the folder is fsynced after the rename', async () => {
+    const dir = stateDir();
+    const store = new GpuStateStore(dir, 'g1');
+    await store.load();
+    const synced: string[] = [];
+    const realOpen = fsp.open;
+    const spy = nodeMock.method(fsp, 'open', async (...args: Parameters<typeof fsp.open>) => {
+      const fh = await realOpen(...args);
+      const path = String(args[0]);
+      const realSync = fh.sync.bind(fh);
+      fh.sync = () => {
+        synced.push(path);
+        return realSync();
+      };
+      return fh;
+    });
+    syncBuiltinESMExports();
+    try {
+      await store.remember('GPU-a', 700_000, 300_000, 1);
+    } finally {
+      spy.mock.restore();
+      syncBuiltinESMExports();
+    }
+    assert.ok(synced.includes(dir), `synced: ${synced.join(', ')}`);
+  });
 });

@@ -62,10 +62,16 @@ export class LocalGpuBackend implements GpuBackend {
       const n = this.session();
       const out: GpuInfo[] = [];
       for (let index = 0; index < n.deviceCount(); index++) {
-        const d = n.handleByIndex(index);
-        const uuid = n.uuid(d);
-        this.handles.set(uuid, d);
-        out.push({ index, uuid, name: n.name(d), serial: orNull(() => n.serial(d)) });
+        try {
+          const d = n.handleByIndex(index);
+          const uuid = n.uuid(d);
+          this.handles.set(uuid, d);
+          out.push({ index, uuid, name: n.name(d), serial: orNull(() => n.serial(d)) });
+        } catch (err) {
+          // one lost GPU must not hide the others: list it, marked, with the error
+          const e = toRackpilotError(err);
+          out.push({ index, uuid: '', name: '', serial: null, lost: `${e.code}: ${e.message}` });
+        }
       }
       return out;
     });

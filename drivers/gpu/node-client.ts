@@ -10,6 +10,7 @@ import { HttpClient } from '../lib/http.js';
 import { ERROR_CODES, RackpilotError, type ErrorCode } from '../lib/errors.js';
 import type { GpuBackend, GpuInfo, GpuPowerState } from './backend.js';
 import {
+  GPU_NODE_CLIENT_IDLE_MS,
   GPU_NODE_PATHS,
   HEADER_SIG,
   answerSchema,
@@ -45,6 +46,7 @@ export class NodeGpuBackend implements GpuBackend {
       readTimeoutMs: opts.readTimeoutMs,
       maxResponseBytes: opts.maxResponseBytes,
       maxSockets: 4,
+      idleSocketMs: GPU_NODE_CLIENT_IDLE_MS,
     });
     this.where = `gpu-node ${opts.host}:${opts.port}`;
     this.now = opts.now ?? Date.now;

@@ -35,7 +35,7 @@ export const requestSchemas = {
 } as const satisfies Record<GpuNodeOp, z.ZodType>;
 
 const nullableNum = z.number().nullable();
-export const gpuInfoSchema = z.object({ index: z.number().int(), uuid: z.string(), name: z.string(), serial: z.string().nullable() });
+export const gpuInfoSchema = z.object({ index: z.number().int(), uuid: z.string(), name: z.string(), serial: z.string().nullable(), lost: z.string().optional() });
 export const gpuPowerStateSchema = z.object({
   powerMw: z.number(),
   averagePowerMw: nullableNum,
@@ -73,3 +73,8 @@ export function signRequest(key: string, path: string, body: string, now: number
   const nonce = randomBytes(16).toString('hex');
   return { ts, nonce, headers: { [HEADER_TS]: ts, [HEADER_NONCE]: nonce, [HEADER_SIG]: requestMac(key, path, ts, nonce, body) } };
 }
+
+/** gpu-node closes a kept-alive connection idle this long (ms). */
+export const GPU_NODE_KEEPALIVE_MS = 5_000;
+/** The client drops its idle sockets sooner, so it never sends on one the node is closing. */
+export const GPU_NODE_CLIENT_IDLE_MS = 3_000;

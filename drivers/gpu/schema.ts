@@ -45,6 +45,8 @@ export const gpuConfigSchema = z
     confirmPollMs: z.number().int().min(20).max(5000).default(200),
     /** Tries of a restore before it reports `restorePending` (each inside the action deadline). */
     restoreAttempts: z.number().int().min(1).max(10).default(3),
+    /** While a restore is pending, read() retries it in the background at most this often (ms). */
+    pendingRestoreRetryMs: z.number().int().min(50).max(3_600_000).default(30_000),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -2,7 +2,7 @@
  * Remembers, per GPU UUID, the power limit in force before a curtail, in a
  * small JSON file, so a restore after a crash (or an agent restart in the
  * middle of a curtailment) still returns the right value. Writes are atomic:
- * a temp file in the same folder, fsync, rename.
+ * a temp file in the same folder, fsync, rename, fsync of the folder.
  */
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -81,37 +81,50 @@ export class GpuStateStore {
 
   /**
    * Records a cap. The pre-curtail limit is kept from the first curtail: a
-   * second curtail while capped never overwrites it with the cap.
+   * second curtail while capped never overwrites it with the cap. Re-capping
+   * clears a pending restore: the GPU is deliberately capped again.
    */
-  async remember(uuid: string, currentLimitMw: number, capMw: number, now: number): Promise<void> {
-    const prev = this.gpus[uuid];
-    this.gpus[uuid] = prev ? { ...prev, capMw } : { preCurtailLimitMw: currentLimitMw, capMw, since: now, restorePending: false };
-    await this.save();
+  remember(uuid: string, currentLimitMw: number, capMw: number, now: number): Promise<void> {
+    return this.mutate((gpus) => {
+      const prev = gpus[uuid];
+      return { ...gpus, [uuid]: prev ? { ...prev, capMw, restorePending: false } : { preCurtailLimitMw: currentLimitMw, capMw, since: now, restorePending: false } };
+    });
   }
 
-  async forget(uuids: readonly string[]): Promise<void> {
-    let changed = false;
-    for (const u of uuids) {
-      if (u in this.gpus) {
-        delete this.gpus[u];
-        changed = true;
+  forget(uuids: readonly string[]): Promise<void> {
+    return this.mutate((gpus) => {
+      if (!uuids.some((u) => u in gpus)) return undefined;
+      const next = { ...gpus };
+      for (const u of uuids) delete next[u];
+      return next;
+    });
+  }
+
+  markRestorePending(uuids: readonly string[], pending: boolean): Promise<void> {
+    return this.mutate((gpus) => {
+      const next = { ...gpus };
+      for (const u of uuids) {
+        const e = next[u];
+        if (e) next[u] = { ...e, restorePending: pending };
       }
-    }
-    if (changed) await this.save();
+      return next;
+    });
   }
 
-  async markRestorePending(uuids: readonly string[], pending: boolean): Promise<void> {
-    for (const u of uuids) {
-      const e = this.gpus[u];
-      if (e) e.restorePending = pending;
-    }
-    await this.save();
-  }
-
-  /** Serialised atomic write of the whole file. */
-  private save(): Promise<void> {
-    const body = JSON.stringify({ version: 1, gpus: this.gpus }, null, 2);
-    const next = this.writing.catch(() => undefined).then(() => this.write(body));
+  /**
+   * Serialised change: builds the new map from the current one, writes it,
+   * and only then makes it current, so memory never says what the file does
+   * not (undefined = no change).
+   */
+  private mutate(change: (gpus: Readonly<Record<string, CapEntry>>) => Record<string, CapEntry> | undefined): Promise<void> {
+    const next = this.writing
+      .catch(() => undefined)
+      .then(async () => {
+        const gpus = change(this.gpus);
+        if (!gpus) return;
+        await this.write(JSON.stringify({ version: 1, gpus }, null, 2));
+        this.gpus = gpus;
+      });
     this.writing = next;
     return next;
   }
@@ -128,6 +141,13 @@ export class GpuStateStore {
         await fh.close();
       }
       await rename(tmp, this.file);
+      // the rename is only durable once the folder is synced (power loss right after a first curtail)
+      const dh = await open(this.dir, 'r');
+      try {
+        await dh.sync();
+      } finally {
+        await dh.close();
+      }
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       throw new RackpilotError('INTERNAL', `cannot write GPU state file ${this.file}: ${(err as Error).message} (check stateDir and its permissions)`, {

@@ -21,6 +21,8 @@ export interface ConfirmSpec {
   readDeadlineMs: number;
   pollMs: number;
   now: () => number;
+  /** Error codes retried on send besides the transport failures (for devices whose writes are idempotent whatever the failure, e.g. BUSY, READ_TIMEOUT). */
+  retryAlso?: readonly string[];
 }
 
 export function describeReading(r: Reading | undefined): string {
@@ -46,7 +48,7 @@ async function sendWithRetry(spec: ConfirmSpec, signal: AbortSignal, st: SendSta
       return;
     } catch (err) {
       const e = toRackpilotError(err, { device: spec.deviceId });
-      if (!RETRY_SEND.has(e.code) || signal.aborted) throw e;
+      if ((!RETRY_SEND.has(e.code) && !spec.retryAlso?.includes(e.code)) || signal.aborted) throw e;
       st.lastError = e;
       await sleep(Math.min(1000, 100 * 2 ** (st.attempts - 1)), signal);
     }

@@ -18,6 +18,8 @@ export interface HttpEndpoint {
   maxResponseBytes?: number;
   /** Idle keep-alive sockets kept per device (default 2). */
   maxSockets?: number;
+  /** An idle kept-alive socket is closed after this many ms (default 60 s); keep it below the server's keep-alive timeout. */
+  idleSocketMs?: number;
 }
 
 export interface HttpRequest {
@@ -58,7 +60,7 @@ export class HttpClient {
   private readonly agent: http.Agent;
 
   constructor(private readonly ep: HttpEndpoint) {
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: ep.maxSockets ?? 2, maxFreeSockets: ep.maxSockets ?? 2, timeout: 60_000 });
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: ep.maxSockets ?? 2, maxFreeSockets: ep.maxSockets ?? 2, timeout: ep.idleSocketMs ?? 60_000 });
   }
 
   get where(): string {
