@@ -10,6 +10,7 @@ import type { ErrorCode } from '../lib/errors.js';
 import { AntminerSim, type AntminerSimOptions } from '../../hil/sim/antminer-sim.js';
 import type { Fault } from '../../hil/sim/cgminer-server.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
+import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { antminerDriver } from './index.js';
 import { antminerConfigSchema } from './schema.js';
 import { AntminerCgi } from './cgi.js';
@@ -258,20 +259,25 @@ describe('antminer faults: read() never throws', () => {
     { fault: { kind: 'truncate' }, code: 'MALFORMED_RESPONSE' },
     { fault: { kind: 'reset' }, code: 'CONNECTION_CLOSED' },
   ];
-  for (const { fault, code } of cases) {
-    test(`${fault.kind} -> ${code}, stale after a good read`, async () => {
+  faultMatrix(
+    cases,
+    async () => {
       const { driver, sim } = await rig();
-      const good = await driver.read(READ);
-      sim.api.fault = fault;
-      const bad = await driver.read(READ);
-      assert.equal(bad.freshness, 'stale');
-      assert.equal(bad.state, 'unreachable');
-      assert.equal(bad.error?.code, code, bad.error?.message);
-      assert.equal(bad.powerW, good.powerW);
-      sim.api.fault = { kind: 'none' };
-      assertRunning(await driver.read(READ));
-    });
-  }
+      return {
+        driver,
+        sim: {
+          setFault: (f: Fault) => {
+            sim.api.fault = f;
+          },
+        },
+      };
+    },
+    {
+      read: READ,
+      bad: (bad, good) => assert.equal(bad.powerW, good.powerW),
+      recovered: assertRunning,
+    },
+  );
 
   test('oversized reply is capped; a refused port is CONNECT_REFUSED; missing before any good read', async () => {
     const a = await rig({}, { maxResponseBytes: 4096 });

@@ -11,6 +11,7 @@ import type { ErrorCode } from '../lib/errors.js';
 import { AvalonSim, type AvalonSimOptions } from '../../hil/sim/avalon-sim.js';
 import type { Fault } from '../../hil/sim/cgminer-server.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
+import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { estatsMap, parseBracketed, powerOf, workState } from './estats.js';
 import { avalonDriver } from './index.js';
 import { avalonConfigSchema } from './schema.js';
@@ -237,20 +238,11 @@ describe('avalon faults: read() never throws', () => {
     { fault: { kind: 'truncate' }, code: 'MALFORMED_RESPONSE' },
     { fault: { kind: 'reset' }, code: 'CONNECTION_CLOSED' },
   ];
-  for (const { fault, code } of cases) {
-    test(`${fault.kind} -> ${code}, stale after a good read`, async () => {
-      const { driver, sim } = await rig();
-      const good = await driver.read(READ);
-      sim.setFault(fault);
-      const bad = await driver.read(READ);
-      assert.equal(bad.freshness, 'stale');
-      assert.equal(bad.state, 'unreachable');
-      assert.equal(bad.error?.code, code, bad.error?.message);
-      assert.equal(bad.powerW, good.powerW);
-      sim.setFault({ kind: 'none' });
-      assertRunning(await driver.read(READ));
-    });
-  }
+  faultMatrix(cases, () => rig(), {
+    read: READ,
+    bad: (bad, good) => assert.equal(bad.powerW, good.powerW),
+    recovered: assertRunning,
+  });
 
   test('an oversized reply is capped', async () => {
     const { driver, sim } = await rig({}, { maxResponseBytes: 4096 });

@@ -12,6 +12,7 @@ import type { ErrorCode } from '../lib/errors.js';
 import { BraiinsSim, type BraiinsSimOptions } from '../../hil/sim/braiins-sim.js';
 import type { Fault } from '../../hil/sim/cgminer-server.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
+import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { braiinsDriver } from './index.js';
 import { braiinsConfigSchema } from './schema.js';
 
@@ -341,24 +342,19 @@ describe('braiins faults: read() never throws, every RPC has a deadline', () => 
     { fault: { kind: 'reset' }, code: 'CONNECTION_CLOSED' },
     { fault: { kind: 'flood', bytes: 2 * 1024 * 1024 }, code: 'RESPONSE_TOO_LARGE' },
   ];
-  for (const { fault, code } of cases) {
-    test(`${fault.kind} on an open connection -> ${code}, stale, fresh again once cleared`, async () => {
-      const { sim, driver } = await rig();
-      const good = await driver.read(READ);
-      assertFreshRunning(good);
-      sim.setFault(fault);
-      const bad = await driver.read(READ);
+  faultMatrix(cases, () => rig(), {
+    read: READ,
+    name: ({ fault, code }) => `${fault.kind} on an open connection -> ${code}, stale, fresh again once cleared`,
+    good: assertFreshRunning,
+    bad: (bad, good) => {
       assert.equal(bad.online, false);
-      assert.equal(bad.state, 'unreachable');
-      assert.equal(bad.freshness, 'stale');
-      assert.equal(bad.error?.code, code, bad.error?.message);
       assert.match(bad.error.message, /^m1 \(127\.0\.0\.1:\d+\)/);
       assert.equal(bad.ts, good.ts);
       assert.deepEqual(bad.fields, good.fields);
-      sim.setFault({ kind: 'none' });
-      assertFreshRunning(await readFresh(driver));
-    });
-  }
+    },
+    reread: (driver) => readFresh(driver),
+    recovered: assertFreshRunning,
+  });
 
   test('garbage on the port (not HTTP/2) from the first byte -> MALFORMED_RESPONSE', async () => {
     const { sim, driver } = await rig();

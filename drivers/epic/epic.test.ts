@@ -10,6 +10,7 @@ import type { ErrorCode } from '../lib/errors.js';
 import type { Fault } from '../../hil/sim/cgminer-server.js';
 import { EpicSim, type EpicSimOptions } from '../../hil/sim/epic-sim.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
+import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { epicDriver } from './index.js';
 import { epicConfigSchema } from './schema.js';
 
@@ -165,21 +166,13 @@ describe('epic faults: read() never throws and reports stale data', () => {
     { fault: { kind: 'truncate' }, code: 'CONNECTION_CLOSED' },
     { fault: { kind: 'reset' }, code: 'CONNECTION_CLOSED' },
   ];
-  for (const { fault, code } of cases) {
-    test(`${fault.kind} -> ${code}, stale after a good read, fresh again once cleared`, async () => {
-      const { sim, driver } = await rig();
-      const good = await driver.read(READ);
-      assertFreshRunning(good);
-      sim.setFault(fault);
-      const bad = await driver.read(READ);
-      assert.equal(bad.freshness, 'stale');
-      assert.equal(bad.state, 'unreachable');
-      assert.equal(bad.error?.code, code, bad.error?.message);
-      assert.ok(bad.error.message.includes('127.0.0.1'), bad.error.message);
-      sim.setFault({ kind: 'none' });
-      assertFreshRunning(await driver.read(READ));
-    });
-  }
+  faultMatrix(cases, () => rig(), {
+    read: READ,
+    name: ({ fault, code }) => `${fault.kind} -> ${code}, stale after a good read, fresh again once cleared`,
+    good: assertFreshRunning,
+    bad: (bad) => assert.ok(bad.error.message.includes('127.0.0.1'), bad.error.message),
+    recovered: assertFreshRunning,
+  });
 
   test('an oversized answer is refused (RESPONSE_TOO_LARGE)', async () => {
     const { sim, driver } = await rig({}, { maxResponseBytes: 4096 });

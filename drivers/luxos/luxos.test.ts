@@ -15,6 +15,7 @@ import { luxosDriver } from './index.js';
 import { REFRESH_AFTER_MS } from './session.js';
 import { luxosConfigSchema } from './schema.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
+import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 
 const READ = { deadlineMs: 5000 };
 const ACT = { deadlineMs: 8000 };
@@ -232,41 +233,23 @@ describe('luxos faults: read() never throws and reports stale data', () => {
     { fault: { kind: 'truncate' }, code: 'MALFORMED_RESPONSE' },
     { fault: { kind: 'reset' }, code: 'CONNECTION_CLOSED' },
   ];
-  for (const { fault, code } of cases) {
-    test(`${fault.kind} -> ${code}, stale after a good read, fresh again once cleared`, async () => {
-      const { sim, driver } = await rig();
-      const good = await driver.read(READ);
-      assertFreshRunning(good);
-
-      sim.setFault(fault);
-      const bad = await driver.read(READ);
+  faultMatrix(cases, () => rig(), {
+    read: READ,
+    name: ({ fault, code }) => `${fault.kind} -> ${code}, stale after a good read, fresh again once cleared`,
+    good: assertFreshRunning,
+    bad: (bad, good) => {
       assert.equal(bad.online, false);
-      assert.equal(bad.state, 'unreachable');
-      assert.equal(bad.freshness, 'stale');
-      assert.equal(bad.error?.code, code, bad.error?.message);
       assert.ok(bad.error.message.includes('127.0.0.1'), `the message names the device: ${bad.error.message}`);
       // stale keeps the last good values and their timestamp
       assert.equal(bad.ts, good.ts);
       assert.equal(bad.powerW, good.powerW);
       assert.deepEqual(bad.fields, good.fields);
-
-      sim.setFault({ kind: 'none' });
-      const again = await driver.read(READ);
+    },
+    recovered: (again, good) => {
       assertFreshRunning(again);
       assert.ok(again.ts >= good.ts);
-    });
-  }
-
-  test('a failure before any good read is "missing"', async () => {
-    const { sim, driver } = await rig();
-    sim.setFault({ kind: 'garbage' });
-    const r = await driver.read(READ);
-    assert.equal(r.freshness, 'missing');
-    assert.equal(r.online, false);
-    assert.equal(r.state, 'unreachable');
-    assert.equal(r.powerW, null);
-    assert.deepEqual(r.fields, {});
-    assert.equal(r.error?.code, 'MALFORMED_RESPONSE');
+    },
+    missing: { fault: { kind: 'garbage' }, code: 'MALFORMED_RESPONSE' },
   });
 
   test('a read deadline shorter than the socket timeouts is honoured', async () => {

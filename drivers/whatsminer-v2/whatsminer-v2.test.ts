@@ -11,6 +11,7 @@ import type { ErrorCode } from '../lib/errors.js';
 import type { Fault } from '../../hil/sim/cgminer-server.js';
 import { WhatsminerV2Sim, type WhatsminerV2SimOptions } from '../../hil/sim/whatsminer-v2-sim.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
+import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { decrypt, deriveToken, encrypt, sealCommand } from './crypto.js';
 import { whatsminerV2Driver } from './index.js';
 import { whatsminerV2ConfigSchema } from './schema.js';
@@ -183,20 +184,11 @@ describe('whatsminer-v2 faults: read() never throws', () => {
     { fault: { kind: 'reset' }, code: 'CONNECTION_CLOSED' },
     { fault: { kind: 'flood', bytes: 4 * 1024 * 1024 }, code: 'RESPONSE_TOO_LARGE' },
   ];
-  for (const { fault, code } of cases) {
-    test(`${fault.kind} -> ${code}, stale after a good read`, async () => {
-      const { sim, driver } = await rig({}, { maxResponseBytes: 64 * 1024 });
-      const good = await driver.read(READ);
-      sim.setFault(fault);
-      const bad = await driver.read(READ);
-      assert.equal(bad.freshness, 'stale');
-      assert.equal(bad.state, 'unreachable');
-      assert.equal(bad.error?.code, code, bad.error?.message);
-      assert.equal(bad.powerW, good.powerW);
-      sim.setFault({ kind: 'none' });
-      assert.equal((await driver.read(READ)).freshness, 'fresh');
-    });
-  }
+  faultMatrix(cases, () => rig({}, { maxResponseBytes: 64 * 1024 }), {
+    read: READ,
+    bad: (bad, good) => assert.equal(bad.powerW, good.powerW),
+    recovered: (again) => assert.equal(again.freshness, 'fresh'),
+  });
 
   test('a wrong-type reply (summary without SUMMARY, status without STATUS) is MALFORMED_RESPONSE, missing', async () => {
     const { sim, driver } = await rig();

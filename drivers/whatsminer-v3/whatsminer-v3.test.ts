@@ -10,6 +10,7 @@ import type { ErrorCode } from '../lib/errors.js';
 import type { Fault } from '../../hil/sim/cgminer-server.js';
 import { WhatsminerV3Sim, type WhatsminerV3SimOptions } from '../../hil/sim/whatsminer-v3-sim.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
+import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { v3Token } from './driver.js';
 import { whatsminerV3Driver } from './index.js';
 import { whatsminerV3ConfigSchema } from './schema.js';
@@ -125,21 +126,15 @@ describe('whatsminer-v3 faults: read() never throws', () => {
     { fault: { kind: 'reset' }, code: 'CONNECTION_CLOSED' },
     { fault: { kind: 'flood', bytes: 8 * 1024 * 1024 }, code: 'RESPONSE_TOO_LARGE' },
   ];
-  for (const { fault, code } of cases) {
-    test(`${fault.kind} -> ${code}, stale after a good read, names the device`, async () => {
-      const { sim, driver } = await rig();
-      const good = await driver.read(READ);
-      sim.setFault(fault);
-      const bad = await driver.read(READ);
-      assert.equal(bad.freshness, 'stale');
-      assert.equal(bad.state, 'unreachable');
-      assert.equal(bad.error?.code, code, bad.error?.message);
+  faultMatrix(cases, () => rig(), {
+    read: READ,
+    name: ({ fault, code }) => `${fault.kind} -> ${code}, stale after a good read, names the device`,
+    bad: (bad, good) => {
       assert.match(bad.error.message, /^wm3: 127\.0\.0\.1:/);
       assert.equal(bad.powerW, good.powerW);
-      sim.setFault({ kind: 'none' });
-      assert.equal((await driver.read(READ)).freshness, 'fresh');
-    });
-  }
+    },
+    recovered: (again) => assert.equal(again.freshness, 'fresh'),
+  });
 
   test('wrong-type replies are MALFORMED_RESPONSE', async () => {
     const { sim, driver } = await rig();
