@@ -5,6 +5,7 @@
  * Faults are switchable at run time to exercise the client's defences.
  */
 import net from 'node:net';
+import type { Writable } from 'node:stream';
 import { SimListener } from './listen.js';
 
 export type Fault =
@@ -46,6 +47,27 @@ export interface CgminerServerOptions {
    * Whatsminer's encrypted `{"enc":1,"data":..}` writes).
    */
   raw?: (text: string) => unknown;
+}
+
+/**
+ * The `flood` fault: writes `bytes` of padding in 64 KiB chunks, honouring
+ * back-pressure, then calls `done` (an HTTP answer ends there; a raw TCP
+ * peer just stops, never ending the reply).
+ */
+export function flood(out: Writable, bytes: number, done?: () => void): void {
+  const chunk = Buffer.alloc(64 * 1024, 0x41);
+  let sent = 0;
+  const pump = (): void => {
+    while (sent < bytes && !out.destroyed) {
+      sent += chunk.length;
+      if (!out.write(chunk)) {
+        out.once('drain', pump);
+        return;
+      }
+    }
+    done?.();
+  };
+  pump();
 }
 
 export function statusSection(status: 'S' | 'I' | 'W' | 'E' | 'F', code: number, msg: string, description = 'sim') {
@@ -127,21 +149,9 @@ export class CgminerServer {
       case 'garbage':
         s.end(Buffer.concat([Buffer.from('\x07\xffnot json at all {{{ ]]', 'latin1'), Buffer.from([0])]));
         return;
-      case 'flood': {
-        const chunk = Buffer.alloc(64 * 1024, 0x41);
-        let sent = 0;
-        const pump = (): void => {
-          while (sent < fault.bytes && !s.destroyed) {
-            sent += chunk.length;
-            if (!s.write(chunk)) {
-              s.once('drain', pump);
-              return;
-            }
-          }
-        };
-        pump();
+      case 'flood':
+        flood(s, fault.bytes);
         return;
-      }
       case 'reset':
       case 'none':
       case 'slow':

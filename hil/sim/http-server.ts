@@ -4,7 +4,7 @@
  * simulators (reusing the `Fault` type of cgminer-server.ts).
  */
 import http from 'node:http';
-import type { Fault } from './cgminer-server.js';
+import { flood, type Fault } from './cgminer-server.js';
 import { SimListener } from './listen.js';
 
 export interface SimRequest {
@@ -78,19 +78,7 @@ export class HttpSimServer {
         return;
       case 'flood': {
         res.writeHead(200, { 'content-type': 'application/json' });
-        const chunk = Buffer.alloc(64 * 1024, 0x41);
-        let sent = 0;
-        const pump = (): void => {
-          while (sent < fault.bytes && !res.destroyed) {
-            sent += chunk.length;
-            if (!res.write(chunk)) {
-              res.once('drain', pump);
-              return;
-            }
-          }
-          res.end();
-        };
-        pump();
+        flood(res, fault.bytes, () => res.end());
         return;
       }
       case 'reset':

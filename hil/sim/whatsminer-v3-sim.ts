@@ -11,7 +11,7 @@
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { encodeFrame, FrameReader } from '../../drivers/lib/lpjson.js';
-import type { Fault } from './cgminer-server.js';
+import { flood, type Fault } from './cgminer-server.js';
 import { SimListener } from './listen.js';
 import { PowerModel, type PowerModelOptions } from './power-model.js';
 
@@ -131,18 +131,7 @@ export class WhatsminerV3Sim {
         const h = Buffer.alloc(4);
         h.writeUInt32LE(fault.bytes, 0);
         s.write(h);
-        const chunk = Buffer.alloc(64 * 1024, 0x41);
-        let sent = 0;
-        const pump = (): void => {
-          while (sent < fault.bytes && !s.destroyed) {
-            sent += chunk.length;
-            if (!s.write(chunk)) {
-              s.once('drain', pump);
-              return;
-            }
-          }
-        };
-        pump();
+        flood(s, fault.bytes);
         return;
       }
       case 'reset':
