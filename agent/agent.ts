@@ -1,20 +1,25 @@
 /**
- * Composition root: drivers from config, the telemetry poller, the
- * dispatcher, command intake and the MQTT bridge. Data flows one way:
- * poller -> messages -> bridge; commands -> dispatcher -> drivers -> results.
+ * Composition root: drivers from config, the telemetry poller, the signal
+ * monitor, the curtailment engine, command intake and the MQTT bridge. Data
+ * flows one way: signals/commands -> engine -> drivers -> events/results ->
+ * bridge; poller -> engine (plans) and messages -> bridge.
  */
 import os from 'node:os';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DeviceDriver, DeviceState, DriverContext, Reading } from '../drivers/contract.js';
 import { withDeadline } from '../drivers/lib/deadline.js';
 import { toRackpilotError } from '../drivers/lib/errors.js';
 import { findDriver } from '../drivers/registry.js';
-import type { CommandResult, EventMessage } from '../protocol/messages.js';
+import type { CommandResult, EventMessage, RackState } from '../protocol/messages.js';
 import { rackTopics, type RackTopics } from '../protocol/topics.js';
 import { AutoDevice } from './auto.js';
 import { CommandHandler, type CommandMeta } from './commands.js';
 import type { AgentConfig } from './config.js';
-import { Dispatcher, type DispatchEvent } from './dispatcher.js';
+import { hrNow } from './engine/clock.js';
+import { Engine, type EngineEvent } from './engine/engine.js';
+import { EvidenceLog } from './engine/evidence.js';
+import { EngineStateStore } from './engine/state-store.js';
 import { stateMessage, statusMessage, telemetryMessage } from './messages.js';
 import { MqttBridge } from './mqtt-bridge.js';
 import { Poller } from './poller.js';
@@ -27,12 +32,18 @@ export class Agent {
   readonly topics: RackTopics;
   readonly devices: DeviceDriver[];
   readonly poller: Poller;
-  readonly dispatcher: Dispatcher;
+  readonly engine: Engine;
+  readonly evidence: EvidenceLog;
+  readonly evidenceDir: string;
   readonly bridge: MqttBridge;
   readonly signals: SignalMonitor;
   private readonly commands: CommandHandler;
   private seq = 0;
   private lastDeviceStates = '';
+  /** Before the engine acts, the rack state is inferred from readings (the rack may already be asleep). */
+  private inferred: { state: RackState; since: number } = { state: 'unknown', since: Date.now() };
+  /** The latest power of each meter streaming `powerW`, for the evidence log's 100 ms series. */
+  private readonly meterW = new Map<string, number>();
 
   constructor(
     readonly config: AgentConfig,
@@ -48,16 +59,33 @@ export class Agent {
       return def.create(dc, ctx);
     });
     this.poller = new Poller(this.devices, config.poll, (readings) => this.onCycle(readings), log.child({ component: 'poller' }));
-    this.dispatcher = new Dispatcher({
+    const evidenceDir = config.evidence.dir ?? join(config.stateDir, 'evidence');
+    this.evidenceDir = evidenceDir;
+    this.evidence = new EvidenceLog({ ...config.evidence, dir: evidenceDir }, log.child({ component: 'evidence' }));
+    const feeds = new Map(config.devices.map((dc) => [dc.id, (dc as { feed?: { pdu: string; outlet: string }[] }).feed ?? []]));
+    this.engine = new Engine({
       devices: this.devices,
+      feeds,
+      config: config.engine,
+      signals: config.signals,
       deadlineMs: config.actions.deadlineMs,
-      log: log.child({ component: 'dispatch' }),
-      onEvent: (e) => this.onEvent(e),
+      store: new EngineStateStore(join(config.stateDir, 'engine-state.json')),
+      evidence: this.evidence,
+      log: log.child({ component: 'engine' }),
+      latest: this.poller.latest,
+      emit: (e) => this.onEvent(e),
       onState: () => this.publishState(),
       onReading: (deviceId, reading, requestedAt) => this.poller.offer(deviceId, reading, requestedAt),
     });
     this.signals = new SignalMonitor(config.signals, this.devices, (ch) => this.onSignalChange(ch), log.child({ component: 'signals' }));
-    this.commands = new CommandHandler(this.dispatcher, (r, m) => this.onResult(r, m), AGENT_VERSION, log.child({ component: 'commands' }));
+    this.commands = new CommandHandler(
+      this.engine,
+      new Set(this.devices.map((d) => d.id)),
+      config.engine.commandHoldOffMs,
+      (r, m) => this.onResult(r, m),
+      AGENT_VERSION,
+      log.child({ component: 'commands' }),
+    );
     const clientId = config.mqtt.clientId ?? `rackpilot-${config.site}-${config.rack}`;
     this.bridge = new MqttBridge(
       config.mqtt,
@@ -66,6 +94,7 @@ export class Agent {
       {
         onCommand: (payload, meta) => this.commands.handle(payload, meta),
         onConnected: () => this.onConnected(),
+        onDisconnected: () => this.engine.onCentral(false),
         willPayload: () => JSON.stringify(statusMessage(id, false, 'connection-lost', AGENT_VERSION)),
       },
       log.child({ component: 'mqtt' }),
@@ -88,14 +117,41 @@ export class Agent {
         }
       }),
     );
+    this.evidence.start();
+    this.watchMeters();
+    // a curtailment in force before a restart is re-asserted before anything else
+    await this.engine.start();
     this.signals.start();
+    this.engine.onCentral(false); // until the first connect: counts towards the central-lost fallback
     this.bridge.start();
     this.poller.start();
   }
 
+  /** Meters streaming `powerW` feed the evidence log's 100 ms rack power series. */
+  private watchMeters(): void {
+    for (const d of this.devices) {
+      if (d.kind !== 'meter' || !d.onSignal || !d.signalChannels?.includes('powerW')) continue;
+      this.unwatch.push(
+        d.onSignal((s) => {
+          if (s.channel !== 'powerW') return;
+          if (s.fresh && Number.isFinite(s.value)) this.meterW.set(d.id, s.value);
+          else this.meterW.delete(d.id);
+          let sum = 0;
+          for (const w of this.meterW.values()) sum += w;
+          this.evidence.samplePower(this.meterW.size > 0 ? sum : null, hrNow());
+        }),
+      );
+    }
+  }
+
+  private readonly unwatch: (() => void)[] = [];
+
   async stop(): Promise<void> {
     this.signals.stop();
+    for (const off of this.unwatch.splice(0)) off();
     await this.poller.stop();
+    await this.engine.stop();
+    await this.evidence.stop();
     await this.bridge.stop(JSON.stringify(statusMessage(this.id, false, 'shutdown', AGENT_VERSION)));
     await Promise.all(
       this.devices.map((d) => withDeadline(`${d.id} stop`, STOP_DEADLINE_MS, () => d.stop()).catch(() => undefined)),
@@ -103,28 +159,75 @@ export class Agent {
   }
 
   private onConnected(): void {
+    this.engine.onCentral(true);
     const reason = this.bridge.stats.connects > 1 ? 'reconnected' : 'started';
     void this.bridge.publish(this.topics.status, JSON.stringify(statusMessage(this.id, true, reason, AGENT_VERSION)), { qos: 1, retain: true }, true);
     this.publishState();
   }
 
   private onCycle(readings: ReadonlyMap<string, Reading>): void {
-    this.dispatcher.reconcile(readings);
     this.signals.observeReadings(readings);
+    this.engine.onTelemetry(readings, this.signals.status());
+    this.infer(readings);
+    if (this.meterW.size === 0) {
+      // no meter streams power: the evidence series falls back to the loads' telemetry sum (poll resolution)
+      let sum = 0;
+      let any = false;
+      for (const d of this.devices) {
+        const r = readings.get(d.id);
+        if ((d.kind === 'asic' || d.kind === 'gpu') && r?.freshness === 'fresh' && r.powerW !== null) {
+          sum += r.powerW;
+          any = true;
+        }
+      }
+      this.evidence.samplePower(any ? sum : null, hrNow());
+    }
     const msg = telemetryMessage(this.id, this.devices, readings, this.seq++, this.config.poll.intervalMs);
     void this.bridge.publish(this.topics.telemetry, JSON.stringify(msg), { qos: 0, retain: false });
     const states = this.devices.map((d) => readings.get(d.id)?.state ?? ('unknown' satisfies DeviceState)).join(',');
     if (states !== this.lastDeviceStates) this.publishState();
   }
 
+  /**
+   * Before the engine has acted or holds anything (e.g. just after start-up),
+   * the rack state follows fresh readings of the curtail-capable devices:
+   * all curtailed, some (partial), none (running); unknown until all were read.
+   */
+  private infer(readings: ReadonlyMap<string, Reading>): void {
+    if (this.engine.engaged) return;
+    const states = this.devices.filter((d) => d.capabilities.curtail).map((d) => readings.get(d.id));
+    if (states.some((r) => r === undefined || r.freshness !== 'fresh')) return;
+    const curtailed = states.filter((r) => r?.state === 'curtailed').length;
+    const state: RackState = curtailed === 0 ? 'running' : curtailed === states.length ? 'curtailed' : 'partial';
+    if (state !== this.inferred.state) {
+      this.inferred = { state, since: Date.now() };
+      this.publishState();
+    }
+  }
+
+  get rackState(): RackState {
+    return this.engine.engaged ? this.engine.state : this.inferred.state;
+  }
+
   private publishState(): void {
-    const d = this.dispatcher;
-    const msg = stateMessage(this.id, d.state, d.since, d.commandId, this.devices, this.poller.latest, this.signals.status());
+    const e = this.engine;
+    const engaged = e.engaged;
+    const msg = stateMessage(
+      this.id,
+      this.rackState,
+      engaged ? e.since : this.inferred.since,
+      engaged ? e.commandId : null,
+      this.devices,
+      this.poller.latest,
+      this.signals.status(),
+      Date.now(),
+      { demands: e.demandViews(), holdOffUntil: e.holdOffUntil, shed: [...e.shed.keys()] },
+    );
     this.lastDeviceStates = msg.devices.map((x) => x.state).join(',');
     void this.bridge.publish(this.topics.state, JSON.stringify(msg), { qos: 1, retain: true }, true);
   }
 
-  private onEvent(e: DispatchEvent): void {
+  private onEvent(e: EngineEvent): void {
     const msg: EventMessage = { ts: new Date().toISOString(), site: this.config.site, rack: this.config.rack, ...e };
     // rack-level events at info; per-device ones at debug (one per device per command)
     if (e.device === undefined) this.log.info({ event: e.type, commandId: e.commandId, durationMs: e.durationMs }, 'curtailment event');
@@ -134,6 +237,8 @@ export class Agent {
 
   /** A signal condition changed: logged, published on `events`, and reflected in the retained state. */
   private onSignalChange(ch: SignalChange): void {
+    // the hot path first: the engine dispatches before anything is logged or published
+    this.engine.onSignal(ch.type, ch.signal, ch.measuredAt);
     const now = Date.now();
     const msg: EventMessage = {
       ts: new Date(now).toISOString(),

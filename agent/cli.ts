@@ -7,6 +7,7 @@
  *   rackpilot probe HOST [--api-port N] [--http-port N] [--user U] [--password P] [--json]
  *   rackpilot scan CIDR [--json] [--concurrency N] [--timeout MS] [--api-port N] [--http-port N]
  *   rackpilot gpu-node --listen HOST:PORT --key-file FILE [--library PATH]
+ *   rackpilot events export [--dir DIR | --config FILE] [--activation ID] [--format csv|json] [--table power|devices] [--out FILE]
  */
 import { parseArgs } from 'node:util';
 import { Agent } from './agent.js';
@@ -20,6 +21,7 @@ usage:
   rackpilot run --config FILE [--log-level LEVEL]   run the agent
   rackpilot config check FILE                       validate a config file
   rackpilot demo [--broker URL] [--asics N] [--families a,b] [--site S] [--rack R] [--port P]
+                 [--dip-at S] [--trip-at S] [--hold-off S] [--state-dir DIR]
                                                     simulated rack of mixed families + embedded broker
   rackpilot probe HOST [--api-port N] [--http-port N] [--user U] [--password P]
                   [--timeout MS] [--json]           identify a miner and read it once
@@ -28,6 +30,9 @@ usage:
                                                     find and identify miners (at most a /16)
   rackpilot gpu-node --listen HOST:PORT --key-file FILE [--library PATH] [--log-level LEVEL]
                                                     serve this server's GPUs (NVML) to a rack agent
+  rackpilot events export [--dir DIR | --config FILE] [--activation ID] [--format csv|json]
+                  [--table power|devices] [--out FILE]
+                                                    write the evidence log (activations, 100 ms rack power)
   rackpilot --version | --help
 
   probe/scan take the miner password from --password or RACKPILOT_MINER_PASSWORD
@@ -109,6 +114,13 @@ async function main(argv: string[]): Promise<void> {
         await agent.stop().catch(() => undefined);
         fail(err instanceof Error ? err.message : String(err), 1);
       }
+      return;
+    }
+    case 'events': {
+      const [sub, ...args] = rest;
+      if (sub !== 'export') fail(`events: expected "events export", got "${sub ?? ''}"\n\n${USAGE}`);
+      const { runEventsExport } = await import('./engine/evidence-export.js');
+      process.exitCode = await runEventsExport(args, process.stdout);
       return;
     }
     case 'demo': {

@@ -13,10 +13,14 @@ import {
   commandParamsSchemas,
   type CommandName,
   type CommandResult,
+  type DeviceOutcome,
   type CommandStatus,
 } from '../protocol/messages.js';
 import { formatPath } from './config.js';
-import type { Dispatcher } from './dispatcher.js';
+import { hrNow } from './engine/clock.js';
+import type { Engine, WaveOutcome } from './engine/engine.js';
+import type { ShedOutcome } from './engine/executor.js';
+import type { Demand } from './engine/types.js';
 
 export const MAX_COMMAND_BYTES = 64 * 1024;
 const RECENT_IDS = 1000;
@@ -40,11 +44,15 @@ export class CommandHandler {
   private readonly recent = new Map<string, CommandStatus>();
 
   constructor(
-    private readonly dispatcher: Dispatcher,
+    private readonly engine: Engine,
+    /** Device ids of this rack: a command naming another is refused. */
+    private readonly deviceIds: ReadonlySet<string>,
+    /** Hold-off after a command's demand clears (config engine.commandHoldOffMs). */
+    private readonly holdOffMs: number,
     private readonly sink: ResultSink,
     private readonly agentVersion: string,
     private readonly log: Logger,
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = hrNow,
   ) {}
 
   private send(
@@ -114,6 +122,11 @@ export class CommandHandler {
       reject(cmd.id, name, 'INVALID_PARAMS', zodFirst(params.error, 'params'));
       return;
     }
+    const unknown = ((params.data as { devices?: string[] }).devices ?? []).filter((d) => !this.deviceIds.has(d));
+    if (unknown.length > 0) {
+      reject(cmd.id, name, 'INVALID_PARAMS', `params.devices: no device ${unknown.slice(0, 10).map((d) => `"${d}"`).join(', ')} in this rack`);
+      return;
+    }
     const previous = this.recent.get(cmd.id);
     if (previous !== undefined) {
       reject(cmd.id, name, 'DUPLICATE_ID', `command id "${cmd.id}" was already handled (last status: ${previous}); use a new id`);
@@ -132,33 +145,88 @@ export class CommandHandler {
     void this.execute(name, params.data, cmd.id, receivedAt, meta);
   }
 
-  private async execute(name: CommandName, params: { timeoutMs?: number }, id: string, receivedAt: number, meta: CommandMeta): Promise<void> {
+  private async execute(name: CommandName, params: Params, id: string, receivedAt: number, meta: CommandMeta): Promise<void> {
     try {
       switch (name) {
         case 'ping':
           this.send(meta, id, name, 'succeeded', { result: { pong: true, agentVersion: this.agentVersion, durationMs: this.now() - receivedAt } });
           return;
         case 'curtail':
-        case 'restore': {
-          const req = { commandId: id, receivedAt, ...(params.timeoutMs !== undefined ? { deadlineMs: params.timeoutMs } : {}) };
-          const out = name === 'curtail' ? await this.dispatcher.curtail(req) : await this.dispatcher.restore(req);
-          const result = { devices: out.devices, durationMs: out.durationMs };
-          if (out.ok) {
-            this.send(meta, id, name, 'succeeded', { result });
-          } else {
-            const bad = out.devices.filter((d) => !d.ok);
-            const detail = bad.map((d) => `${d.id}: ${d.error?.code ?? 'FAILED'}`).join(', ');
-            const error = out.preempted
-              ? { code: 'PREEMPTED', message: `${name} was interrupted by a curtail` }
-              : { code: 'NOT_CONFIRMED', message: `${bad.length} of ${out.devices.length} device(s) did not confirm ${name}: ${detail}` };
-            this.send(meta, id, name, 'failed', { result, error });
+        case 'set-budget': {
+          const p = params as { maxW?: number; devices?: string[]; durationMs?: number; startsAt?: string | number; timeoutMs?: number; budgetId?: string };
+          const startsAt = p.startsAt === undefined ? undefined : typeof p.startsAt === 'number' ? p.startsAt : Date.parse(p.startsAt);
+          const from = Math.max(startsAt ?? receivedAt, receivedAt);
+          const demand: Demand = {
+            key: name === 'set-budget' ? `budget:${p.budgetId ?? 'central'}` : `command:${id}`,
+            source: startsAt !== undefined && startsAt > receivedAt ? 'schedule' : 'command',
+            kind: p.maxW !== undefined ? 'budget' : 'shed',
+            ...(p.maxW !== undefined ? { maxW: p.maxW } : {}),
+            ...(p.devices ? { devices: [...new Set(p.devices)].sort() } : {}),
+            since: receivedAt,
+            ...(startsAt !== undefined && startsAt > receivedAt ? { startsAt } : {}),
+            ...(p.durationMs !== undefined ? { until: from + p.durationMs } : {}),
+            holdOffMs: this.holdOffMs,
+            commandId: id,
+          };
+          const wave = this.engine.raise(demand, p.timeoutMs);
+          if (demand.startsAt !== undefined) {
+            this.send(meta, id, name, 'succeeded', { result: { scheduled: new Date(demand.startsAt).toISOString(), activation: null, holding: this.holding() } });
+            return;
           }
+          if (!wave) {
+            this.send(meta, id, name, 'succeeded', { result: { activation: null, devices: [], durationMs: this.now() - receivedAt, holding: this.holding() } });
+            return;
+          }
+          this.final(meta, id, name, await wave.done, receivedAt);
+          return;
+        }
+        case 'restore':
+          this.final(meta, id, name, await this.engine.restore(id), receivedAt);
+          return;
+        case 'clear-budget': {
+          const cleared = this.engine.clearBudget((params as { budgetId?: string }).budgetId);
+          this.send(meta, id, name, 'succeeded', { result: { cleared, holding: this.holding(), durationMs: this.now() - receivedAt } });
           return;
         }
       }
     } catch (err) {
       const e = toRackpilotError(err);
-      this.send(meta, id, name, 'failed', { error: e.toJSON() });
+      this.send(meta, id, name, 'failed', { error: e.toJSON(), result: { holding: this.holding() } });
     }
   }
+
+  private holding(): string[] {
+    return this.engine.demandViews().map((d) => d.key);
+  }
+
+  private final(meta: CommandMeta, id: string, name: CommandName, out: WaveOutcome, receivedAt: number): void {
+    const result = { activation: out.activation, devices: out.devices.map((d) => outcome(d, receivedAt)), durationMs: Math.round(this.now() - receivedAt) };
+    if (out.ok) {
+      this.send(meta, id, name, 'succeeded', { result });
+      return;
+    }
+    const bad = out.devices.filter((d) => !d.ok);
+    const error = out.preempted
+      ? { code: 'PREEMPTED', message: `${name} was stopped by a new demand (${this.holding().join(', ')})` }
+      : { code: 'NOT_CONFIRMED', message: `${bad.length} of ${out.devices.length} device(s) did not confirm ${name}: ${bad.map((d) => `${d.id}: ${d.error?.code ?? 'FAILED'}`).join(', ')}` };
+    this.send(meta, id, name, 'failed', { result, error });
+  }
+}
+
+type Params = Record<string, unknown>;
+
+const r3 = (x: number): number => Math.max(0, Math.round(x * 1000) / 1000);
+
+/** A device's timings relative to the command's receipt (sub-millisecond). */
+function outcome(d: ShedOutcome, receivedAt: number): DeviceOutcome {
+  return {
+    id: d.id,
+    ok: d.ok,
+    dispatchMs: r3(d.dispatchAt - receivedAt),
+    ...(d.ackAt !== undefined ? { ackMs: r3(d.ackAt - receivedAt) } : {}),
+    ...(d.confirmAt !== undefined ? { tookMs: r3(d.confirmAt - receivedAt) } : {}),
+    ...(d.via ? { via: d.via } : {}),
+    steps: d.steps.map((s) => ({ step: s.step, ok: s.ok, atMs: r3(s.at - receivedAt), ...(s.error ? { error: s.error } : {}) })),
+    ...(d.error ? { error: d.error } : {}),
+  };
 }

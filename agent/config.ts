@@ -10,6 +10,8 @@ import { DRIVERS, findDriver, type RegisteredDriver } from '../drivers/registry.
 import { topicIdSchema } from '../protocol/topics.js';
 import { signalConditionSchema } from './signals.js';
 import { autoDeviceSchema, type AutoDeviceConfig } from './auto.js';
+import { engineConfigSchema } from './engine/config.js';
+import { evidenceConfigSchema } from './engine/evidence.js';
 
 export const mqttConfigSchema = z
   .object({
@@ -79,6 +81,10 @@ const rootSchema = z
     log: logConfigSchema,
     devices: z.array(z.unknown()).max(4096).default([]),
     signals: z.array(signalConditionSchema).max(256).default([]),
+    /** Where the agent keeps its fail-safe curtailment state (and, by default, the evidence log). */
+    stateDir: z.string().min(1).default('/var/lib/rackpilot'),
+    engine: engineConfigSchema,
+    evidence: evidenceConfigSchema,
   })
   .strict();
 
@@ -159,6 +165,7 @@ export function validateConfig(raw: unknown): ConfigResult {
     });
   }
   errors.push(...feedErrors(rawDevices));
+  errors.push(...engineErrors(raw, rawDevices));
   if (errors.length > 0 || !root.success) return { ok: false, errors };
   return { ok: true, config: { ...root.data, devices } };
 }
@@ -184,6 +191,39 @@ function feedErrors(rawDevices: readonly unknown[]): string[] {
       if (typeof pdu === 'string' && !pdus.has(pdu)) out.push(`devices[${i}].feed[${j}].pdu: "${pdu}" is not a PDU in this config`);
     });
   });
+  return out;
+}
+
+/**
+ * `engine.protected`, `engine.hardCut` and `engine.priority` name devices of
+ * this config; a hard cut needs a `feed` and is refused for GPUs (capped, never cut).
+ */
+function engineErrors(raw: unknown, rawDevices: readonly unknown[]): string[] {
+  const engine = raw && typeof raw === 'object' ? (raw as { engine?: unknown }).engine : undefined;
+  if (!engine || typeof engine !== 'object') return [];
+  const byId = new Map<string, { driver?: unknown; feed?: unknown }>();
+  for (const d of rawDevices) {
+    if (d && typeof d === 'object' && typeof (d as { id?: unknown }).id === 'string') byId.set((d as { id: string }).id, d);
+  }
+  const out: string[] = [];
+  const e = engine as { protected?: unknown; hardCut?: unknown; priority?: unknown };
+  const check = (key: string, ids: unknown): void => {
+    if (!Array.isArray(ids)) return;
+    ids.forEach((id: unknown, i) => {
+      if (typeof id !== 'string') return;
+      const d = byId.get(id);
+      if (!d) {
+        out.push(`engine.${key}[${i}]: no device "${id}" in this config`);
+        return;
+      }
+      if (key !== 'hardCut') return;
+      if (typeof d.driver === 'string' && findDriver(d.driver)?.kind === 'gpu') out.push(`engine.hardCut[${i}]: "${id}" is a GPU node: GPUs are capped, never cut`);
+      else if (!Array.isArray(d.feed) || d.feed.length === 0) out.push(`engine.hardCut[${i}]: "${id}" has no "feed" (the PDU outlet to cut)`);
+    });
+  };
+  check('protected', e.protected);
+  check('hardCut', e.hardCut);
+  if (e.priority && typeof e.priority === 'object') check('priority', Object.keys(e.priority));
   return out;
 }
 

@@ -4,6 +4,9 @@
  * embedded broker (unless --broker), and the agent on them; prints what to
  * watch and type.
  */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Logger } from 'pino';
 import { resolveFamilies, SIM_CATALOG, startMixedRack, type CatalogEntry, type StartedSim } from '../hil/sim/catalog.js';
@@ -29,6 +32,10 @@ export interface DemoOptions {
   dipAtMs?: number | undefined;
   /** Scripted opening of the utility trip contact (software GPIO), this many ms after start. */
   tripAtMs?: number | undefined;
+  /** Where the agent keeps its curtailment state and evidence log (default: a fresh temporary folder). */
+  stateDir?: string | undefined;
+  /** Hold-off after a signal clears before load comes back (default 10 s, so the demo shows the ramp). */
+  holdOffMs?: number | undefined;
 }
 
 export interface RunningDemo {
@@ -77,7 +84,10 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
       poll: { intervalMs: opts.intervalMs, deadlineMs: 2000 },
       actions: { deadlineMs: 20_000 },
       devices: [...miners, ...gpuDevices, ...power.devices],
-      signals: power.signals,
+      signals: power.signals.map((sig) => ({ ...sig, holdOffMs: opts.holdOffMs ?? 10_000 })),
+      stateDir: opts.stateDir ?? mkdtempSync(join(tmpdir(), 'rackpilot-demo-')),
+      // miners that ignore a curtail get their PDU outlet cut; the ramp brings back three devices a second
+      engine: { hardCut: miners.map((m) => m.id), restore: { stepDevices: 3, stepIntervalMs: 1000 } },
     });
     if (!parsed.ok) throw new Error(`demo config invalid:\n  ${parsed.errors.join('\n  ')}`);
     const agent = new Agent(parsed.config, log);
@@ -136,8 +146,12 @@ export function demoBanner(d: RunningDemo, opts: DemoOptions): string {
     `Curtail the whole rack (every miner goes to its sleep level${opts.fast ? '' : ' in a few seconds'}, each confirmed by read-back):`,
     `  mosquitto_pub ${hp} -t '${t.cmd}' -m '{"id":"demo-curtail-1","command":"curtail"}'`,
     '',
-    'Restore it:',
+    'Restore it (load comes back as a ramp, three devices a second):',
     `  mosquitto_pub ${hp} -t '${t.cmd}' -m '{"id":"demo-restore-1","command":"restore"}'`,
+    '',
+    'Or hold the rack under a power budget (least efficient miners are shed first; GPUs are capped only if that is not enough):',
+    `  mosquitto_pub ${hp} -t '${t.cmd}' -m '{"id":"demo-budget-1","command":"set-budget","params":{"maxW":9000}}'`,
+    `  mosquitto_pub ${hp} -t '${t.cmd}' -m '{"id":"demo-budget-2","command":"clear-budget"}'`,
     '',
     'skip' in d.gpus
       ? `GPUs: none (${d.gpus.skip})`
@@ -145,6 +159,10 @@ export function demoBanner(d: RunningDemo, opts: DemoOptions): string {
     `Power side: a Modbus meter (${METER_ID}), an SNMP PDU (${PDU_ID}) feeding every miner, a utility trip contact (GPIO ${TRIP_ID}), the controller's health.`,
     ...(opts.dipAtMs !== undefined ? [`  scripted: grid frequency dips to 59.80 Hz ${opts.dipAtMs / 1000} s after start for 2 s -> signal "underfrequency" on ${t.events}`] : []),
     ...(opts.tripAtMs !== undefined ? [`  scripted: the trip contact opens ${opts.tripAtMs / 1000} s after start for 3 s -> signal "utility-trip" on ${t.events}`] : []),
+    `  each signal sheds the whole rack at once (miners sleep, GPUs are capped); load comes back ${(opts.holdOffMs ?? 10_000) / 1000} s after it clears.`,
+    '',
+    `Evidence log (every activation's timings, rack power at 100 ms): ${d.agent.evidenceDir}`,
+    `  node dist/agent/cli.js events export --dir ${d.agent.evidenceDir} --table devices`,
     '',
     `Results arrive on ${t.cmdResult}; the protocol is described in protocol/README.md.`,
     'Press Ctrl-C to stop.',
@@ -163,7 +181,8 @@ function intOpt(v: string | undefined, name: string, min: number, max: number): 
 
 /**
  * The `rackpilot demo` command line: `[--broker URL] [--asics N] [--families a,b]
- * [--site S] [--rack R] [--port P] [--interval MS] [--fast] [--dip-at S] [--trip-at S] [--log-level L]`.
+ * [--site S] [--rack R] [--port P] [--interval MS] [--fast] [--dip-at S] [--trip-at S] [--hold-off S] [--state-dir DIR]
+ * [--log-level L]`.
  * Every error is reported at once.
  */
 export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; logLevel: string } | { ok: false; error: string } {
@@ -182,6 +201,8 @@ export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; lo
         fast: { type: 'boolean' },
         'dip-at': { type: 'string' },
         'trip-at': { type: 'string' },
+        'hold-off': { type: 'string' },
+        'state-dir': { type: 'string' },
         'log-level': { type: 'string' },
       },
     }));
@@ -213,6 +234,7 @@ export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; lo
   // scripted power events (seconds after start; 0 turns one off)
   const dipAt = num(values['dip-at'], 'dip-at', 20, 0, 86_400) as number;
   const tripAt = num(values['trip-at'], 'trip-at', 40, 0, 86_400) as number;
+  const holdOff = num(values['hold-off'], 'hold-off', 10, 0, 86_400) as number;
   if (errors.length > 0) return { ok: false, error: errors.join('\n') };
   return {
     ok: true,
@@ -227,6 +249,8 @@ export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; lo
       fast: values.fast === true,
       dipAtMs: dipAt > 0 ? dipAt * 1000 : undefined,
       tripAtMs: tripAt > 0 ? tripAt * 1000 : undefined,
+      holdOffMs: holdOff * 1000,
+      stateDir: values['state-dir'],
     },
     logLevel: values['log-level'] ?? 'warn',
   };

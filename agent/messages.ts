@@ -90,6 +90,7 @@ export function stateMessage(
   readings: ReadonlyMap<string, Reading>,
   signals: readonly SignalStatus[] = [],
   at = Date.now(),
+  engine?: { demands: StateMessage['demands']; holdOffUntil: number | null; shed: string[] },
 ): StateMessage {
   return {
     ts: new Date(at).toISOString(),
@@ -100,5 +101,8 @@ export function stateMessage(
     commandId,
     devices: devices.map((d) => ({ id: d.id, state: readings.get(d.id)?.state ?? 'unknown' })),
     ...(signals.length > 0 ? { signals: signals.map((x) => ({ id: x.id, raised: x.raised, since: new Date(x.since).toISOString() })) } : {}),
+    ...(engine
+      ? { demands: engine.demands, holdOffUntil: engine.holdOffUntil === null ? null : new Date(engine.holdOffUntil).toISOString(), shed: engine.shed }
+      : {}),
   };
 }

@@ -41,6 +41,8 @@ export interface BridgeCallbacks {
   onConnected(): void;
   /** The Will payload, rebuilt before each connect attempt. */
   willPayload(): string;
+  /** Called when an established connection is lost (not on a clean stop). */
+  onDisconnected?(): void;
 }
 
 interface Pending {
@@ -168,7 +170,10 @@ export class MqttBridge {
       this.connected = false;
       // a broker that accepts and then drops us (duplicate client id, ACL) must not get a reconnect storm
       if (was && Date.now() - this.connectedAt >= STABLE_CONNECTION_MS) this.attempt = 0;
-      if (was && !this.stopping) this.log.warn('disconnected from broker');
+      if (was && !this.stopping) {
+        this.log.warn('disconnected from broker');
+        this.cb.onDisconnected?.();
+      }
       if (this.client === client) {
         client.removeAllListeners();
         client.on('error', () => undefined);

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import type { Logger } from 'pino';
 import type { DeviceDriver, Reading, SignalSample } from '../drivers/contract.js';
 import { idSchema } from '../drivers/lib/ids.js';
+import { signalDemandSchema } from './engine/config.js';
 
 export const signalConditionSchema = z
   .object({
@@ -30,9 +31,11 @@ export const signalConditionSchema = z
     onStale: z.enum(['trip', 'hold']).default('trip'),
     /** A source with no sample for this long is stale (leave unset for edge-driven sources such as GPIO). */
     staleAfterMs: z.number().int().min(10).max(3_600_000).optional(),
+    ...signalDemandSchema,
   })
   .strict()
-  .refine((c) => (c.below === undefined) !== (c.above === undefined), { message: 'give exactly one of "below" or "above"' });
+  .refine((c) => (c.below === undefined) !== (c.above === undefined), { message: 'give exactly one of "below" or "above"' })
+  .refine((c) => c.demand !== 'budget' || c.maxW !== undefined, { message: 'demand "budget" needs maxW (watts)', path: ['maxW'] });
 
 export type SignalCondition = z.output<typeof signalConditionSchema>;
 
@@ -53,12 +56,15 @@ export interface SignalStatus {
   id: string;
   raised: boolean;
   since: number;
+  /** When the last fresh, finite sample was measured (null: none since start). */
+  lastFreshAt: number | null;
 }
 
 /** One condition's state machine. Exported for tests; the monitor drives it. */
 export class ConditionState {
   phase: SignalPhase = 'normal';
   since = Date.now();
+  lastFreshAt: number | null = null;
   private timer: NodeJS.Timeout | undefined;
   private staleTimer: NodeJS.Timeout | undefined;
   private last: SignalSample | undefined;
@@ -136,6 +142,7 @@ export class ConditionState {
     }
     const wasStaleRaise = this.staleRaise;
     this.last = s;
+    this.lastFreshAt = s.ts;
     this.armStaleTimer();
     const v = s.value;
     switch (this.phase) {
@@ -247,6 +254,6 @@ export class SignalMonitor {
   }
 
   status(): SignalStatus[] {
-    return this.states.map((s) => ({ id: s.c.id, raised: s.raised, since: s.since }));
+    return this.states.map((s) => ({ id: s.c.id, raised: s.raised, since: s.since, lastFreshAt: s.lastFreshAt }));
   }
 }

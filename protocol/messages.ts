@@ -80,7 +80,24 @@ export const telemetryMessageSchema = z
   .describe('rackpilot/v1/<site>/<rack>/telemetry — periodic, not retained');
 
 // ---------- state (retained) ----------
-export const RACK_STATES = ['unknown', 'running', 'curtailing', 'curtailed', 'restoring', 'partial'] as const;
+export const DEMAND_SOURCES = ['signal', 'command', 'schedule', 'central-lost', 'fail-safe'] as const;
+
+export const demandSchema = z
+  .object({
+    key: z.string().describe('signal:<id>, command:<commandId>, budget:<id>, central-lost, fail-safe'),
+    source: z.enum(DEMAND_SOURCES),
+    kind: z.enum(['shed', 'budget']).describe('shed: everything sheddable (or `devices`); budget: rack power at most maxW'),
+    maxW: z.number().optional(),
+    devices: z.array(z.string()).optional().describe('shed: only these devices'),
+    since: isoTime,
+    startsAt: isoTime.optional().describe('A scheduled window: active from here'),
+    until: isoTime.optional().describe('Ends by itself at this time'),
+    holdOffMs: z.number().int().nonnegative().describe('After it clears, load comes back only this much later'),
+    commandId: z.string().nullable().optional(),
+  })
+  .describe('One reason to hold load down');
+
+export const RACK_STATES = ['unknown', 'running', 'curtailing', 'curtailed', 'holdoff', 'restoring', 'partial'] as const;
 
 export const stateMessageSchema = z
   .object({
@@ -90,7 +107,7 @@ export const stateMessageSchema = z
     state: z
       .enum(RACK_STATES)
       .describe(
-        'unknown: since start-up, not every curtail-capable device has been read yet and no command ran; partial: the last curtail or restore did not confirm on every device (or, at start-up, only some devices are curtailed)',
+        'unknown: since start-up, not every curtail-capable device has been read yet and nothing acted; holdoff: every demand cleared, load comes back at holdOffUntil; partial: some device was not shed or not restored, or a budget cannot be met (or, at start-up, only some devices are curtailed)',
       ),
     since: isoTime.describe('When the rack entered this state'),
     commandId: z.string().nullable().describe('Id of the command that caused this state, if any'),
@@ -99,6 +116,9 @@ export const stateMessageSchema = z
       .array(z.object({ id: z.string(), raised: z.boolean(), since: isoTime }))
       .optional()
       .describe('Configured signal conditions and whether each is raised'),
+    demands: z.array(demandSchema).optional().describe('Active demands holding load down; the most restrictive wins'),
+    holdOffUntil: isoTime.nullable().optional().describe('holdoff: when the restore ramp starts'),
+    shed: z.array(z.string()).optional().describe('Devices the engine holds down'),
   })
   .describe('rackpilot/v1/<site>/<rack>/state — retained current curtailment state');
 
@@ -114,6 +134,14 @@ export const EVENT_TYPES = [
   'device.failed',
   'signal.raised',
   'signal.cleared',
+  'demand.added',
+  'demand.cleared',
+  'device.escalated',
+  'device.alarm',
+  'budget.unreachable',
+  'restore.scheduled',
+  'restore.step',
+  'restore.stopped',
 ] as const;
 
 export const eventMessageSchema = z
@@ -132,11 +160,29 @@ export const eventMessageSchema = z
     reason: z.enum(['threshold', 'stale', 'fresh-again']).optional().describe('signal.*: why it changed'),
     measuredAt: isoTime.optional().describe('signal.*: when the deciding sample was measured (GPIO: the edge time)'),
     latencyMs: z.number().nonnegative().optional().describe('signal.*: from measurement to this event being built'),
+    demand: demandSchema.optional().describe('demand.*, curtail.started: the demand'),
+    step: z.string().optional().describe('device.*: the step (curtail, retry, alternative, cut, alarm, restore); restore.step: "i/n"'),
+    activation: z.string().optional().describe('curtail.*: the activation id in the evidence log'),
+    holdOffUntil: isoTime.optional().describe('restore.scheduled: when the restore ramp starts'),
+    timings: z
+      .object({
+        signalAt: isoTime.describe('When the signal was measured (GPIO: the edge) or the command received'),
+        decisionMs: z.number().describe('Signal to the first action issued'),
+        lastDispatchMs: z.number().describe('Signal to the last action issued'),
+        lastAckMs: z.number().nullable().describe('Signal to the last device acknowledgement'),
+        lastConfirmMs: z.number().nullable().describe('Signal to the last confirmation'),
+        devices: z.number().int(),
+        failed: z.number().int(),
+        powerBeforeW: z.number().nullable(),
+        powerAfterW: z.number().nullable(),
+      })
+      .optional()
+      .describe('curtail.completed/failed: the activation\'s timings (ms, sub-millisecond resolution)'),
   })
   .describe('rackpilot/v1/<site>/<rack>/events — curtailment events, not retained');
 
 // ---------- commands ----------
-export const COMMAND_NAMES = ['ping', 'curtail', 'restore'] as const;
+export const COMMAND_NAMES = ['ping', 'curtail', 'restore', 'set-budget', 'clear-budget'] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
 
 export const commandEnvelopeSchema = z
@@ -164,10 +210,31 @@ const actionParams = z
   })
   .strict();
 
+const deviceIds = z.array(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'expected a device id')).min(1).max(4096);
+const windowParams = {
+  durationMs: z.number().int().min(1000).max(7 * 86_400_000).optional().describe('The demand ends by itself after this long (from startsAt, or from receipt)'),
+  startsAt: z.union([isoTime, z.number().int().positive()]).optional().describe('A scheduled window: the demand starts at this time (ISO-8601 or epoch ms)'),
+};
+
 export const commandParamsSchemas = {
   ping: z.object({}).strict(),
-  curtail: actionParams,
+  curtail: actionParams
+    .extend({
+      maxW: z.number().int().positive().max(10_000_000).optional().describe('Instead of shedding everything: hold rack power at most this many watts'),
+      devices: deviceIds.optional().describe('Shed only these devices'),
+      ...windowParams,
+    })
+    .strict()
+    .refine((p) => p.maxW === undefined || p.devices === undefined, { message: 'give maxW or devices, not both', path: ['devices'] }),
   restore: actionParams,
+  'set-budget': actionParams
+    .extend({
+      maxW: z.number().int().positive().max(10_000_000).describe('Rack power ceiling, watts'),
+      budgetId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).default('central').describe('Names the budget (clear-budget removes it by this name)'),
+      ...windowParams,
+    })
+    .strict(),
+  'clear-budget': z.object({ budgetId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional().describe('Default: every budget') }).strict(),
 } as const satisfies Record<CommandName, z.ZodType>;
 
 export const COMMAND_STATUSES = ['accepted', 'succeeded', 'failed', 'rejected', 'expired'] as const;
@@ -179,6 +246,11 @@ export const deviceOutcomeSchema = z
     dispatchMs: z.number().nonnegative().optional().describe('From receipt of the command until the device driver was called'),
     ackMs: z.number().nonnegative().optional().describe('From receipt of the command until the device acknowledged the write'),
     tookMs: z.number().nonnegative().optional().describe('From receipt of the command until read-back confirmed the device'),
+    via: z.enum(['curtail', 'alternative', 'cut']).optional().describe('curtail: how the device was shed (its own curtail, its alternative action, or its PDU outlet cut)'),
+    steps: z
+      .array(z.object({ step: z.string(), ok: z.boolean(), atMs: z.number().describe('From receipt of the command'), error: errorSchema.optional() }))
+      .optional()
+      .describe('Every step taken, in order: curtail, retry, alternative, cut, alarm (curtail); restore'),
     error: errorSchema.optional(),
   });
 
@@ -194,6 +266,10 @@ export const commandResultSchema = z
         durationMs: z.number().nonnegative().optional(),
         pong: z.boolean().optional(),
         agentVersion: z.string().optional(),
+        activation: z.string().nullable().optional().describe('curtail/set-budget: the evidence-log activation this command caused (null: nothing new to shed)'),
+        scheduled: isoTime.optional().describe('curtail/set-budget with startsAt in the future: when the window starts'),
+        cleared: z.number().int().optional().describe('clear-budget: how many budgets were removed'),
+        holding: z.array(z.string()).optional().describe('Demands still holding load down'),
       })
       .optional(),
     ts: isoTime,
@@ -207,6 +283,7 @@ export type StateMessage = z.infer<typeof stateMessageSchema>;
 export type EventMessage = z.infer<typeof eventMessageSchema>;
 export type CommandEnvelope = z.infer<typeof commandEnvelopeSchema>;
 export type CommandResult = z.infer<typeof commandResultSchema>;
+export type DeviceOutcome = z.infer<typeof deviceOutcomeSchema>;
 export type CommandStatus = (typeof COMMAND_STATUSES)[number];
 export type RackState = (typeof RACK_STATES)[number];
 export type EventType = (typeof EVENT_TYPES)[number];

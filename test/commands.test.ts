@@ -2,14 +2,14 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { pino } from 'pino';
 import { CommandHandler, MAX_COMMAND_BYTES, type CommandMeta } from '../agent/commands.js';
-import { Dispatcher } from '../agent/dispatcher.js';
+import { engineRig } from '../hil/testing/engine-rig.js';
 import { commandResultSchema, type CommandResult } from '../protocol/messages.js';
 
 function rig() {
   const results: { r: CommandResult; meta: CommandMeta }[] = [];
   const log = pino({ level: 'silent' });
-  const d = new Dispatcher({ devices: [], deadlineMs: 1000, log, onEvent: () => undefined, onState: () => undefined, onReading: () => undefined });
-  const h = new CommandHandler(d, (r, meta) => results.push({ r: commandResultSchema.parse(r), meta }), '9.9.9', log);
+  const { engine } = engineRig([]);
+  const h = new CommandHandler(engine, new Set(['m1']), 0, (r, meta) => results.push({ r: commandResultSchema.parse(r), meta }), '9.9.9', log);
   const send = (payload: string | Buffer, meta: Partial<CommandMeta> = {}): void => h.handle(Buffer.isBuffer(payload) ? payload : Buffer.from(payload), { retain: false, ...meta });
   const settle = () => new Promise((r) => setImmediate(r));
   return { results, send, settle };

@@ -99,7 +99,7 @@ describe('rackpilot config check', () => {
   test('rackpilot run refuses to start when a TLS file named in config cannot be read', () => {
     const dir = mkdtempSync(join(tmpdir(), 'rackpilot-cfg-'));
     const f = join(dir, 'tls.yaml');
-    writeFileSync(f, 'site: s\nrack: r\nmqtt: { url: "mqtts://127.0.0.1:9", tls: { caFile: /nonexistent/ca.pem } }\nlog: { level: silent }\n');
+    writeFileSync(f, `site: s\nrack: r\nmqtt: { url: "mqtts://127.0.0.1:9", tls: { caFile: /nonexistent/ca.pem } }\nlog: { level: silent }\nstateDir: ${dir}\n`);
     const r = spawnSync(process.execPath, [cli, 'run', '--config', f], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /mqtt\.tls\.caFile: cannot read "\/nonexistent\/ca\.pem" \(ENOENT\)/);

@@ -81,9 +81,10 @@ describe('gpio inputs (soft backend)', () => {
     await until(() => got.length === 1); // the current level, delivered on subscribe
     assert.equal(got[0]?.value, 0);
     const pin = softGpio.chip(CHIP).line(17);
-    const t0 = Date.now();
+    // edges are stamped on the monotonic clock (sub-millisecond), as epoch ms
+    const t0 = performance.timeOrigin + performance.now();
     pin.set(1);
-    const t1 = Date.now();
+    const t1 = performance.timeOrigin + performance.now();
     pin.set(0);
     assert.equal(got.length, 3, 'with no debounce every edge is delivered at once');
     assert.deepEqual(
@@ -120,9 +121,9 @@ describe('gpio inputs (soft backend)', () => {
     const got = collect(d);
     await until(() => got.length === 1);
     const pin = softGpio.chip(CHIP).line(17);
-    const t0 = Date.now();
+    const t0 = performance.timeOrigin + performance.now();
     pin.set(1).set(0).set(1).set(0).set(1);
-    const t1 = Date.now();
+    const t1 = performance.timeOrigin + performance.now();
     assert.equal(got.length, 1, 'nothing before the level has held for debounceMs');
     await until(() => got.length === 2);
     await sleep(60);

@@ -48,7 +48,7 @@ class OnoffLine implements LineHandle {
   watch(onEdge: (ev: EdgeEvent) => void, onError: (err: Error) => void): void {
     this.gpio.watch((err, value) => {
       // captured first, in the epoll callback, before anything can await
-      const ts = Date.now();
+      const ts = performance.timeOrigin + performance.now(); // sub-millisecond: decision times are measured from it
       if (err) onError(err);
       else onEdge({ value: value === 1 ? 1 : 0, ts });
     });

@@ -44,7 +44,7 @@ export class SoftLine {
     this.level = v;
     for (const w of this.watchers.slice()) {
       // as in the onoff backend: the time is captured in the callback
-      const ts = Date.now();
+      const ts = performance.timeOrigin + performance.now(); // sub-millisecond: decision times are measured from it
       w.onEdge({ value: v, ts });
     }
     return this;

@@ -1,12 +1,13 @@
 /**
  * Remembers, per GPU UUID, the power limit in force before a curtail, in a
  * small JSON file, so a restore after a crash (or an agent restart in the
- * middle of a curtailment) still returns the right value. Writes are atomic:
- * a temp file in the same folder, fsync, rename, fsync of the folder.
+ * middle of a curtailment) still returns the right value. Writes are atomic
+ * (drivers/lib/atomic-file.ts: temp file, fsync, rename, fsync of the folder).
  */
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { writeFileAtomic } from '../lib/atomic-file.js';
 import { RackpilotError } from '../lib/errors.js';
 
 const entrySchema = z.object({
@@ -130,26 +131,11 @@ export class GpuStateStore {
   }
 
   private async write(body: string): Promise<void> {
-    const tmp = `${this.file}.${process.pid}.tmp`;
     try {
       await mkdir(this.dir, { recursive: true, mode: 0o750 });
-      const fh = await open(tmp, 'w', 0o640);
-      try {
-        await fh.writeFile(body);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, this.file);
-      // the rename is only durable once the folder is synced (power loss right after a first curtail)
-      const dh = await open(this.dir, 'r');
-      try {
-        await dh.sync();
-      } finally {
-        await dh.close();
-      }
+      // the folder is fsynced too: the rename is only durable then (power loss right after a first curtail)
+      await writeFileAtomic(this.file, body, 0o640);
     } catch (err) {
-      await unlink(tmp).catch(() => undefined);
       throw new RackpilotError('INTERNAL', `cannot write GPU state file ${this.file}: ${(err as Error).message} (check stateDir and its permissions)`, {
         file: this.file,
       });

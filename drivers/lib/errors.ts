@@ -23,6 +23,10 @@ export const ERROR_CODES = {
   CANCELLED: { retriable: false },
   CONFIG_INVALID: { retriable: false },
   INTERNAL: { retriable: false },
+  STATE_WRITE_FAILED: { retriable: true },
+  POWER_NOT_CONFIRMED: { retriable: true },
+  DEMANDS_ACTIVE: { retriable: false },
+  PREEMPTED: { retriable: true },
 } as const satisfies Record<string, { retriable: boolean }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -191,6 +191,7 @@ async function main(): Promise<void> {
       poll: { intervalMs, deadlineMs: 2000, concurrency: 64 },
       actions: { deadlineMs: 30_000 },
       log: { level: 'warn' },
+      stateDir: dir,
       devices: simRack.devices,
     }),
   );

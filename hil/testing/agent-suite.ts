@@ -133,22 +133,29 @@ export function agentSuite(broker: BrokerUnderTest | { skip: string }): void {
       await watch.waitFor((m) => m.topic === t.state && (m.json as { state?: string; commandId?: string }).state === 'running' && (m.json as { commandId?: string }).commandId === rid, 5_000, 'state running');
     });
 
-    test('a curtail that a miner ignores fails, naming the device', async () => {
+    test('a miner that ignores its curtail climbs the escalation ladder: retry, then its lowest-power profile; restore undoes it', async () => {
       const stubborn = simRack.sims[1]!;
       stubborn.behaviour.ignoreCurtail = true;
+      const profileBefore = stubborn.profile;
       try {
-        const id = cmdId('curtail-partial');
-        await watch.publish(t.cmd, JSON.stringify({ id, command: 'curtail', params: { timeoutMs: 5000 } }));
-        const r = result(await resultFor(id, 'failed'));
-        assert.equal(r.error?.code, 'NOT_CONFIRMED');
-        assert.match(r.error?.message ?? '', /1 of 3 device\(s\) did not confirm curtail: m2: NOT_CONFIRMED/);
-        await watch.waitFor((m) => m.topic === t.state && (m.json as { state?: string; commandId?: string }).state === 'partial' && (m.json as { commandId?: string }).commandId === id, 5_000, 'state partial');
+        const id = cmdId('curtail-ladder');
+        await watch.publish(t.cmd, JSON.stringify({ id, command: 'curtail', params: { timeoutMs: 2000 } }));
+        const r = result(await resultFor(id, 'succeeded'));
+        const m2 = r.result?.devices?.find((d) => d.id === 'm2');
+        assert.equal(m2?.via, 'alternative');
+        assert.deepEqual(m2?.steps?.map((s) => `${s.step}:${String(s.ok)}`), ['curtail:false', 'retry:false', 'alternative:true']);
+        assert.equal(m2?.steps?.[0]?.error?.code, 'NOT_CONFIRMED');
+        assert.notEqual(stubborn.profile, profileBefore, 'm2 runs its lowest-power profile');
+        for (const d of r.result?.devices ?? []) if (d.id !== 'm2') assert.equal(d.via, 'curtail');
+        await watch.waitFor((m) => m.topic === t.events && (m.json as { type?: string; device?: string }).type === 'device.escalated' && (m.json as { device?: string }).device === 'm2', 5_000, 'device.escalated event');
       } finally {
         stubborn.behaviour.ignoreCurtail = false;
       }
       const rid = cmdId('restore');
       await watch.publish(t.cmd, JSON.stringify({ id: rid, command: 'restore' }));
       await resultFor(rid, 'succeeded');
+      assert.equal(stubborn.profile, profileBefore, 'restore set the profile back');
+      for (const s of simRack.sims) assert.equal(s.sleeping, false);
     });
 
     test('malformed commands are rejected with errors naming what was wrong', async () => {
@@ -170,7 +177,7 @@ export function agentSuite(broker: BrokerUnderTest | { skip: string }): void {
       await watch.publish(t.cmd, JSON.stringify({ id: id4, command: 'explode' }));
       const r4 = result(await resultFor(id4, 'rejected'));
       assert.equal(r4.error?.code, 'UNKNOWN_COMMAND');
-      assert.match(r4.error?.message ?? '', /unknown command "explode" \(known: ping, curtail, restore\)/);
+      assert.match(r4.error?.message ?? '', /unknown command "explode" \(known: ping, curtail, restore, set-budget, clear-budget\)/);
 
       const id5 = cmdId('expired');
       await watch.publish(t.cmd, JSON.stringify({ id: id5, command: 'curtail', expiresAt: Date.now() - 1000 }));

@@ -1,4 +1,7 @@
 /** A simulated rack for end-to-end tests: LuxOS simulators and an agent config on them. */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { LuxosSim } from '../sim/luxos-sim.js';
 import { validateConfig, type AgentConfig } from '../../agent/config.js';
 
@@ -24,6 +27,8 @@ export async function startSimRack(n: number, opts: { sleepDelayMs?: number; wak
     poll: { intervalMs: 300, deadlineMs: 2000, concurrency: 8 },
     actions: { deadlineMs: 10_000 },
     log: { level: 'silent' },
+    // a fresh state directory per agent: a curtailment persisted by one test must not be re-asserted in another
+    stateDir: mkdtempSync(join(tmpdir(), 'rp-rack-')),
     devices: sims.map((s, i) => ({ id: `m${i + 1}`, driver: 'luxos', host: '127.0.0.1', port: s.server.port, confirmPollMs: 50 })),
   });
   return {
