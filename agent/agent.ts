@@ -18,7 +18,7 @@ import { CommandHandler, type CommandMeta } from './commands.js';
 import type { AgentConfig } from './config.js';
 import { hrNow } from './engine/clock.js';
 import { Engine, type EngineEvent } from './engine/engine.js';
-import { EvidenceLog } from './engine/evidence.js';
+import { EvidenceLog, type ActivationRecord } from './engine/evidence.js';
 import { EngineStateStore } from './engine/state-store.js';
 import { stateMessage, statusMessage, telemetryMessage } from './messages.js';
 import { MqttBridge } from './mqtt-bridge.js';
@@ -48,6 +48,8 @@ export class Agent {
   constructor(
     readonly config: AgentConfig,
     private readonly log: Logger,
+    /** Activation records as each completes (benchmarks, tests). */
+    hooks: { onActivation?: (r: ActivationRecord) => void } = {},
   ) {
     const id = { site: config.site, rack: config.rack };
     this.topics = rackTopics(config.site, config.rack);
@@ -76,6 +78,7 @@ export class Agent {
       emit: (e) => this.onEvent(e),
       onState: () => this.publishState(),
       onReading: (deviceId, reading, requestedAt) => this.poller.offer(deviceId, reading, requestedAt),
+      ...(hooks.onActivation ? { onActivation: hooks.onActivation } : {}),
     });
     this.signals = new SignalMonitor(config.signals, this.devices, (ch) => this.onSignalChange(ch), log.child({ component: 'signals' }));
     this.commands = new CommandHandler(
@@ -238,7 +241,11 @@ export class Agent {
   /** A signal condition changed: logged, published on `events`, and reflected in the retained state. */
   private onSignalChange(ch: SignalChange): void {
     // the hot path first: the engine dispatches before anything is logged or published
-    this.engine.onSignal(ch.type, ch.signal, ch.measuredAt);
+    this.engine.onSignal(ch.type, ch.signal, ch.measuredAt, ch.value);
+    setImmediate(() => this.publishSignal(ch));
+  }
+
+  private publishSignal(ch: SignalChange): void {
     const now = Date.now();
     const msg: EventMessage = {
       ts: new Date(now).toISOString(),

@@ -8,6 +8,7 @@
  *   rackpilot scan CIDR [--json] [--concurrency N] [--timeout MS] [--api-port N] [--http-port N]
  *   rackpilot gpu-node --listen HOST:PORT --key-file FILE [--library PATH]
  *   rackpilot events export [--dir DIR | --config FILE] [--activation ID] [--format csv|json] [--table power|devices] [--out FILE]
+ *   rackpilot bench curtail [--devices N] [--trials T] [--json]
  */
 import { parseArgs } from 'node:util';
 import { Agent } from './agent.js';
@@ -33,6 +34,8 @@ usage:
   rackpilot events export [--dir DIR | --config FILE] [--activation ID] [--format csv|json]
                   [--table power|devices] [--out FILE]
                                                     write the evidence log (activations, 100 ms rack power)
+  rackpilot bench curtail [--devices N] [--trials T] [--json]
+                                                    signal-to-dispatch latency against a raw fan-out floor
   rackpilot --version | --help
 
   probe/scan take the miner password from --password or RACKPILOT_MINER_PASSWORD
@@ -121,6 +124,13 @@ async function main(argv: string[]): Promise<void> {
       if (sub !== 'export') fail(`events: expected "events export", got "${sub ?? ''}"\n\n${USAGE}`);
       const { runEventsExport } = await import('./engine/evidence-export.js');
       process.exitCode = await runEventsExport(args, process.stdout);
+      return;
+    }
+    case 'bench': {
+      const [sub, ...args] = rest;
+      if (sub !== 'curtail') fail(`bench: expected "bench curtail", got "${sub ?? ''}"\n\n${USAGE}`);
+      const { runEngineBench } = await import('../hil/bench/engine-bench.js');
+      process.exitCode = await runEngineBench(args);
       return;
     }
     case 'demo': {

@@ -181,7 +181,7 @@ export class CommandHandler {
           return;
         }
         case 'restore':
-          this.final(meta, id, name, await this.engine.restore(id), receivedAt);
+          this.final(meta, id, name, await this.engine.restore(id, (params as { timeoutMs?: number }).timeoutMs), receivedAt);
           return;
         case 'clear-budget': {
           const cleared = this.engine.clearBudget((params as { budgetId?: string }).budgetId);
@@ -199,7 +199,12 @@ export class CommandHandler {
     return this.engine.demandViews().map((d) => d.key);
   }
 
+  /** The final result, once the engine state it reflects is on disk (persisted before reported). */
   private final(meta: CommandMeta, id: string, name: CommandName, out: WaveOutcome, receivedAt: number): void {
+    this.engine.whenPersisted(() => this.finalNow(meta, id, name, out, receivedAt));
+  }
+
+  private finalNow(meta: CommandMeta, id: string, name: CommandName, out: WaveOutcome, receivedAt: number): void {
     const result = { activation: out.activation, devices: out.devices.map((d) => outcome(d, receivedAt)), durationMs: Math.round(this.now() - receivedAt) };
     if (out.ok) {
       this.send(meta, id, name, 'succeeded', { result });

@@ -122,6 +122,8 @@ export class MqttBridge {
       connectTimeout: this.cfg.connectTimeoutMs,
       reconnectPeriod: 0,
       queueQoSZero: false,
+      // mqtt-packet otherwise precomputes 65 536 two-byte Buffers on the first write (~6 MB of heap, for good)
+      writeCache: false,
       ...(this.cfg.username !== undefined ? { username: this.cfg.username } : {}),
       ...(this.cfg.password !== undefined ? { password: this.cfg.password } : {}),
       ...(tls ? { rejectUnauthorized: tls.rejectUnauthorized, ...this.tlsFiles } : {}),

@@ -116,7 +116,7 @@ export const stateMessageSchema = z
       .array(z.object({ id: z.string(), raised: z.boolean(), since: isoTime }))
       .optional()
       .describe('Configured signal conditions and whether each is raised'),
-    demands: z.array(demandSchema).optional().describe('Active demands holding load down; the most restrictive wins'),
+    demands: z.array(demandSchema).optional().describe('Demands holding load down (the most restrictive wins), and scheduled windows not started yet (startsAt in the future)'),
     holdOffUntil: isoTime.nullable().optional().describe('holdoff: when the restore ramp starts'),
     shed: z.array(z.string()).optional().describe('Devices the engine holds down'),
   })

@@ -11,10 +11,10 @@ import { engineRig, FakeDevice, FakePdu, inFlight } from '../hil/testing/engine-
 const shed = (key: string, extra: Partial<Demand> = {}): Demand => ({ key, source: 'command', kind: 'shed', since: Date.now(), holdOffMs: 0, commandId: key, ...extra });
 const budget = (key: string, maxW: number, extra: Partial<Demand> = {}): Demand => ({ key, source: 'command', kind: 'budget', maxW, since: Date.now(), holdOffMs: 0, commandId: key, ...extra });
 
-async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
+async function until(what: string | (() => string), cond: () => boolean, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
     await sleep(10);
   }
 }
@@ -40,6 +40,8 @@ describe('curtailment engine', () => {
     for (const d of act.devices) {
       assert.ok(d.dispatchAt >= act.signalAt && (d.confirmAt ?? 0) >= d.dispatchAt, `${d.id} timings are ordered`);
     }
+    // reported once the state is on disk
+    await until('curtail.completed reported', () => rig.types().includes('curtail.completed'));
     const done = rig.events.find((e) => e.type === 'curtail.completed');
     assert.ok(done?.timings && done.timings.decisionMs >= 0 && done.timings.devices === 3);
     assert.deepEqual(rig.types().slice(0, 2), ['curtail.started', 'demand.added']);
@@ -104,7 +106,7 @@ describe('curtailment engine', () => {
     assert.deepEqual(pdu.calls, ['1:off'], "only a's outlet is cut: b is not allowed a hard cut");
     assert.equal(ob?.ok, false);
     assert.deepEqual(ob?.steps.map((s) => s.step), ['curtail', 'retry', 'alarm']);
-    assert.ok(rig.events.some((e) => e.type === 'device.alarm' && e.device === 'b'));
+    await until('alarm reported', () => rig.events.some((e) => e.type === 'device.alarm' && e.device === 'b'));
     assert.equal(rig.engine.state, 'partial');
     // restore re-energizes the cut outlet first
     a.stubborn = false;
@@ -168,7 +170,7 @@ describe('curtailment engine', () => {
     await sleep(400);
     assert.deepEqual(devs.map((d) => d.state), ['curtailed', 'curtailed', 'curtailed']);
     assert.equal(devs.reduce((n, d) => n + d.calls.filter((c) => c === 'restore').length, 0), 1, 'the ramp stopped after one step');
-    assert.ok(rig.types().includes('restore.stopped'));
+    await until('restore.stopped reported', () => rig.types().includes('restore.stopped'));
     await rig.stop();
   });
 
@@ -220,7 +222,7 @@ describe('curtailment engine', () => {
     assert.equal(devs[0]!.state, 'running');
     await until('window start', () => devs[0]!.state === 'curtailed');
     assert.ok(Date.now() - now >= 190);
-    await until('window end and restore', () => devs[0]!.state === 'running');
+    await until(() => `window end and restore (${rig.engine.state}; ${rig.types().join(' ')}; ${JSON.stringify(rig.engine.demandViews())})`, () => devs[0]!.state === 'running');
     assert.ok(Date.now() - now >= 490);
     assert.equal(rig.engine.demandViews().length, 0);
     await rig.stop();
@@ -271,6 +273,85 @@ describe('curtailment engine', () => {
     await until('fallback shed', () => devs[0]!.state === 'curtailed', 3000);
     rig.engine.onCentral(true);
     await until('restored', () => devs[0]!.state === 'running');
+    await rig.stop();
+  });
+});
+
+describe('curtailment engine: alternatives, ramps and command semantics', () => {
+  test('a device that ignores curtail goes to its lowest power target; restore sets the previous target back', async () => {
+    const a = new FakeDevice('a', 10, 'asic', 3000, 100, { powerTarget: { minW: 1200, maxW: 3500, reboots: false } });
+    a.stubborn = true;
+    a.targetW = 3000;
+    const rig = engineRig([a], { engine: { retries: 0 }, deadlineMs: 150 });
+    rig.poll();
+    const out = await rig.engine.raise(shed('command:c'))!.done;
+    assert.equal(out.devices[0]?.via, 'alternative');
+    assert.ok(out.devices[0]?.ackAt !== undefined, 'the alternative write was acknowledged');
+    assert.equal(a.targetW, 1200);
+    a.stubborn = false;
+    assert.equal((await rig.engine.restore('r')).ok, true);
+    assert.deepEqual(a.calls, ['curtail', 'target:1200', 'target:3000', 'restore']);
+    await rig.stop();
+  });
+
+  test('with kwPerS the ramp groups devices by their load before the shed', async () => {
+    const devs = ['a', 'b', 'c', 'd'].map((id) => new FakeDevice(id, 5, 'asic', 3000));
+    const rig = engineRig(devs, { engine: { restore: { kwPerS: 6, stepIntervalMs: 1000 } } });
+    rig.poll();
+    await rig.engine.raise(shed('command:c'))!.done;
+    const restoring = rig.engine.restore('r');
+    await until('first step', () => rig.types().includes('restore.step'));
+    await sleep(100);
+    assert.equal(devs.filter((d) => d.state === 'running').length, 2, '6 kW per second: two 3 kW miners in the first step');
+    assert.equal((await restoring).ok, true);
+    await until('steps reported', () => rig.events.filter((e) => e.type === 'restore.step').length === 2);
+    await rig.stop();
+  });
+
+  test('a restore waiting in the hold-off is answered PREEMPTED when a new demand arrives', async () => {
+    const devs = [new FakeDevice('a', 10)];
+    const rig = engineRig(devs);
+    rig.poll();
+    await rig.engine.raise(shed('command:c', { holdOffMs: 2000 }))!.done;
+    const restoring = rig.engine.restore('r');
+    await sleep(50);
+    assert.equal(rig.engine.state, 'holdoff');
+    rig.engine.raise({ key: 'signal:trip', source: 'signal', kind: 'shed', since: Date.now(), holdOffMs: 0 });
+    const r = await restoring;
+    assert.equal(r.preempted, true);
+    assert.equal(devs[0]!.state, 'curtailed');
+    await until('restore.stopped reported', () => rig.types().includes('restore.stopped'));
+    await rig.stop();
+  });
+
+  test('a second demand for devices still being shed waits for that wave instead of succeeding at once', async () => {
+    const devs = [new FakeDevice('a', 200)];
+    const rig = engineRig(devs);
+    rig.poll();
+    const w1 = rig.engine.raise(shed('command:one'));
+    const w2 = rig.engine.raise(shed('command:two'));
+    assert.ok(w1 && w2, 'the second demand joined the wave in flight');
+    const o2 = await w2.done;
+    assert.equal(devs[0]!.state, 'curtailed', 'it resolved only once the device was shed');
+    assert.equal(o2.ok, true);
+    assert.deepEqual(o2.devices.map((d) => d.id), ['a']);
+    assert.deepEqual(devs[0]!.calls, ['curtail'], 'one action for both');
+    await rig.stop();
+  });
+
+  test('a scheduled window that has not started holds nothing; restore leaves budgets to clear-budget', async () => {
+    const devs = [new FakeDevice('a', 10), new FakeDevice('b', 10, 'asic', 3000, 50)];
+    const rig = engineRig(devs);
+    rig.poll();
+    rig.engine.raise(shed('command:later', { source: 'schedule', startsAt: Date.now() + 60_000 }));
+    await sleep(20);
+    assert.equal(rig.engine.state, 'running', 'a future window is not an active demand');
+    await rig.engine.raise(budget('budget:central', 4000))?.done;
+    assert.deepEqual(devs.map((d) => d.state), ['running', 'curtailed']);
+    await assert.rejects(rig.engine.restore('r'), (e: RackpilotError) => e.code === 'DEMANDS_ACTIVE' && /budget:central/.test(e.message));
+    assert.deepEqual(rig.engine.demandViews().map((d) => d.key), ['budget:central'], 'restore ended the window, not the budget');
+    assert.equal(rig.engine.clearBudget(undefined), 1);
+    await until('restored', () => devs[1]!.state === 'running');
     await rig.stop();
   });
 });

@@ -9,28 +9,34 @@
  *    every demand change), so an edge dispatches with no planning on its path.
  *  - Shedding runs every device in parallel with its own deadline and the
  *    escalation ladder of executor.ts.
- *  - When the last demand clears: hold-off (the longest of the cleared
+ *  - When the last active demand clears: hold-off (the longest of the cleared
  *    demands'), then a staggered ramp (ramp.ts) that a new demand stops at once.
- *  - Every transition is persisted (state-store.ts) before it is reported; at
+ *  - Every transition is persisted before it is reported (reporter.ts); at
  *    start the persisted curtailment is re-asserted before anything else, so a
  *    restart, a crash or a broker outage never restores load by itself.
  *  - Every activation is recorded in the evidence log with hr-clock timings.
  */
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { DeviceDriver, Reading } from '../../drivers/contract.js';
 import { sleep } from '../../drivers/lib/deadline.js';
-import { RackpilotError, toRackpilotError } from '../../drivers/lib/errors.js';
+import { RackpilotError } from '../../drivers/lib/errors.js';
 import type { EventType, RackState } from '../../protocol/messages.js';
 import type { SignalCondition, SignalStatus } from '../signals.js';
 import { hrNow } from './clock.js';
 import type { EngineConfig } from './config.js';
-import { DemandSet, nextChange, targetsEqual } from './demands.js';
+import { DemandSet, isActive, nextChange, targetsEqual } from './demands.js';
 import type { ActivationRecord, EvidenceLog } from './evidence.js';
 import { PduReads, restoreDevice, shedDevice, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
 import { plan } from './planner.js';
 import { rampSteps } from './ramp.js';
+import { Reporter } from './reporter.js';
 import type { EngineStateStore, PersistedState, ShedRecord } from './state-store.js';
 import type { Demand, PlanDevice, Target } from './types.js';
+import { summarize, triggerOf, view, type ActivationSummary, type DemandView } from './views.js';
+
+export type { ActivationSummary, DemandView } from './views.js';
+export { view } from './views.js';
 
 export type EnginePhase = PersistedState['phase'];
 
@@ -45,31 +51,6 @@ export interface EngineEvent {
   activation?: string;
   holdOffUntil?: string;
   timings?: ActivationSummary;
-}
-
-export interface DemandView {
-  key: string;
-  source: Demand['source'];
-  kind: Demand['kind'];
-  maxW?: number;
-  devices?: string[];
-  since: string;
-  startsAt?: string;
-  until?: string;
-  holdOffMs: number;
-  commandId?: string | null;
-}
-
-export interface ActivationSummary {
-  signalAt: string;
-  decisionMs: number;
-  lastDispatchMs: number;
-  lastAckMs: number | null;
-  lastConfirmMs: number | null;
-  devices: number;
-  failed: number;
-  powerBeforeW: number | null;
-  powerAfterW: number | null;
 }
 
 export interface WaveOutcome {
@@ -100,13 +81,17 @@ export interface EngineOptions {
   onActivation?: (r: ActivationRecord) => void;
 }
 
-interface Wave {
+/** The result of a demand: the wave it started, or the waves in flight it joined. */
+export interface Wave {
+  id: string | null;
+  done: Promise<WaveOutcome>;
+}
+
+interface RunningWave extends Wave {
   id: string;
   trigger: Demand;
   signalAt: number;
   decidedAt: number;
-  devices: string[];
-  done: Promise<WaveOutcome>;
 }
 
 interface Prepared {
@@ -119,15 +104,17 @@ interface Ramp {
   done: Promise<WaveOutcome>;
 }
 
+type Shed = ShedRecord & { loadW: number; rank: number };
+
 const FAIL_SAFE_KEY = 'fail-safe';
 const RESTART_GRACE_MS = 10_000;
 
 export class Engine {
   readonly demands = new DemandSet();
   /** Devices the engine holds down. */
-  readonly shed = new Map<string, ShedRecord & { loadW: number; rank: number }>();
+  readonly shed = new Map<string, Shed>();
   /** Devices with a curtail in flight, by wave. */
-  private readonly pending = new Map<string, Wave>();
+  private readonly pending = new Map<string, RunningWave>();
   /** Devices whose last shed or restore failed (rack state partial). */
   private readonly failed = new Set<string>();
   private readonly handles = new Map<string, DeviceHandle>();
@@ -137,29 +124,32 @@ export class Engine {
   private readonly reads = new PduReads();
   /** Aborted at stop: in-flight actions give up. */
   private readonly life = new AbortController();
-  private readonly shedOpts: ExecOptions;
+  private readonly reporter: Reporter;
+  /** Per-wave options share this base (the hot path copies nothing else). */
+  private readonly base: Omit<ExecOptions, 'onStep'>;
   phase: EnginePhase = 'idle';
   since = Date.now();
   commandId: string | null = null;
   holdOffUntil: number | null = null;
+  private lastState: RackState = 'running';
   /** The longest hold-off of the demands cleared since load was last fully back. */
   private episodeHoldOffMs = 0;
   private holdTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
   private lostTimer: NodeJS.Timeout | undefined;
   private ramp: Ramp | undefined;
+  private rampDeadlineMs: number | undefined;
   private rampWaiters: ((o: WaveOutcome) => void)[] = [];
   private waves = 0;
   private startedAt = Date.now();
   /** Signal demands loaded from disk: cleared once their signal reads normal after the restart. */
   private readonly carried = new Set<string>();
-  private persistQueued = false;
   private insufficient = false;
   private stopped = false;
-  /** When the current wave's or ramp's trigger happened (device events' durationMs count from it). */
-  private stepOrigin = hrNow();
 
   constructor(private readonly o: EngineOptions) {
+    // every in-flight action listens on the life signal
+    setMaxListeners(o.devices.length * 2 + 16, this.life.signal);
     const byId = new Map(o.devices.map((d) => [d.id, d]));
     const prot = new Set(o.config.protected);
     const cut = new Set(o.config.hardCut);
@@ -179,21 +169,30 @@ export class Engine {
       .filter((d) => d.kind === 'asic' || d.kind === 'gpu')
       .map((d) => ({ id: d.id, kind: d.kind, capabilities: d.capabilities, reading: undefined, protected: prot.has(d.id), priority: o.config.priority[d.id] ?? 0 }));
     for (const c of o.signals) this.conditions.set(c.id, c);
-    this.shedOpts = {
+    this.base = {
       deadlineMs: o.deadlineMs,
       retries: o.config.retries,
       confirmByPower: o.config.confirmByPower,
       powerConfirmFraction: o.config.powerConfirmFraction,
       signal: this.life.signal,
-      onStep: (device, s) => {
-        const type = s.step === 'alarm' ? 'device.alarm' : !s.ok ? 'device.failed' : s.step === 'curtail' || s.step === 'restore' ? 'device.confirmed' : 'device.escalated';
-        this.emit({ type, commandId: this.commandId, device, step: s.step, durationMs: Math.max(0, Math.round(s.at - this.stepOrigin)), ...(s.error ? { error: s.error } : {}) });
-      },
       onReading: (device, r, at) => o.onReading(device, r, at),
       powerBeforeW: (device) => this.shed.get(device)?.loadW ?? o.latest.get(device)?.powerW ?? null,
       lastReading: (device) => o.latest.get(device),
     };
+    this.reporter = new Reporter(o.store, () => this.snapshot(), o.log);
     this.prepare();
+  }
+
+  /** Options for one wave or ramp: its device events carry its command id and count from its origin. */
+  private execOptions(commandId: string | null, origin: number, over: Partial<ExecOptions> = {}): ExecOptions {
+    return {
+      ...this.base,
+      ...over,
+      onStep: (device, s) => {
+        const type = s.step === 'alarm' ? 'device.alarm' : !s.ok ? 'device.failed' : s.step === 'curtail' || s.step === 'restore' ? 'device.confirmed' : 'device.escalated';
+        this.emit({ type, commandId, device, step: s.step, durationMs: Math.max(0, Math.round(s.at - origin)), ...(s.error ? { error: s.error } : {}) });
+      },
+    };
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -204,7 +203,8 @@ export class Engine {
     const loaded = this.o.store.load();
     if (loaded.kind === 'corrupt') {
       this.o.log.error({ error: loaded.error, movedTo: loaded.movedTo }, 'curtailment state file is corrupt: shedding the rack until a restore command (fail-safe)');
-      this.raise({ key: FAIL_SAFE_KEY, source: 'fail-safe', kind: 'shed', since: Date.now(), holdOffMs: this.o.config.commandHoldOffMs, commandId: null });
+      const w = this.raise({ key: FAIL_SAFE_KEY, source: 'fail-safe', kind: 'shed', since: Date.now(), holdOffMs: this.o.config.commandHoldOffMs, commandId: null });
+      await w?.done;
       return;
     }
     if (loaded.kind === 'none') return;
@@ -215,23 +215,23 @@ export class Engine {
       this.demands.add(d, now);
       if (d.source === 'signal') this.carried.add(d.key);
     }
-    for (const [id, rec] of Object.entries(s.shed)) {
-      if (this.handles.has(id)) this.shed.set(id, { ...rec, loadW: 0, rank: 0 });
-    }
-    if (this.shed.size === 0 && this.demands.size === 0) return;
-    this.o.log.warn({ shed: this.shed.size, demands: this.demands.list().map((d) => d.key), phase: s.phase }, 're-asserting the curtailment in force before the restart');
-    // re-assert: every device we held down is told again (it may have been woken while we were away)
-    const again = [...this.shed.keys()];
+    const again: string[] = [];
+    for (const id of Object.keys(s.shed)) if (this.handles.has(id)) again.push(id);
+    if (again.length === 0 && this.demands.size === 0) return;
+    this.o.log.warn({ shed: again.length, demands: this.demands.list().map((d) => d.key), phase: s.phase }, 're-asserting the curtailment in force before the restart');
+    // every device we held down is told again (it may have been woken while we were away)
     const reassert: Demand = { key: 'restart', source: 'fail-safe', kind: 'shed', devices: again, since: now, holdOffMs: 0, commandId: null };
-    for (const id of again) this.shed.delete(id);
     const waves: Promise<WaveOutcome>[] = [];
-    const w = this.dispatch(reassert, again.flatMap((id) => this.handles.get(id) ?? []), now);
+    const w = this.dispatch(reassert, again.flatMap((id) => this.handles.get(id) ?? []), now, undefined, (id) => s.shed[id]);
     if (w) waves.push(w.done);
-    const w2 = this.demands.size > 0 ? this.apply(this.demands.list()[0] as Demand) : null;
+    const first = this.demands.list().find((d) => isActive(d, now));
+    const w2 = first ? this.apply(first) : null;
     if (w2) waves.push(w2.done);
-    if (this.demands.size === 0) {
-      // it was holding off or ramping: start the hold-off again, never shorter than what was left
+    this.scheduleTick();
+    if (this.activeCount() === 0) {
+      // it was holding off or ramping: the hold-off starts again, never shorter than what was left
       this.episodeHoldOffMs = Math.max(0, (s.holdOffUntil ?? now) - now);
+      if (w) await w.done;
       this.afterDemandsCleared();
     }
     await Promise.all(waves);
@@ -245,13 +245,13 @@ export class Engine {
     this.ramp?.ctl.abort();
     this.life.abort();
     await Promise.allSettled([...new Set(this.pending.values())].map((w) => w.done));
-    if (this.persistQueued) this.flushPersist();
+    await this.reporter.idle();
   }
 
   // ---------------------------------------------------------------- inputs
 
   /** A signal condition changed (agent/signals.ts). The hot path: no planning, no await before the sends. */
-  onSignal(type: 'signal.raised' | 'signal.cleared', id: string, measuredAt: number): Wave | null {
+  onSignal(type: 'signal.raised' | 'signal.cleared', id: string, measuredAt: number, value: number | null = null): Wave | null {
     const c = this.conditions.get(id);
     if (!c || c.demand === 'none') return null;
     const key = `signal:${id}`;
@@ -268,29 +268,47 @@ export class Engine {
       since: measuredAt,
       holdOffMs: c.holdOffMs,
       commandId: null,
+      value,
     });
   }
 
-  /** Adds (or replaces) a demand and sheds what its target needs. Returns the wave it started, if any. */
+  /**
+   * Adds (or replaces) a demand and sheds what its target needs. Returns the
+   * wave it started, or the waves in flight that cover its devices; null when
+   * everything it needs is already shed (or it is a window not started yet).
+   */
   raise(d: Demand, deadlineMs?: number): Wave | null {
     if (this.stopped) return null;
+    const now = Date.now();
     const prev = this.demands.get(d.key);
-    this.demands.add(d, Date.now());
-    if (this.ramp) this.stopRamp();
-    if (this.holdOffUntil !== null) this.cancelHoldOff();
-    const w = this.apply(d, deadlineMs);
-    if (!prev) this.emit({ type: 'demand.added', commandId: d.commandId ?? null, demand: view(d) });
-    this.scheduleTick();
-    this.changed();
+    this.demands.add(d, now);
+    const w = isActive(d, now) ? this.activate(d, deadlineMs) : null;
+    setImmediate(() => {
+      this.scheduleTick();
+      this.prepare();
+      this.changed();
+      if (!prev) this.emit({ type: 'demand.added', commandId: d.commandId ?? null, demand: view(d) });
+    });
     return w;
   }
 
-  /** Removes a demand; when none is left, load comes back after the hold-off. */
+  /** An active demand: load stops coming back, and its target is shed. */
+  private activate(d: Demand, deadlineMs?: number): Wave | null {
+    if (this.ramp) this.stopRamp();
+    if (this.holdOffUntil !== null) this.cancelHoldOff();
+    return this.apply(d, deadlineMs);
+  }
+
+  /** Removes a demand; when no active one is left, load comes back after the hold-off. */
   clear(key: string, why: string): Demand | undefined {
     const d = this.demands.remove(key);
     if (!d) return undefined;
     this.carried.delete(key);
-    this.episodeHoldOffMs = Math.max(this.episodeHoldOffMs, d.holdOffMs);
+    const now = Date.now();
+    if (this.demands.activeTarget(now).maxW === null) this.insufficient = false;
+    // a window that never started holds nothing back: it has no hold-off to add
+    if (d.startsAt === undefined || d.startsAt <= now) this.episodeHoldOffMs = Math.max(this.episodeHoldOffMs, d.holdOffMs);
+    this.reporter.persist();
     this.o.log.info({ demand: key, why }, 'demand cleared');
     this.emit({ type: 'demand.cleared', commandId: d.commandId ?? null, demand: view(d) });
     if (this.activeCount() === 0) this.afterDemandsCleared();
@@ -334,16 +352,22 @@ export class Engine {
 
   // ---------------------------------------------------------------- commands
 
-  /** `restore`: clears central control's demands; resolves when load is back (or says what still holds it). */
-  async restore(commandId: string | null): Promise<WaveOutcome> {
+  /**
+   * `restore`: ends central control's curtailments (curtail commands, their
+   * scheduled windows, the fail-safe); budgets are ended by `clear-budget`.
+   * Resolves when the ramp has brought load back, or throws DEMANDS_ACTIVE
+   * naming what still holds it.
+   */
+  async restore(commandId: string | null, deadlineMs?: number): Promise<WaveOutcome> {
     for (const d of this.demands.list()) {
-      if (d.source === 'command' || d.source === 'schedule' || d.source === 'fail-safe') this.clear(d.key, `restore command ${commandId ?? ''}`);
+      if (d.key.startsWith('command:') || d.key === FAIL_SAFE_KEY) this.clear(d.key, `restore command ${commandId ?? ''}`);
     }
     const left = this.demands.list();
     if (left.length > 0) {
       throw new RackpilotError('DEMANDS_ACTIVE', `load stays down: ${left.map((d) => `${d.key} (${d.source})`).join(', ')} still active; it comes back after they clear and their hold-off`);
     }
     this.commandId = commandId;
+    this.rampDeadlineMs = deadlineMs;
     if (this.ramp) return this.ramp.done;
     if (this.holdOffUntil === null && this.shed.size === 0 && this.failed.size === 0 && this.pending.size === 0) {
       return { ok: true, activation: null, durationMs: 0, devices: [] };
@@ -362,6 +386,11 @@ export class Engine {
       }
     }
     return n;
+  }
+
+  /** Runs `fn` once the state it reports is on disk (command results). */
+  whenPersisted(fn: () => void): void {
+    this.reporter.report(fn);
   }
 
   // ---------------------------------------------------------------- views
@@ -387,21 +416,24 @@ export class Engine {
   // ---------------------------------------------------------------- internals
 
   private activeCount(): number {
-    return this.demands.size;
+    const now = Date.now();
+    let n = 0;
+    for (const d of this.demands.list()) if (isActive(d, now)) n++;
+    return n;
   }
 
   private emit(e: EngineEvent): void {
-    try {
-      this.o.emit(e);
-    } catch (err) {
-      this.o.log.error({ err }, 'engine event sink failed');
-    }
+    this.reporter.report(() => this.o.emit(e));
   }
 
   private changed(): void {
-    this.since = Date.now();
-    this.persist();
-    this.o.onState();
+    const st = this.state;
+    if (st !== this.lastState) {
+      this.lastState = st;
+      this.since = Date.now();
+    }
+    this.reporter.persist();
+    this.reporter.report(this.o.onState);
   }
 
   /** The plan for the current demands, taken from the prepared ones when it matches. */
@@ -409,20 +441,33 @@ export class Engine {
     const now = Date.now();
     const target = this.demands.activeTarget(now);
     const prep = this.prepared.get(trigger.key);
-    let handles: DeviceHandle[];
-    if (prep && targetsEqual(prep.target, target)) {
-      handles = prep.handles;
-    } else {
-      handles = this.planHandles(target, true);
-    }
-    return this.dispatch(trigger, handles, trigger.since, deadlineMs);
+    const handles = prep && targetsEqual(prep.target, target) ? prep.handles : this.planHandles(target, trigger.commandId ?? null);
+    return this.dispatch(trigger, handles, trigger.since, deadlineMs) ?? this.join(handles);
   }
 
-  private planHandles(target: Target, report: boolean): DeviceHandle[] {
+  /** Nothing new to shed: the waves in flight for these devices, if any, stand for the demand's result. */
+  private join(handles: readonly DeviceHandle[]): Wave | null {
+    const waves = new Set<RunningWave>();
+    for (const h of handles) {
+      const w = this.pending.get(h.id);
+      if (w) waves.add(w);
+    }
+    if (waves.size === 0) return null;
+    const ids = new Set(handles.map((h) => h.id));
+    const list = [...waves];
+    return {
+      id: list[0]?.id ?? null,
+      done: Promise.all(list.map((w) => w.done)).then((outs) => {
+        const devices = outs.flatMap((o) => o.devices).filter((d) => ids.has(d.id));
+        return { ok: devices.every((d) => d.ok), activation: list[0]?.id ?? null, durationMs: Math.max(...outs.map((o) => o.durationMs)), devices };
+      }),
+    };
+  }
+
+  private planHandles(target: Target, commandId: string | null): DeviceHandle[] {
     const p = plan(target, this.planDevices, { meteredPowerW: this.meteredW(), alreadyShed: new Set(this.shed.keys()) });
-    if (!report) return p.steps.flatMap((s) => this.handles.get(s.device) ?? []);
     if (!p.sufficient && target.maxW !== null && !this.insufficient) {
-      this.emit({ type: 'budget.unreachable', commandId: this.commandId, error: { code: 'BUDGET_UNREACHABLE', message: `rack power ${p.powerW ?? 'unknown'} W cannot be brought to ${target.maxW} W by shedding everything allowed (expected ${p.expectedW ?? 'unknown'} W)` } });
+      this.emit({ type: 'budget.unreachable', commandId, error: { code: 'BUDGET_UNREACHABLE', message: `rack power ${p.powerW ?? 'unknown'} W cannot be brought to ${target.maxW} W by shedding everything allowed (expected ${p.expectedW ?? 'unknown'} W)` } });
     }
     this.insufficient = !p.sufficient && target.maxW !== null;
     return p.steps.flatMap((s) => this.handles.get(s.device) ?? []);
@@ -442,9 +487,11 @@ export class Engine {
     return any ? sum : null;
   }
 
-  /** Prepares, for each signal, the handles its raise would dispatch given the other demands. */
+  /** Prepares, for each signal, the handles its raise would dispatch given the other demands (no side effects). */
   private prepare(): void {
     const now = Date.now();
+    const metered = this.meteredW();
+    const alreadyShed = new Set(this.shed.keys());
     for (const c of this.conditions.values()) {
       if (c.demand === 'none') continue;
       const key = `signal:${c.id}`;
@@ -452,68 +499,81 @@ export class Engine {
       for (const d of this.demands.list()) probe.add(d, now);
       probe.add({ key, source: 'signal', kind: c.demand === 'budget' ? 'budget' : 'shed', ...(c.maxW !== undefined ? { maxW: c.maxW } : {}), since: now, holdOffMs: c.holdOffMs }, now);
       const target = probe.activeTarget(now);
-      this.prepared.set(key, { target, handles: this.planHandles(target, false) });
+      const p = plan(target, this.planDevices, { meteredPowerW: metered, alreadyShed });
+      this.prepared.set(key, { target, handles: p.steps.flatMap((s) => this.handles.get(s.device) ?? []) });
     }
   }
 
   /** Issues the sends for every handle not shed or in flight yet. */
-  private dispatch(trigger: Demand, handles: readonly DeviceHandle[], signalAt: number, deadlineMs?: number): Wave | null {
+  private dispatch(trigger: Demand, handles: readonly DeviceHandle[], signalAt: number, deadlineMs?: number, previously?: (id: string) => ShedRecord | undefined): RunningWave | null {
     const todo: DeviceHandle[] = [];
     for (const h of handles) if (!this.shed.has(h.id) && !this.pending.has(h.id)) todo.push(h);
     if (todo.length === 0) return null;
     const decidedAt = hrNow();
-    this.stepOrigin = signalAt;
-    const opts = deadlineMs === undefined ? this.shedOpts : { ...this.shedOpts, deadlineMs };
-    const jobs = todo.map((h) => shedDevice(h, opts, this.reads));
-    // everything below runs after every send was issued
+    const commandId = trigger.commandId ?? null;
+    const opts = this.execOptions(commandId, signalAt, deadlineMs === undefined ? {} : { deadlineMs });
+    // the first command goes out before any bookkeeping
+    const first = shedDevice(todo[0] as DeviceHandle, opts, this.reads);
     const id = `act-${Math.floor(decidedAt)}-${++this.waves}`;
-    const loads = new Map(todo.map((h, i) => [h.id, { loadW: this.o.latest.get(h.id)?.powerW ?? 0, rank: i }]));
-    const wave: Wave = { id, trigger, signalAt, decidedAt, devices: todo.map((h) => h.id), done: undefined as unknown as Promise<WaveOutcome> };
+    const wave: RunningWave = { id, trigger, signalAt, decidedAt, done: undefined as unknown as Promise<WaveOutcome> };
     for (const h of todo) {
       this.pending.set(h.id, wave);
       this.failed.delete(h.id);
     }
-    this.commandId = trigger.commandId ?? null;
+    const loads = new Map<string, { loadW: number; rank: number }>();
+    todo.forEach((h, rank) => loads.set(h.id, { loadW: previously?.(h.id)?.loadW ?? this.o.latest.get(h.id)?.powerW ?? 0, rank: previously?.(h.id)?.rank ?? rank }));
+    this.commandId = commandId;
     this.phase = 'curtailing';
-    wave.done = Promise.all(jobs).then((outs) => this.settle(wave, outs, loads));
-    this.o.evidence.begin({ id, trigger: triggerOf(trigger), signalAt, decidedAt, devices: [], powerBeforeW: null, powerAfterW: null });
-    this.emit({ type: 'curtail.started', commandId: this.commandId, activation: id, durationMs: Math.max(0, Date.now() - trigger.since), demand: view(trigger) });
-    this.changed();
+    wave.done = fanOut(first, todo, (h) => shedDevice(h, opts, this.reads)).then((outs) => this.settle(wave, outs, loads));
+    // the bookkeeping waits for the check phase, so answers already in are read first
+    setImmediate(() => {
+      this.o.evidence.begin({ id, trigger: triggerOf(trigger), signalAt, decidedAt, devices: [], powerBeforeW: null, powerAfterW: null });
+      this.changed();
+      this.emit({ type: 'curtail.started', commandId, activation: id, durationMs: Math.max(0, Date.now() - trigger.since), demand: view(trigger) });
+    });
     return wave;
   }
 
-  private settle(wave: Wave, outs: ShedOutcome[], loads: Map<string, { loadW: number; rank: number }>): WaveOutcome {
+  private settle(wave: RunningWave, outs: ShedOutcome[], loads: Map<string, { loadW: number; rank: number }>): WaveOutcome {
     for (const out of outs) {
       if (this.pending.get(out.id) === wave) this.pending.delete(out.id);
       if (out.ok && out.via) {
         const l = loads.get(out.id);
-        this.shed.set(out.id, { via: out.via, at: Date.now(), ...(out.cutOutlets ? { outlets: out.cutOutlets } : {}), ...(out.previous ? { previous: out.previous } : {}), loadW: l?.loadW ?? 0, rank: l?.rank ?? 0 });
+        this.shed.set(out.id, {
+          via: out.via,
+          at: Date.now(),
+          ...(out.cutOutlets ? { outlets: out.cutOutlets } : {}),
+          ...(out.previous ? { previous: out.previous } : {}),
+          loadW: l?.loadW ?? 0,
+          rank: l?.rank ?? 0,
+        });
       } else this.failed.add(out.id);
     }
+    this.reporter.persist();
     const completedAt = hrNow();
     const rec = this.o.evidence.complete(wave.id, outs, completedAt);
-    const failed = outs.filter((x) => !x.ok).length;
-    const ok = failed === 0;
-    const summary = summarize(wave, outs, rec);
+    const failed = outs.filter((x) => !x.ok);
+    const ok = failed.length === 0;
+    const commandId = wave.trigger.commandId ?? null;
     this.emit({
       type: ok ? 'curtail.completed' : 'curtail.failed',
-      commandId: wave.trigger.commandId ?? null,
+      commandId,
       activation: wave.id,
       durationMs: Math.max(0, completedAt - wave.signalAt),
-      timings: summary,
-      ...(ok ? {} : { error: { code: 'NOT_CONFIRMED', message: `${failed} of ${outs.length} device(s) were not shed: ${outs.filter((x) => !x.ok).map((x) => `${x.id}: ${x.error?.code ?? 'FAILED'}`).join(', ')}` } }),
+      timings: summarize(wave.signalAt, wave.decidedAt, outs, rec),
+      ...(ok ? {} : { error: { code: 'NOT_CONFIRMED', message: `${failed.length} of ${outs.length} device(s) were not shed: ${failed.map((x) => `${x.id}: ${x.error?.code ?? 'FAILED'}`).join(', ')}` } }),
     });
     if (rec) this.o.onActivation?.(rec);
     if (this.pending.size === 0) {
-      this.phase = this.activeCount() > 0 ? 'curtailed' : this.phase;
-      if (this.activeCount() === 0 && !this.stopped) this.afterDemandsCleared();
+      if (this.activeCount() > 0) this.phase = 'curtailed';
+      else if (!this.stopped) this.afterDemandsCleared();
     }
     this.changed();
     return { ok, activation: wave.id, durationMs: Math.max(0, completedAt - wave.signalAt), devices: outs };
   }
 
   private afterDemandsCleared(): void {
-    if (this.pending.size > 0 || this.stopped) return;
+    if (this.pending.size > 0 || this.stopped || this.ramp) return;
     if (this.shed.size === 0 && this.failed.size === 0) {
       this.phase = 'idle';
       this.episodeHoldOffMs = 0;
@@ -523,6 +583,7 @@ export class Engine {
     const wait = this.episodeHoldOffMs;
     this.holdOffUntil = Date.now() + wait;
     this.phase = 'holdoff';
+    this.reporter.persist();
     clearTimeout(this.holdTimer);
     this.holdTimer = setTimeout(() => {
       this.holdTimer = undefined;
@@ -532,10 +593,16 @@ export class Engine {
     this.emit({ type: 'restore.scheduled', commandId: this.commandId, holdOffUntil: new Date(this.holdOffUntil).toISOString(), durationMs: wait });
   }
 
+  /** A new demand during the hold-off: load stays down; a restore waiting for it is answered as preempted. */
   private cancelHoldOff(): void {
     clearTimeout(this.holdTimer);
     this.holdTimer = undefined;
     this.holdOffUntil = null;
+    this.reporter.persist();
+    if (this.rampWaiters.length > 0) {
+      this.emit({ type: 'restore.stopped', commandId: this.commandId, error: { code: 'PREEMPTED', message: 'a new demand arrived during the hold-off' } });
+      this.resolveRamp({ ok: false, activation: null, durationMs: 0, devices: [], preempted: true });
+    }
   }
 
   private startRamp(): void {
@@ -556,6 +623,7 @@ export class Engine {
     if (!r) return;
     this.ramp = undefined;
     r.ctl.abort();
+    this.reporter.persist();
     this.emit({ type: 'restore.stopped', commandId: this.commandId, error: { code: 'PREEMPTED', message: 'a new demand stopped the restore ramp' } });
     this.resolveRamp({ ok: false, activation: null, durationMs: 0, devices: [], preempted: true });
   }
@@ -568,23 +636,24 @@ export class Engine {
 
   private async runRamp(signal: AbortSignal): Promise<WaveOutcome> {
     const t0 = hrNow();
-    this.stepOrigin = t0;
+    const commandId = this.commandId;
     const ids = new Set([...this.shed.keys(), ...this.failed]);
     const steps = rampSteps(
       [...ids].flatMap((id) => {
         const h = this.handles.get(id);
         const s = this.shed.get(id);
-        return h ? [{ id, kind: h.driver.kind, cut: s?.via === 'cut', loadW: s?.loadW ?? 0, rank: s?.rank ?? 0, shedRank: s?.rank ?? 0 }] : [];
+        return h ? [{ id, kind: h.driver.kind, cut: s?.via === 'cut', loadW: s?.loadW ?? 0, shedRank: s?.rank ?? 0 }] : [];
       }),
       this.o.config.restore,
     );
-    this.emit({ type: 'restore.started', commandId: this.commandId, durationMs: 0 });
-    const opts: ExecOptions = { ...this.shedOpts, signal: AbortSignal.any([signal, this.life.signal]) };
+    this.emit({ type: 'restore.started', commandId, durationMs: 0 });
+    const opts = this.execOptions(commandId, t0, { signal: AbortSignal.any([signal, this.life.signal]), ...(this.rampDeadlineMs !== undefined ? { deadlineMs: this.rampDeadlineMs } : {}) });
+    // every restore of the ramp listens on this one signal
+    setMaxListeners(ids.size + 16, opts.signal);
     const jobs: Promise<ShedOutcome>[] = [];
     for (let i = 0; i < steps.length; i++) {
       if (signal.aborted) break;
-      const step = steps[i] ?? [];
-      for (const id of step) {
+      for (const id of steps[i] ?? []) {
         const h = this.handles.get(id);
         if (!h) continue;
         const rec = this.shed.get(id);
@@ -601,8 +670,8 @@ export class Engine {
           }),
         );
       }
-      this.emit({ type: 'restore.step', commandId: this.commandId, durationMs: Math.round(hrNow() - t0), step: `${i + 1}/${steps.length}` });
-      this.persist();
+      this.reporter.persist();
+      this.emit({ type: 'restore.step', commandId, durationMs: Math.round(hrNow() - t0), step: `${i + 1}/${steps.length}` });
       this.o.onState();
       if (i < steps.length - 1) await sleep(this.o.config.restore.stepIntervalMs, signal).catch(() => undefined);
     }
@@ -612,9 +681,10 @@ export class Engine {
     const failed = devices.filter((d) => !d.ok);
     this.phase = failed.length === 0 ? 'idle' : 'curtailed';
     if (failed.length === 0) this.episodeHoldOffMs = 0;
+    this.reporter.persist();
     this.emit({
       type: failed.length === 0 ? 'restore.completed' : 'restore.failed',
-      commandId: this.commandId,
+      commandId,
       durationMs,
       ...(failed.length === 0 ? {} : { error: { code: 'NOT_CONFIRMED', message: `${failed.length} of ${devices.length} device(s) did not confirm restore: ${failed.map((d) => `${d.id}: ${d.error?.code ?? 'FAILED'}`).join(', ')}` } }),
     });
@@ -634,82 +704,36 @@ export class Engine {
   private tick(): void {
     const now = Date.now();
     for (const d of this.demands.list()) if (d.until !== undefined && d.until <= now) this.clear(d.key, 'ran out');
-    for (const d of this.demands.list()) {
-      if (d.startsAt !== undefined && d.startsAt <= now && d.startsAt > now - 60_000) this.apply(d);
-    }
+    // a scheduled window that has started: it acts like a new demand
+    for (const d of this.demands.list()) if (d.startsAt !== undefined && d.startsAt <= now && d.startsAt > now - 60_000) this.activate(d);
     this.scheduleTick();
+    this.prepare();
     this.changed();
   }
 
-  /** Persists after the current tick (after the sends), coalesced. */
-  private persist(): void {
-    if (this.persistQueued) return;
-    this.persistQueued = true;
-    setImmediate(() => this.flushPersist());
-  }
-
-  private flushPersist(): void {
-    if (!this.persistQueued) return;
-    this.persistQueued = false;
+  private snapshot(): PersistedState {
     const shed: Record<string, ShedRecord> = {};
-    for (const [id, r] of this.shed) shed[id] = { via: r.via, at: r.at, ...(r.outlets ? { outlets: r.outlets } : {}), ...(r.previous ? { previous: r.previous } : {}) };
+    for (const [id, r] of this.shed) shed[id] = r;
     // devices with a curtail in flight count as shed: after a crash they are re-asserted
     for (const id of this.pending.keys()) shed[id] ??= { via: 'curtail', at: Date.now() };
-    try {
-      this.o.store.save({ version: 1, savedAt: Date.now(), phase: this.phase, demands: this.demands.list().filter((d) => d.key !== 'restart'), shed, holdOffUntil: this.holdOffUntil });
-    } catch (err) {
-      this.o.log.error({ error: toRackpilotError(err).toJSON() }, 'could not persist the curtailment state');
-    }
+    return { version: 1, savedAt: Date.now(), phase: this.phase, demands: this.demands.list(), shed, holdOffUntil: this.holdOffUntil };
   }
 }
 
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
-}
+const nextTick = (): Promise<void> => new Promise((r) => process.nextTick(r));
 
-export function view(d: Demand): DemandView {
-  return {
-    key: d.key,
-    source: d.source,
-    kind: d.kind,
-    ...(d.maxW !== undefined ? { maxW: d.maxW } : {}),
-    ...(d.devices ? { devices: d.devices } : {}),
-    since: iso(d.since),
-    ...(d.startsAt !== undefined ? { startsAt: iso(d.startsAt) } : {}),
-    ...(d.until !== undefined ? { until: iso(d.until) } : {}),
-    holdOffMs: d.holdOffMs,
-    ...(d.commandId !== undefined ? { commandId: d.commandId } : {}),
-  };
-}
-
-function triggerOf(d: Demand): ActivationRecord['trigger'] {
-  return {
-    demand: d.key,
-    source: d.source,
-    kind: d.kind,
-    ...(d.maxW !== undefined ? { maxW: d.maxW } : {}),
-    ...(d.key.startsWith('signal:') ? { signal: d.key.slice(7) } : {}),
-    commandId: d.commandId ?? null,
-  };
-}
-
-function summarize(w: Wave, outs: readonly ShedOutcome[], rec: ActivationRecord | undefined): ActivationSummary {
-  const max = (xs: (number | undefined)[]): number | null => {
-    const v = xs.filter((x): x is number => x !== undefined);
-    return v.length ? Math.max(...v) : null;
-  };
-  const r3 = (x: number): number => Math.round(x * 1000) / 1000;
-  const lastAck = max(outs.map((x) => x.ackAt));
-  const lastConfirm = max(outs.map((x) => x.confirmAt));
-  return {
-    signalAt: iso(w.signalAt),
-    decisionMs: r3(Math.max(0, (outs[0]?.dispatchAt ?? w.decidedAt) - w.signalAt)),
-    lastDispatchMs: r3(Math.max(0, (max(outs.map((x) => x.dispatchAt)) ?? w.decidedAt) - w.signalAt)),
-    lastAckMs: lastAck === null ? null : r3(lastAck - w.signalAt),
-    lastConfirmMs: lastConfirm === null ? null : r3(lastConfirm - w.signalAt),
-    devices: outs.length,
-    failed: outs.filter((x) => !x.ok).length,
-    powerBeforeW: rec?.powerBeforeW ?? null,
-    powerAfterW: rec?.powerAfterW ?? null,
-  };
+/**
+ * Starts the action of every device after the first (already started), and
+ * yields to the tick queue between devices: each device's send reaches the
+ * OS as soon as its own driver has built it (drivers finish a send in
+ * microtasks and ticks), instead of every send waiting for all the drivers'
+ * synchronous parts. Same total work; the first and early sends go out at once.
+ */
+async function fanOut(first: Promise<ShedOutcome>, todo: readonly DeviceHandle[], start: (h: DeviceHandle) => Promise<ShedOutcome>): Promise<ShedOutcome[]> {
+  const jobs: Promise<ShedOutcome>[] = [first];
+  for (let i = 1; i < todo.length; i++) {
+    await nextTick();
+    jobs.push(start(todo[i] as DeviceHandle));
+  }
+  return Promise.all(jobs);
 }

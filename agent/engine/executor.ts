@@ -125,12 +125,14 @@ async function curtailOnce(h: DeviceHandle, o: ExecOptions, reads: PduReads, t: 
  * lowest-power profile. Returns what to set back at restore (the target or
  * profile the last reading showed), or undefined when there is no alternative.
  */
-async function alternative(h: DeviceHandle, o: ExecOptions): Promise<NonNullable<ShedRecord['previous']> | undefined> {
+async function alternative(h: DeviceHandle, o: ExecOptions, t: ShedOutcome): Promise<NonNullable<ShedRecord['previous']> | undefined> {
   const d = h.driver;
   const range = d.capabilities.powerTarget;
   const before = o.lastReading(h.id)?.fields;
+  const t0 = hrNow();
   if (range && !range.reboots && d.setPowerTarget) {
     const res = await bounded(`${h.id} power target`, o.deadlineMs, o.signal, (x) => d.setPowerTarget!(range.minW, x));
+    t.ackAt ??= t0 + res.ackMs;
     o.onReading(h.id, res.reading, res.reading.ts);
     const prev = before?.powerTargetW;
     return { powerTargetW: typeof prev === 'number' && prev > range.minW ? Math.min(prev, range.maxW) : range.maxW };
@@ -139,7 +141,9 @@ async function alternative(h: DeviceHandle, o: ExecOptions): Promise<NonNullable
     const profiles = await withDeadline(`${h.id} profiles`, o.deadlineMs, (s) => d.listProfiles!({ deadlineMs: o.deadlineMs, signal: s }), o.signal);
     const lowest = profiles.filter((p) => p.powerW !== undefined).sort((a, b) => (a.powerW ?? 0) - (b.powerW ?? 0))[0];
     if (!lowest) return undefined;
+    const t1 = hrNow();
     const res = await bounded(`${h.id} profile`, o.deadlineMs, o.signal, (x) => d.setProfile!(lowest.name, x));
+    t.ackAt ??= t1 + res.ackMs;
     o.onReading(h.id, res.reading, res.reading.ts);
     const prev = before?.profile;
     return typeof prev === 'string' && prev !== lowest.name ? { profile: prev } : {};
@@ -147,12 +151,15 @@ async function alternative(h: DeviceHandle, o: ExecOptions): Promise<NonNullable
   return undefined;
 }
 
-async function cutOutlets(h: DeviceHandle, o: ExecOptions): Promise<{ pdu: string; outlet: string }[]> {
+async function cutOutlets(h: DeviceHandle, o: ExecOptions, t: ShedOutcome): Promise<{ pdu: string; outlet: string }[]> {
+  const t0 = hrNow();
   const done = await Promise.all(
     h.feeds.map(async (f) => {
       const pdu = f.pdu;
       if (!pdu.switchOutlet) throw new RackpilotError('UNSUPPORTED', `${pdu.id} cannot switch outlets`, { device: h.id });
-      await bounded(`${pdu.id} outlet ${f.outlet} off`, o.deadlineMs, o.signal, (x) => pdu.switchOutlet!(f.outlet, false, x));
+      const res = await bounded(`${pdu.id} outlet ${f.outlet} off`, o.deadlineMs, o.signal, (x) => pdu.switchOutlet!(f.outlet, false, x));
+      // the PDU's acknowledgement stands for the device's
+      t.ackAt ??= t0 + res.ackMs;
       return { pdu: pdu.id, outlet: f.outlet };
     }),
   );
@@ -187,7 +194,7 @@ export async function shedDevice(h: DeviceHandle, o: ExecOptions, reads: PduRead
   }
   if (!o.signal.aborted) {
     try {
-      const previous = await alternative(h, o);
+      const previous = await alternative(h, o, t);
       if (previous) {
         t.previous = previous;
         record('alternative', hrNow());
@@ -199,7 +206,7 @@ export async function shedDevice(h: DeviceHandle, o: ExecOptions, reads: PduRead
   }
   if (!o.signal.aborted && h.hardCut && h.feeds.length > 0) {
     try {
-      t.cutOutlets = await cutOutlets(h, o);
+      t.cutOutlets = await cutOutlets(h, o, t);
       record('cut', hrNow());
       return finish(t, 'cut');
     } catch (err) {

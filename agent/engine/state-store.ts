@@ -13,7 +13,8 @@
 import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { z } from 'zod';
-import { removeStaleTemps, writeFileAtomicSync } from '../../drivers/lib/atomic-file.js';
+import { mkdir } from 'node:fs/promises';
+import { removeStaleTemps, writeFileAtomic, writeFileAtomicSync } from '../../drivers/lib/atomic-file.js';
 import { RackpilotError } from '../../drivers/lib/errors.js';
 import { DEMAND_SOURCES, type Demand } from './types.js';
 
@@ -30,6 +31,7 @@ export const demandSchema = z.object({
   until: epochMs.optional(),
   holdOffMs: z.number().int().nonnegative(),
   commandId: z.string().nullable().optional(),
+  value: z.number().nullable().optional(),
 });
 
 const shedRecordSchema = z.object({
@@ -37,6 +39,8 @@ const shedRecordSchema = z.object({
   at: epochMs,
   outlets: z.array(z.object({ pdu: z.string().min(1), outlet: z.string().min(1) })).optional(),
   previous: z.object({ profile: z.string().optional(), powerTargetW: z.number().positive().optional() }).optional(),
+  loadW: z.number().nonnegative().optional(),
+  rank: z.number().int().nonnegative().optional(),
 });
 
 export const PHASES = ['idle', 'curtailing', 'curtailed', 'holdoff', 'restoring'] as const;
@@ -57,6 +61,10 @@ export interface ShedRecord {
   outlets?: { pdu: string; outlet: string }[];
   /** For `alternative`: what to set back at restore (the profile or power target in force before). */
   previous?: { profile?: string; powerTargetW?: number };
+  /** The draw before it was shed (W; the restore ramp's expected load). */
+  loadW?: number;
+  /** Position in its wave's shed order (the ramp restores in reverse). */
+  rank?: number;
 }
 
 export interface PersistedState {
@@ -123,6 +131,23 @@ export class EngineStateStore {
     try {
       mkdirSync(dirname(this.file), { recursive: true, mode: 0o750 });
       writeFileAtomicSync(this.file, `${JSON.stringify(parsed.data)}\n`, 0o640);
+    } catch (err) {
+      throw new RackpilotError('STATE_WRITE_FAILED', `cannot write engine state file ${this.file}: ${(err as Error).message} (check the state folder, its permissions and free space)`, {
+        file: this.file,
+      });
+    }
+  }
+
+  /** As `save`, without blocking the event loop (the engine's path: the writes run in libuv's pool). */
+  async saveAsync(s: PersistedState): Promise<void> {
+    const parsed = persistedStateSchema.safeParse(s);
+    if (!parsed.success) {
+      const first = parsed.error.issues[0];
+      throw new RackpilotError('INTERNAL', `refusing to save an invalid engine state${first ? ` (${first.path.join('.')}: ${first.message})` : ''}`, { file: this.file });
+    }
+    try {
+      await mkdir(dirname(this.file), { recursive: true, mode: 0o750 });
+      await writeFileAtomic(this.file, `${JSON.stringify(parsed.data)}\n`, 0o640);
     } catch (err) {
       throw new RackpilotError('STATE_WRITE_FAILED', `cannot write engine state file ${this.file}: ${(err as Error).message} (check the state folder, its permissions and free space)`, {
         file: this.file,

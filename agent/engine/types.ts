@@ -33,6 +33,8 @@ export interface Demand {
   holdOffMs: number;
   /** The command that created it, if any. */
   commandId?: string | null;
+  /** signal: the deciding value (for the evidence log). */
+  value?: number | null;
 }
 
 /** The combined target of every active demand. */

@@ -18,17 +18,17 @@ import { CgminerClient, cgminerEndpoint } from '../lib/cgminer/client.js';
 import { actAndConfirm } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError, type ErrorCode } from '../lib/errors.js';
+import { LazyTransport } from '../lib/lazy.js';
 import { ReadingTracker } from '../lib/reading.js';
-import { BraiinsGrpc } from './grpc.js';
-import {
-  SAVE_AND_APPLY,
-  type GetConstraintsResponse,
-  type GetCoolingStateResponse,
-  type GetMinerDetailsResponse,
-  type GetMinerStatsResponse,
-  type GetTunerStateResponse,
-  type QuickRampingResponse,
-  type SetPowerTargetResponse,
+import type { BraiinsGrpc } from './grpc.js';
+import type {
+  GetConstraintsResponse,
+  GetCoolingStateResponse,
+  GetMinerDetailsResponse,
+  GetMinerStatsResponse,
+  GetTunerStateResponse,
+  QuickRampingResponse,
+  SetPowerTargetResponse,
 } from './proto.js';
 import type { BraiinsConfig } from './schema.js';
 import { BraiinsSession } from './session.js';
@@ -44,6 +44,13 @@ const TRANSPORT: ReadonlySet<ErrorCode> = new Set([
   'MALFORMED_RESPONSE',
 ]);
 
+/** The gRPC channel, its session and the proto constant writes need: grpc-js and proto-loader load with them. */
+interface Wire {
+  grpc: BraiinsGrpc;
+  session: BraiinsSession;
+  saveAndApply: string;
+}
+
 /** A failed start-up setup is retried from read() at most this often. */
 const SETUP_RETRY_MS = 30_000;
 
@@ -51,9 +58,9 @@ export class BraiinsDriver implements DeviceDriver {
   readonly kind = 'asic' as const;
   readonly driverId = 'braiins';
   readonly id: string;
-  private readonly grpc: BraiinsGrpc;
+  /** Loaded by start() (or the first call before it), not with the registry. */
+  private readonly wire: LazyTransport<Wire>;
   private readonly legacy: CgminerClient;
-  private readonly session: BraiinsSession;
   private readonly tracker = new ReadingTracker();
   private range: PowerTargetRange | null;
   private setupDone = false;
@@ -65,14 +72,12 @@ export class BraiinsDriver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    this.grpc = new BraiinsGrpc({
-      host: cfg.host,
-      port: cfg.port,
-      maxResponseBytes: cfg.maxResponseBytes,
-      label: `${cfg.id} (${cfg.host}:${cfg.port})`,
+    this.wire = new LazyTransport('gRPC client (@grpc/grpc-js)', async () => {
+      const [{ BraiinsGrpc }, { SAVE_AND_APPLY }] = await Promise.all([import('./grpc.js'), import('./proto.js')]);
+      const grpc = new BraiinsGrpc({ host: cfg.host, port: cfg.port, maxResponseBytes: cfg.maxResponseBytes, label: `${cfg.id} (${cfg.host}:${cfg.port})` });
+      return { grpc, session: new BraiinsSession(grpc, { username: cfg.username, password: cfg.password }, ctx.now), saveAndApply: SAVE_AND_APPLY };
     });
     this.legacy = new CgminerClient(cgminerEndpoint(cfg, cfg.apiPort));
-    this.session = new BraiinsSession(this.grpc, { username: cfg.username, password: cfg.password }, ctx.now);
     this.range = cfg.powerTarget ? { minW: cfg.powerTarget.minW, maxW: cfg.powerTarget.maxW, reboots: false } : null;
   }
 
@@ -82,7 +87,7 @@ export class BraiinsDriver implements DeviceDriver {
 
   /** Logins performed so far (diagnostics). */
   get logins(): number {
-    return this.session.logins;
+    return this.wire.loaded?.session.logins ?? 0;
   }
 
   private get rpcMs(): number {
@@ -101,8 +106,9 @@ export class BraiinsDriver implements DeviceDriver {
   private async setup(signal?: AbortSignal): Promise<void> {
     this.lastSetupAt = this.ctx.now();
     const o = { deadlineMs: this.rpcMs, ...(signal ? { signal } : {}) };
-    if (!this.session.warm) await this.session.login(o);
-    const c = await this.session.call<GetConstraintsResponse>('braiins.bos.v1.ConfigurationService', 'GetConstraints', {}, o);
+    const { session, saveAndApply } = await this.wire.get();
+    if (!session.warm) await session.login(o);
+    const c = await session.call<GetConstraintsResponse>('braiins.bos.v1.ConfigurationService', 'GetConstraints', {}, o);
     const pt = c.tuner_constraints?.power_target;
     const minW = pt?.min?.watt;
     const maxW = pt?.max?.watt;
@@ -119,10 +125,10 @@ export class BraiinsDriver implements DeviceDriver {
           );
         }
       }
-      const res = await this.session.call<QuickRampingResponse>(
+      const res = await session.call<QuickRampingResponse>(
         'braiins.bos.v1.PerformanceService',
         'SetQuickRamping',
-        { save_action: SAVE_AND_APPLY, up_s: q.upS, down_s: q.downS },
+        { save_action: saveAndApply, up_s: q.upS, down_s: q.downS },
         o,
       );
       this.ctx.logger.info({ upS: res.up_s ?? null, downS: res.down_s ?? null }, 'quick ramping applied');
@@ -142,7 +148,7 @@ export class BraiinsDriver implements DeviceDriver {
   }
 
   stop(): Promise<void> {
-    this.grpc.close();
+    this.wire.loaded?.grpc.close();
     return Promise.resolve();
   }
 
@@ -180,7 +186,7 @@ export class BraiinsDriver implements DeviceDriver {
 
   private async readGrpc(signal: AbortSignal, rpcMs: number): Promise<Parsed> {
     const o = { deadlineMs: rpcMs, signal };
-    const s = this.session;
+    const s = (this.wire.loaded ?? (await this.wire.get())).session;
     const [details, stats, cooling, tuner] = await Promise.all([
       s.call<GetMinerDetailsResponse>('braiins.bos.v1.MinerService', 'GetMinerDetails', {}, o),
       s.call<GetMinerStatsResponse>('braiins.bos.v1.MinerService', 'GetMinerStats', {}, o),
@@ -211,7 +217,8 @@ export class BraiinsDriver implements DeviceDriver {
         what: method,
         want: `state "${want}"`,
         send: async (signal) => {
-          await this.session.call('braiins.bos.v1.ActionsService', method, {}, { deadlineMs: this.rpcMs, signal });
+          const { session } = await this.wire.get();
+          await session.call('braiins.bos.v1.ActionsService', method, {}, { deadlineMs: this.rpcMs, signal });
         },
         read: (o) => this.read(o),
         confirmed: (r) => r.state === want && r.fields.source === 'grpc',
@@ -257,10 +264,11 @@ export class BraiinsDriver implements DeviceDriver {
         what: `SetPowerTarget ${watts} W`,
         want: `power target ${watts} W`,
         send: async (signal) => {
-          await this.session.call<SetPowerTargetResponse>(
+          const { session, saveAndApply } = await this.wire.get();
+          await session.call<SetPowerTargetResponse>(
             'braiins.bos.v1.PerformanceService',
             'SetPowerTarget',
-            { save_action: SAVE_AND_APPLY, power_target: { watt: watts } },
+            { save_action: saveAndApply, power_target: { watt: watts } },
             { deadlineMs: this.rpcMs, signal },
           );
         },

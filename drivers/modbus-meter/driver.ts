@@ -8,8 +8,9 @@
 import type { Capabilities, DeviceDriver, DriverContext, FieldValue, Reading, SignalListener, SignalSample } from '../contract.js';
 import { sleep } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
+import { LazyTransport } from '../lib/lazy.js';
 import { ReadingTracker } from '../lib/reading.js';
-import { ModbusLink } from './link.js';
+import type { ModbusLink } from './link.js';
 import { decodeRegister, planReads, type ReadBlock } from './maps.js';
 import { registersOf, type ModbusMeterConfig } from './schema.js';
 
@@ -27,7 +28,8 @@ export class ModbusMeterDriver implements DeviceDriver {
   private readonly periodMs: number;
   /** A sample older than this is stale even without an error (the loop fell behind). */
   private readonly staleAfterMs: number;
-  private readonly link: ModbusLink;
+  /** modbus-serial and serialport are loaded by start(), not with the registry. */
+  private readonly transport: LazyTransport<ModbusLink>;
   private readonly tracker = new ReadingTracker();
   private readonly listeners = new Set<SignalListener>();
   private last: Reading | undefined;
@@ -48,16 +50,18 @@ export class ModbusMeterDriver implements DeviceDriver {
     this.signalChannels = SIGNAL_CHANNELS.filter((c) => regs.some((r) => r.name === c));
     this.periodMs = 1000 / cfg.sampleHz;
     this.staleAfterMs = Math.max(3 * this.periodMs, cfg.timeouts.readMs + this.periodMs);
-    this.link = new ModbusLink(cfg, ctx.logger);
+    this.transport = new LazyTransport('Modbus client (modbus-serial, serialport)', async () => new (await import('./link.js')).ModbusLink(cfg, ctx.logger));
   }
 
   /** Opens the link and starts the sampling loop. A meter that does not answer yet is not an error: its readings stay missing/stale. */
   async start(): Promise<void> {
     if (this.loop) return;
+    const link = await this.transport.get();
+    if (this.loop) return;
     const ctl = new AbortController();
     this.stopCtl = ctl;
     try {
-      await this.link.connect(ctl.signal);
+      await link.connect(ctl.signal);
     } catch (err) {
       const e = toRackpilotError(err, { device: this.id });
       this.last = this.tracker.failed(e, this.ctx.now());
@@ -76,7 +80,14 @@ export class ModbusMeterDriver implements DeviceDriver {
     const loop = this.loop;
     this.loop = undefined;
     if (loop) await loop;
-    await this.link.close();
+    await this.transport.loaded?.close();
+  }
+
+  /** The link, loaded by start(); only used while the sampling loop exists. */
+  private get link(): ModbusLink {
+    const l = this.transport.loaded;
+    if (!l) throw new RackpilotError('NOT_STARTED', `meter ${this.id}: not started`, { device: this.id });
+    return l;
   }
 
   /** The latest sample (no I/O: the sampling loop reads the meter). */

@@ -10,8 +10,9 @@ import { actAndConfirm } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
 import { parseOutlet, SwitchOnSequencer } from '../lib/outlets.js';
+import { LazyTransport } from '../lib/lazy.js';
 import { ReadingTracker } from '../lib/reading.js';
-import { ModbusPduClient } from './client.js';
+import type { ModbusPduClient } from './client.js';
 import { decodeRegisters, planSpans, registerCount, type Span, type Table } from './registers.js';
 import type { PduModbusConfig, RegisterValue } from './schema.js';
 
@@ -32,7 +33,8 @@ export class PduModbusDriver implements DeviceDriver {
   readonly driverId = 'pdu-modbus';
   readonly capabilities: Capabilities = { curtail: false, restore: false, powerTarget: null, profiles: false, switchOutlet: true };
   readonly id: string;
-  private readonly client: ModbusPduClient;
+  /** modbus-serial is loaded by start() (or the first request), not with the registry. */
+  private readonly transport: LazyTransport<ModbusPduClient>;
   private readonly tracker = new ReadingTracker();
   private readonly sequencer: SwitchOnSequencer;
   private readonly spans: Span[];
@@ -45,14 +47,8 @@ export class PduModbusDriver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    this.client = new ModbusPduClient({
-      deviceId: cfg.id,
-      host: cfg.host,
-      port: cfg.port,
-      unitId: cfg.unitId,
-      connectMs: cfg.timeouts.connectMs,
-      readMs: cfg.timeouts.readMs,
-    });
+    const target = { deviceId: cfg.id, host: cfg.host, port: cfg.port, unitId: cfg.unitId, connectMs: cfg.timeouts.connectMs, readMs: cfg.timeouts.readMs };
+    this.transport = new LazyTransport('Modbus TCP client (modbus-serial)', async () => new (await import('./client.js')).ModbusPduClient(target));
     this.sequencer = new SwitchOnSequencer(cfg.switchOnDelayMs, ctx.now);
     const reg = (v: RegisterValue) => ({ table: v.table, address: v.address, count: registerCount(v.type) });
     const wanted = [
@@ -65,23 +61,23 @@ export class PduModbusDriver implements DeviceDriver {
   }
 
   /** Nothing to open yet: the connection is made by the first request (a PDU that is down now is simply unreachable). */
-  start(): Promise<void> {
-    this.client.open();
-    return Promise.resolve();
+  async start(): Promise<void> {
+    (await this.transport.get()).open();
   }
 
   stop(): Promise<void> {
-    this.client.close();
+    this.transport.loaded?.close();
     return Promise.resolve();
   }
 
   private async fetch(spans: readonly Span[], signal: AbortSignal): Promise<Snapshot> {
+    const client = await this.transport.get();
     const snap: Snapshot = { holding: new Map(), input: new Map(), coil: new Map(), discrete: new Map() };
     for (const s of spans) {
       const values =
         s.table === 'coil' || s.table === 'discrete'
-          ? (await this.client.readBits(s.table, s.start, s.count, signal)).map((b) => (b ? 1 : 0))
-          : await this.client.readRegisters(s.table, s.start, s.count, signal);
+          ? (await client.readBits(s.table, s.start, s.count, signal)).map((b) => (b ? 1 : 0))
+          : await client.readRegisters(s.table, s.start, s.count, signal);
       values.forEach((v, i) => snap[s.table].set(s.start + i, v));
     }
     return snap;
@@ -151,8 +147,9 @@ export class PduModbusDriver implements DeviceDriver {
     const what = `switch outlet ${n} ${on ? 'on' : 'off'}`;
     const send = async (signal: AbortSignal): Promise<void> => {
       try {
-        if ('coil' in cmd) await this.client.writeCoil(cmd.coil, on, signal);
-        else await this.client.writeRegister(cmd.register, on ? cmd.on : cmd.off, signal);
+        const client = await this.transport.get();
+        if ('coil' in cmd) await client.writeCoil(cmd.coil, on, signal);
+        else await client.writeRegister(cmd.register, on ? cmd.on : cmd.off, signal);
       } catch (err) {
         const e = toRackpilotError(err, { device: this.id });
         if (e.code !== 'DEVICE_ERROR') throw e;

@@ -10,7 +10,8 @@ import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
 import { parseOutlet, SwitchOnSequencer } from '../lib/outlets.js';
 import { ReadingTracker } from '../lib/reading.js';
-import { SnmpClient, type SnmpValue } from './client.js';
+import { LazyTransport } from '../lib/lazy.js';
+import type { SnmpClient, SnmpValue } from './client.js';
 import { decodeOutletState, fillOid, PROFILES, type OidParams, type PowerPoint, type SnmpPduProfile } from './profiles.js';
 import type { PduSnmpConfig } from './schema.js';
 
@@ -31,7 +32,8 @@ export class PduSnmpDriver implements DeviceDriver {
   readonly capabilities: Capabilities = { curtail: false, restore: false, powerTarget: null, profiles: false, switchOutlet: true };
   readonly id: string;
   private readonly profile: SnmpPduProfile;
-  private readonly client: SnmpClient;
+  /** net-snmp is loaded by start(), not with the registry. */
+  private readonly transport: LazyTransport<SnmpClient>;
   private readonly tracker = new ReadingTracker();
   private readonly sequencer: SwitchOnSequencer;
   /** Precomputed: every OID of a read, in order, and what each one means. */
@@ -50,14 +52,8 @@ export class PduSnmpDriver implements DeviceDriver {
     this.id = cfg.id;
     this.profile = PROFILES[cfg.profile];
     this.params = { unit: cfg.unit ?? this.profile.defaults.unit, cord: cfg.cord ?? this.profile.defaults.cord };
-    this.client = new SnmpClient({
-      deviceId: cfg.id,
-      host: cfg.host,
-      port: cfg.port,
-      requestMs: cfg.timeouts.readMs,
-      maxOidsPerRequest: cfg.maxOidsPerRequest,
-      snmp: cfg.snmp,
-    });
+    const target = { deviceId: cfg.id, host: cfg.host, port: cfg.port, requestMs: cfg.timeouts.readMs, maxOidsPerRequest: cfg.maxOidsPerRequest, snmp: cfg.snmp };
+    this.transport = new LazyTransport('SNMP client (net-snmp)', async () => new (await import('./client.js')).SnmpClient(target));
     this.sequencer = new SwitchOnSequencer(cfg.switchOnDelayMs, ctx.now);
     this.addPower('powerW', this.profile.totalPower, this.params);
     if (this.profile.phasePower) {
@@ -84,14 +80,20 @@ export class PduSnmpDriver implements DeviceDriver {
   }
 
   /** Opens the UDP session; nothing is sent until the first read (a PDU that is down now is simply unreachable). */
-  start(): Promise<void> {
-    this.client.open();
-    return Promise.resolve();
+  async start(): Promise<void> {
+    (await this.transport.get()).open();
   }
 
   stop(): Promise<void> {
-    this.client.close();
+    this.transport.loaded?.close();
     return Promise.resolve();
+  }
+
+  /** The SNMP client; NOT_STARTED before start() loaded it. */
+  private get client(): SnmpClient {
+    const c = this.transport.loaded;
+    if (!c) throw new RackpilotError('NOT_STARTED', `${this.id}: SNMP session not open (start() the driver first)`, { device: this.id });
+    return c;
   }
 
   async read(opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Reading> {

@@ -28,6 +28,7 @@ import { LuxosSim } from '../sim/luxos-sim.js';
 import { MqttWatch } from '../testing/mqtt-watch.js';
 import { freePort } from '../testing/ports.js';
 import { repoRoot } from '../testing/root.js';
+import { fdLimitProblem, nofile, portRangeProblem } from './limits.js';
 
 const { values } = parseArgs({
   options: {
@@ -66,50 +67,12 @@ if (values.families !== undefined) {
   mixFamilies = [...SIM_CATALOG];
 }
 
-/**
- * Descriptors a rack of n miners may hold at once in one process: up to three
- * listeners per simulator, the connections of polls and confirmations on both
- * ends (keep-alive HTTP, gRPC through the fault proxy), plus the broker and
- * node itself. Measured for 256 mixed miners: ~860 in this process, ~480 in
- * the agent; this allows about twice that.
- */
-function fdsNeeded(n: number): number {
-  return 256 + n * 6;
-}
-
-function nofile(): { soft: number; hard: number } {
-  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-  const num = (v: string | undefined): number => (v === undefined || v === 'unlimited' ? Infinity : Number(v));
-  return { soft: num(m?.[1]), hard: num(m?.[2]) };
-}
-
-/**
- * Makes sure both processes can open enough sockets. Node raises its soft
- * limit to the hard one at start-up (the spawned agent too), so only a hard
- * limit below the need is a problem: say how far to raise it.
- */
-function ensureFdLimit(n: number): void {
-  const need = fdsNeeded(n);
-  const { soft, hard } = nofile();
-  if (soft >= need) return;
-  console.error(`open-file limit is ${soft} (hard ${hard}); ${n} miners may need ~${need}. Raise the hard limit (e.g. \`ulimit -Hn ${need}\` as root, or LimitNOFILE=${need} in a systemd unit) and run again.`);
+/** Stops with the reason when the open-file or ephemeral-port limit is too low for n miners. */
+function checkLimits(n: number): void {
+  const problems = [fdLimitProblem(n, 'miners'), portRangeProblem(n, 'miners')].filter((p) => p !== undefined);
+  if (problems.length === 0) return;
+  console.error(problems.join('\n'));
   process.exit(2);
-}
-
-/** Listeners take ephemeral ports: say so plainly if the range is too small for the rack. */
-function checkPortRange(n: number): void {
-  let range: number[];
-  try {
-    range = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
-  } catch {
-    return;
-  }
-  const [lo = 32768, hi = 60999] = range;
-  const need = n * 3 + n * 4; // listeners, plus connections in flight on both ends
-  if (hi - lo + 1 < need) {
-    console.error(`the ephemeral port range ${lo}-${hi} (${hi - lo + 1} ports) is too small for ${n} miners (~${need}); widen net.ipv4.ip_local_port_range`);
-    process.exit(2);
-  }
 }
 
 const CLK_TCK = 100; // Linux USER_HZ
@@ -173,8 +136,7 @@ function median(xs: number[]): number {
 }
 
 async function main(): Promise<void> {
-  ensureFdLimit(miners);
-  checkPortRange(miners);
+  checkLimits(miners);
   const simRack = mixFamilies ? await startMix(miners, mixFamilies) : await startLuxosRack(miners);
   const broker = await startEmbeddedBroker('127.0.0.1', await freePort());
   const site = 'bench';

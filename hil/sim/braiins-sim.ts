@@ -169,6 +169,8 @@ export class BraiinsSim {
     const fault = this.fault;
     const c: { client: net.Socket; upstream?: net.Socket } = { client };
     this.conns.add(c);
+    // a proxy must not add Nagle's delay to small gRPC frames (~40 ms per call otherwise)
+    client.setNoDelay(true);
     client.on('error', () => client.destroy());
     client.on('close', () => {
       c.upstream?.destroy();
@@ -191,6 +193,7 @@ export class BraiinsSim {
         break;
     }
     const up = net.createConnection({ host: '127.0.0.1', port: this.innerPort });
+    up.setNoDelay(true);
     c.upstream = up;
     up.on('error', () => client.destroy());
     up.on('close', () => client.destroy());

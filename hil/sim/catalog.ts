@@ -34,6 +34,12 @@ export interface SimStartOptions {
    * port, one web port, the family ports 4433 and 50051 for every host).
    */
   ports?: SimPorts;
+  /**
+   * How long the Antminer's set_miner_conf.cgi takes to answer (other
+   * families ignore it). Default: 30 ms with `fast` (the real firmware takes
+   * ~20 s), 1500 ms without; benchmarks use 0 (every device acknowledges at once).
+   */
+  antminerCgiDelayMs?: number;
 }
 
 export interface SimPorts {
@@ -130,7 +136,7 @@ const antminer: CatalogEntry = {
       username,
       password: SIM_PASSWORD,
       // the real CGI answers after ~20 s; enough of a wait here to see it, not to bore
-      cgiDelayMs: o.fast ? 30 : 1500,
+      cgiDelayMs: o.antminerCgiDelayMs ?? (o.fast ? 30 : 1500),
     });
     const { host, apiPort, webPort } = await sim.listen();
     return started('antminer', host, sim, () => ({

@@ -49,6 +49,7 @@ export class FakeDevice implements DeviceDriver {
   }
   reading(): Reading {
     const fields: Record<string, number> = this.kind === 'asic' ? { hashrateThs: this.state === 'curtailed' ? 0 : this.hashrateThs } : {};
+    if (this.targetW !== undefined) fields.powerTargetW = this.targetW;
     return { ts: Date.now(), freshness: 'fresh', online: true, state: this.state, powerW: this.powerW, fields };
   }
   read(): Promise<Reading> {
@@ -70,8 +71,17 @@ export class FakeDevice implements DeviceDriver {
       inFlight.now--;
     }
   }
+  /** The power target in force (devices with capabilities.powerTarget); the draw follows it. */
+  targetW: number | undefined;
   curtail(o: ActionOptions): Promise<ActionResult> {
     return this.act('curtailed', o, 'curtail');
+  }
+  async setPowerTarget(watts: number): Promise<ActionResult> {
+    this.calls.push(`target:${watts}`);
+    await sleep(this.delayMs);
+    this.targetW = watts;
+    this.runningW = watts;
+    return { confirmed: true, ackMs: 1, tookMs: this.delayMs, reading: this.reading() };
   }
   restore(o: ActionOptions): Promise<ActionResult> {
     return this.act('running', o, 'restore');

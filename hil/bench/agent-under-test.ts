@@ -1,0 +1,201 @@
+/**
+ * The agent as the signal-to-dispatch benchmark (engine-bench.ts) drives it:
+ * an interface of what a trial needs (inject the signal, wait for every
+ * device's acknowledgement, reset) and its implementation over the agent of
+ * agent/agent.ts, in the bench's own process.
+ */
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { Agent } from '../../agent/agent.js';
+import { validateConfig } from '../../agent/config.js';
+import type { ActivationRecord } from '../../agent/engine/evidence.js';
+import type { DeviceDriver, Reading } from '../../drivers/contract.js';
+import { softGpio, type SoftLine } from '../../drivers/gpio/soft.js';
+import type { DeviceBlock } from '../sim/catalog.js';
+import { hrNow } from './stats.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** What the benchmark needs of the agent; all times on the bench's clock (stats.hrNow). */
+export interface AgentUnderTest {
+  start(): Promise<void>;
+  /** Injects the signal; returns when it was injected. */
+  trigger(): number;
+  /** Once every device acknowledged (or failed): device id -> when it acknowledged. */
+  waitAcked(): Promise<Map<string, number>>;
+  /** Back to normal after the agent's trial (untimed): signal cleared, load restored by the agent, simulators reset. */
+  reset(): Promise<void>;
+  /** Every device back to running through the agent's drivers, whatever the agent believes (after the floor curtailed the rack behind its back). */
+  restoreAll(): Promise<void>;
+  stop(): Promise<void>;
+  /**
+   * Optional, around the untimed capture trial only: pause background work
+   * (telemetry polling) so that nothing but the dispatch goes over the wire
+   * and the acknowledgement times are exact.
+   */
+  quiesce?(on: boolean): Promise<void>;
+}
+
+const TRIP_ID = 'bench-trip';
+const TRIP_OFFSET = 7;
+/** Each device's deadline to confirm a curtail or restore in the trials. */
+const ACTION_DEADLINE_MS = 5_000;
+
+export interface CurrentAgentOptions {
+  devices: readonly DeviceBlock[];
+  brokerUrl: string;
+  pollMs: number;
+  /** Engine state and evidence log go here. */
+  stateDir: string;
+  simReset: () => Promise<void>;
+}
+
+/**
+ * The agent (agent/agent.ts) behind AgentUnderTest: built from a config
+ * object, a soft GPIO input with a signal condition on it (debounce 0, no
+ * hold-off, restore in one step), acknowledgement times from the engine's
+ * activation records.
+ */
+export class CurrentAgent implements AgentUnderTest {
+  private agent: Agent | undefined;
+  private readonly line: SoftLine;
+  private readonly chip = `rackpilot-bench-${Math.random().toString(36).slice(2, 8)}`;
+  private waiting: { resolve: (r: ActivationRecord) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | undefined;
+  private record: Promise<ActivationRecord> | undefined;
+  /** While quiesced: each device's first read-back after the signal = its acknowledgement, exact (hr). */
+  private readHooks: Map<string, number> | undefined;
+
+  constructor(private readonly o: CurrentAgentOptions) {
+    this.line = softGpio.chip(this.chip).line(TRIP_OFFSET);
+  }
+
+  private get a(): Agent {
+    if (!this.agent) throw new Error('agent not started');
+    return this.agent;
+  }
+
+  async start(): Promise<void> {
+    const res = validateConfig({
+      site: 'bench',
+      rack: `curtail${this.o.devices.length}`,
+      mqtt: { url: this.o.brokerUrl, protocolVersion: 4 },
+      poll: { intervalMs: this.o.pollMs, deadlineMs: 3000, concurrency: 64 },
+      actions: { deadlineMs: ACTION_DEADLINE_MS },
+      log: { level: 'silent' },
+      stateDir: this.o.stateDir,
+      evidence: { dir: join(this.o.stateDir, 'evidence') },
+      engine: { restore: { stepDevices: 4096, stepIntervalMs: 0 } },
+      devices: [...this.o.devices, { id: TRIP_ID, driver: 'gpio', name: 'bench trip contact', backend: 'soft', chip: this.chip, offset: TRIP_OFFSET, direction: 'in', debounceMs: 0 }],
+      signals: [{ id: TRIP_ID, source: TRIP_ID, channel: 'input', above: 0.5, forMs: 0, demand: 'shed', holdOffMs: 0 }],
+    });
+    if (!res.ok) throw new Error(`bench agent config: ${res.errors.join('; ')}`);
+    const agent = new Agent(res.config, pino({ level: 'silent' }), {
+      onActivation: (rec) => {
+        if (rec.trigger.signal === TRIP_ID) this.onRecord(rec);
+      },
+    });
+    this.agent = agent;
+    await agent.start();
+    // ready once every device has been read fresh and the rack reads as running
+    const until = Date.now() + 120_000;
+    while (agent.rackState !== 'running') {
+      if (Date.now() > until) throw new Error(`the rack did not read as running within 120 s (state ${agent.rackState})`);
+      await sleep(50);
+    }
+  }
+
+  private onRecord(rec: ActivationRecord): void {
+    const w = this.waiting;
+    if (!w) return;
+    this.waiting = undefined;
+    clearTimeout(w.timer);
+    w.resolve(rec);
+  }
+
+  trigger(): number {
+    if (this.waiting) throw new Error('trigger() while the previous trial is still waiting');
+    this.record = new Promise<ActivationRecord>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting = undefined;
+        reject(new Error(`no activation record within ${ACTION_DEADLINE_MS * 4} ms of the signal`));
+      }, ACTION_DEADLINE_MS * 4);
+      this.waiting = { resolve, reject, timer };
+    });
+    this.readHooks?.clear();
+    const at = hrNow();
+    // the GPIO edge: signal monitor -> engine -> drivers, all on the agent's own path
+    this.line.set(1);
+    return at;
+  }
+
+  async waitAcked(): Promise<Map<string, number>> {
+    const pending = this.record;
+    if (!pending) throw new Error('waitAcked() before trigger()');
+    this.record = undefined;
+    const rec = await pending;
+    const acks = new Map<string, number>();
+    for (const d of rec.devices) if (d.ok && d.ackAt !== undefined) acks.set(d.id, d.ackAt);
+    // ackAt is dispatchAt + the driver's whole-millisecond ackMs; the read hook (capture trial) is exact
+    if (this.readHooks) for (const [id, at] of this.readHooks) if (acks.has(id)) acks.set(id, at);
+    return acks;
+  }
+
+  async reset(): Promise<void> {
+    this.line.set(0);
+    // the signal's demand clears; no hold-off, the restore ramp runs in one step
+    const out = await this.a.engine.restore(null);
+    if (!out.ok) {
+      const bad = out.devices.filter((d) => !d.ok);
+      throw new Error(`restore between trials failed on ${bad.length} device(s): ${bad.slice(0, 3).map((d) => `${d.id} ${d.error?.message ?? ''}`).join('; ')}`);
+    }
+    await this.o.simReset();
+  }
+
+  async restoreAll(): Promise<void> {
+    const failed: string[] = [];
+    await Promise.all(
+      this.a.devices.map(async (d) => {
+        if (!d.capabilities.restore || !d.restore) return;
+        try {
+          await d.restore({ deadlineMs: ACTION_DEADLINE_MS });
+        } catch (err) {
+          failed.push(`${d.id}: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      }),
+    );
+    if (failed.length > 0) throw new Error(`restore after the floor failed on ${failed.length} device(s): ${failed.slice(0, 3).join('; ')}`);
+    await this.o.simReset();
+  }
+
+  async quiesce(on: boolean): Promise<void> {
+    const a = this.a;
+    const hooked = a.devices.filter((d) => d.capabilities.curtail);
+    if (on) {
+      await a.poller.stop();
+      const seen = new Map<string, number>();
+      this.readHooks = seen;
+      for (const d of hooked) {
+        const proto = Object.getPrototypeOf(d) as DeviceDriver;
+        // every ASIC driver confirms by calling this.read() right after the device acknowledged
+        d.read = (opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Reading> => {
+          if (!seen.has(d.id)) seen.set(d.id, hrNow());
+          return proto.read.call(d, opts);
+        };
+      }
+      return;
+    }
+    this.readHooks = undefined;
+    for (const d of hooked) delete (d as Partial<DeviceDriver>).read;
+    const before = a.poller.lastCycle?.startedAt;
+    a.poller.start();
+    // let the cycle that start() runs at once finish before the next timed trial
+    const until = Date.now() + 60_000;
+    while (a.poller.lastCycle?.startedAt === before && Date.now() < until) await sleep(20);
+  }
+
+  async stop(): Promise<void> {
+    const a = this.agent;
+    this.agent = undefined;
+    await a?.stop();
+  }
+}

@@ -1,0 +1,409 @@
+/**
+ * Signal-to-dispatch latency benchmark (prints figures; a missed target is
+ * printed, not an exit code):
+ *
+ *   rackpilot bench curtail [--devices 256] [--trials 100] [--json] [--no-rss] [--rss-seconds 60]
+ *                           [--warmup 3] [--poll-ms 5000] [--families luxos,antminer,...] [--antminer-ack-ms 0]
+ *                           [--state-dir DIR]
+ *
+ * A rack of N simulated miners (families round-robin, acknowledging at once)
+ * runs in a child process (sim-host.ts); the agent runs here and is what is
+ * measured. Each trial sets a soft GPIO input that a signal condition
+ * watches, i.e. the code path of a real GPIO edge, and takes on one
+ * high-resolution clock: signal -> first command issued to the OS (the
+ * agent's own decision time), -> last command issued, -> last device
+ * acknowledged. "Issued" is seen by instrumenting this process's sockets
+ * (wire-probe.ts). Between trials: restore (untimed) and reset.
+ *
+ * The floor (floor.ts) replays the very bytes the agent sent, raw, to the
+ * same simulators, alternating with the agent's trials; the ratios agent /
+ * floor say what the agent's software adds. A last phase (rss-phase.ts) runs
+ * the agent as its own process polling the rack and reports its RSS and CPU.
+ * The agent under test is driven through agent-under-test.ts.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { resolveFamilies } from '../sim/catalog.js';
+import { CurrentAgent, type AgentUnderTest } from './agent-under-test.js';
+import { Floor, planFromCapture } from './floor.js';
+import { fdLimitProblem, portRangeProblem } from './limits.js';
+import { rssPhase, type RssFigures } from './rss-phase.js';
+import { startSimHost } from './sim-host.js';
+import { fmtMs, fmtSummary, ratio, summarize, table, type Summary } from './stats.js';
+import { WireProbe } from './wire-probe.js';
+
+export interface EngineBenchOptions {
+  devices: number;
+  trials: number;
+  warmup: number;
+  /** The agent's telemetry poll interval during the trials and the RSS phase. */
+  pollMs: number;
+  /** 0: no RSS/CPU phase. */
+  rssSeconds: number;
+  families?: string[];
+  antminerAckMs: number;
+  /** Where the agent keeps its state and evidence (default: a temp folder, removed after). */
+  stateDir?: string;
+  /** Progress lines on stderr. */
+  progress?: (line: string) => void;
+}
+
+export const TARGETS = { decisionP99Ms: 0.5, ratioMax: 1.3, rssMaxMB: 80 } as const;
+
+export interface EngineBenchReport {
+  devices: number;
+  trials: number;
+  families: Record<string, number>;
+  node: string;
+  cpus: number;
+  pollMs: number;
+  agent: {
+    decision: Summary;
+    lastIssued: Summary;
+    lastAck: Summary;
+    /** Trials where some device's command or acknowledgement was missing. */
+    incompleteTrials: number;
+    /** Family of the device that acknowledged last, per trial. */
+    lastAckBy: Record<string, number>;
+  };
+  floor: {
+    firstSent: Summary;
+    lastSent: Summary;
+    lastAnswer: Summary;
+    incompleteTrials: number;
+    /** Device-trials whose answer's outcome differed from the agent's (e.g. a refused replay). */
+    mismatched: number;
+    lastAnswerBy: Record<string, number>;
+    /** How the capture replays, e.g. `fresh/eof 114, warm/http 85, h2 29`. */
+    replay: string;
+    problems: string[];
+  };
+  ratios: { lastIssued: { p50: number; p99: number }; lastAck: { p50: number; p99: number } };
+  /** Per family, over every device and trial: from the signal to its command issued / acknowledged; the floor's the same. */
+  perFamily: Record<string, { issued: Summary; ack: Summary; floorSent: Summary; floorAnswer: Summary }>;
+  rss?: RssFigures;
+  targets: { name: string; value: number; limit: number; met: boolean }[];
+}
+
+/** Every `host:port` a device block names (port, webPort, apiPort, ...) -> its device id. */
+function destinations(devices: readonly { id: string; host: string }[]): { deviceOf: Map<string, string>; destsOf: Map<string, string[]> } {
+  const deviceOf = new Map<string, string>();
+  const destsOf = new Map<string, string[]>();
+  for (const d of devices) {
+    const dests: string[] = [];
+    for (const [k, v] of Object.entries(d)) {
+      if ((k === 'port' || k.endsWith('Port')) && typeof v === 'number') {
+        const dest = `${d.host}:${String(v)}`;
+        dests.push(dest);
+        deviceOf.set(dest, d.id);
+      }
+    }
+    destsOf.set(d.id, dests);
+  }
+  return { deviceOf, destsOf };
+}
+
+function tally(m: Record<string, number>, k: string | undefined): void {
+  if (k !== undefined) m[k] = (m[k] ?? 0) + 1;
+}
+
+/** The device with the largest time, and that time. */
+function latest(times: ReadonlyMap<string, number>): { id: string | undefined; at: number } {
+  let id: string | undefined;
+  let at = -Infinity;
+  for (const [k, v] of times) {
+    if (v > at) {
+      at = v;
+      id = k;
+    }
+  }
+  return { id, at };
+}
+
+/** Runs the benchmark and returns its figures (nothing printed but progress). */
+export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchReport> {
+  const say = o.progress ?? ((): void => undefined);
+  const sim = await startSimHost({ devices: o.devices, ...(o.families ? { families: o.families } : {}), antminerAckMs: o.antminerAckMs });
+  const probe = new WireProbe();
+  const stateDir = mkdtempSync(join(o.stateDir ?? tmpdir(), 'rackpilot-engine-bench-'));
+  let agent: AgentUnderTest | undefined;
+  let floor: Floor | undefined;
+  try {
+    const { deviceOf, destsOf } = destinations(sim.devices);
+    const familyOf = (id: string | undefined): string | undefined => (id === undefined ? undefined : sim.familyOf[id]);
+    const families: Record<string, number> = {};
+    for (const d of sim.devices) tally(families, sim.familyOf[d.id]);
+    say(`sims: ${o.devices} devices (${Object.entries(families).map(([f, n]) => `${f} x${n}`).join(', ')}) in process ${sim.pid}`);
+
+    agent = new CurrentAgent({ devices: sim.devices, brokerUrl: sim.brokerUrl, pollMs: o.pollMs, stateDir, simReset: () => sim.reset() });
+    await agent.start();
+    probe.install();
+    for (let i = 0; i < o.warmup; i++) {
+      agent.trigger();
+      await agent.waitAcked();
+      await agent.reset();
+    }
+
+    // capture (untimed): what each device's connections carry from the signal to its acknowledgement
+    await agent.quiesce?.(true);
+    probe.arm(true);
+    agent.trigger();
+    const capturedAcks = await agent.waitAcked();
+    probe.disarm();
+    await agent.quiesce?.(false);
+    await agent.reset();
+    const { plan, problems } = planFromCapture(probe.traces, capturedAcks, deviceOf);
+    floor = new Floor(plan);
+    const replay = floor.describe();
+    say(`capture: ${capturedAcks.size}/${o.devices} acknowledged; floor replays ${replay}${problems.length ? `; ${problems.length} problem(s)` : ''}`);
+
+    const a = { decision: [] as number[], lastIssued: [] as number[], lastAck: [] as number[], incomplete: 0, lastAckBy: {} as Record<string, number> };
+    const f = { first: [] as number[], last: [] as number[], answer: [] as number[], incomplete: 0, mismatched: 0, lastAnswerBy: {} as Record<string, number> };
+    const issued = new Map<string, number>();
+    /** Per family: each device's time from the signal (agent) or the start (floor), over all trials. */
+    const fam = new Map<string, { issued: number[]; ack: number[]; sent: number[]; answer: number[] }>();
+    const famOf = (id: string): { issued: number[]; ack: number[]; sent: number[]; answer: number[] } => {
+      const k = sim.familyOf[id] ?? '?';
+      let v = fam.get(k);
+      if (!v) fam.set(k, (v = { issued: [], ack: [], sent: [], answer: [] }));
+      return v;
+    };
+    for (let i = 0; i < o.trials; i++) {
+      // --- the agent ---
+      probe.arm();
+      const t = agent.trigger();
+      const acks = await agent.waitAcked();
+      probe.disarm();
+      issued.clear();
+      for (const [id, dests] of destsOf) {
+        let first = Infinity;
+        for (const d of dests) first = Math.min(first, probe.firstAt.get(d) ?? Infinity);
+        if (first !== Infinity) issued.set(id, first);
+      }
+      if (issued.size > 0) {
+        a.decision.push(Math.min(...issued.values()) - t);
+        a.lastIssued.push(latest(issued).at - t);
+      }
+      for (const [id, at] of issued) famOf(id).issued.push(at - t);
+      for (const [id, at] of acks) famOf(id).ack.push(at - t);
+      const lastAck = latest(acks);
+      if (acks.size > 0) a.lastAck.push(lastAck.at - t);
+      tally(a.lastAckBy, familyOf(lastAck.id));
+      if (issued.size < o.devices || acks.size < o.devices) a.incomplete++;
+      await agent.reset();
+
+      // --- the floor ---
+      await floor.prepare();
+      const r = await floor.trial();
+      if (r.sent.size > 0) {
+        f.first.push(Math.min(...r.sent.values()) - r.t0);
+        f.last.push(latest(r.sent).at - r.t0);
+      }
+      for (const [id, at] of r.sent) famOf(id).sent.push(at - r.t0);
+      for (const [id, at] of r.answered) famOf(id).answer.push(at - r.t0);
+      const lastAnswer = latest(r.answered);
+      if (r.answered.size > 0) f.answer.push(lastAnswer.at - r.t0);
+      tally(f.lastAnswerBy, familyOf(lastAnswer.id));
+      if (r.failed.size > 0 || r.answered.size < plan.size) f.incomplete++;
+      f.mismatched += r.mismatched.length;
+      if (i === 0 && (r.failed.size > 0 || r.mismatched.length > 0)) {
+        const why = [...r.failed].slice(0, 3).map(([d, e]) => `${d}: ${e}`);
+        say(`floor trial 1: ${r.failed.size} failed, ${r.mismatched.length} answered differently from the agent (${[...why, ...r.mismatched.slice(0, 3)].join('; ')})`);
+      }
+      await agent.restoreAll();
+      if ((i + 1) % 10 === 0 || i + 1 === o.trials) say(`trial ${i + 1}/${o.trials}`);
+    }
+    await floor.close();
+    floor = undefined;
+    probe.uninstall();
+    await agent.stop();
+    agent = undefined;
+
+    const agentFig = { decision: summarize(a.decision), lastIssued: summarize(a.lastIssued), lastAck: summarize(a.lastAck) };
+    const floorFig = { firstSent: summarize(f.first), lastSent: summarize(f.last), lastAnswer: summarize(f.answer) };
+    const ratios = {
+      lastIssued: { p50: ratio(agentFig.lastIssued.p50, floorFig.lastSent.p50), p99: ratio(agentFig.lastIssued.p99, floorFig.lastSent.p99) },
+      lastAck: { p50: ratio(agentFig.lastAck.p50, floorFig.lastAnswer.p50), p99: ratio(agentFig.lastAck.p99, floorFig.lastAnswer.p99) },
+    };
+    const rss = o.rssSeconds > 0 ? await rssPhase(sim, o) : undefined;
+    const target = (name: string, value: number, limit: number): EngineBenchReport['targets'][number] => ({ name, value, limit, met: value <= limit });
+    const targets = [
+      target('decision p99 (ms)', agentFig.decision.p99, TARGETS.decisionP99Ms),
+      target('last issued / floor, p50', ratios.lastIssued.p50, TARGETS.ratioMax),
+      target('last issued / floor, p99', ratios.lastIssued.p99, TARGETS.ratioMax),
+      target('last ack / floor, p50', ratios.lastAck.p50, TARGETS.ratioMax),
+      target('last ack / floor, p99', ratios.lastAck.p99, TARGETS.ratioMax),
+      ...(rss ? [target('agent peak RSS (MB)', (rss.peakMiB * 1024 * 1024) / 1e6, TARGETS.rssMaxMB)] : []),
+    ];
+    return {
+      devices: o.devices,
+      trials: o.trials,
+      families,
+      node: process.version,
+      cpus: cpus().length,
+      pollMs: o.pollMs,
+      agent: { ...agentFig, incompleteTrials: a.incomplete, lastAckBy: a.lastAckBy },
+      floor: { ...floorFig, incompleteTrials: f.incomplete, mismatched: f.mismatched, lastAnswerBy: f.lastAnswerBy, replay, problems },
+      ratios,
+      perFamily: Object.fromEntries(
+        [...fam].map(([k, v]) => [k, { issued: summarize(v.issued), ack: summarize(v.ack), floorSent: summarize(v.sent), floorAnswer: summarize(v.answer) }]),
+      ),
+      ...(rss ? { rss } : {}),
+      targets,
+    };
+  } finally {
+    probe.uninstall();
+    await floor?.close().catch(() => undefined);
+    await agent?.stop().catch(() => undefined);
+    await sim.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
+function fmtP(s: Summary): string {
+  return `${fmtMs(s.p50)} / ${fmtMs(s.p99)}`;
+}
+
+function fmtRatio(x: number): string {
+  return Number.isFinite(x) ? x.toFixed(2) : '-';
+}
+
+export function formatReport(r: EngineBenchReport): string {
+  const out: string[] = [];
+  out.push(
+    `rackpilot bench curtail: ${r.devices} simulated devices (${Object.entries(r.families).map(([f, n]) => `${f} x${n}`).join(', ')}), ${r.trials} trials, node ${r.node}, ${r.cpus} CPUs, poll every ${r.pollMs} ms`,
+  );
+  out.push('');
+  out.push(
+    table([
+      ['from the signal (GPIO edge) to ...', 'p50 / p99 / max (ms)'],
+      ['agent: first command issued (decision)', fmtSummary(r.agent.decision)],
+      ['agent: last command issued to the OS', fmtSummary(r.agent.lastIssued)],
+      ['agent: last device acknowledged', fmtSummary(r.agent.lastAck)],
+      ['floor: first send issued', fmtSummary(r.floor.firstSent)],
+      ['floor: last send issued', fmtSummary(r.floor.lastSent)],
+      ['floor: last answer received', fmtSummary(r.floor.lastAnswer)],
+    ]),
+  );
+  out.push('');
+  out.push(
+    table([
+      ['agent / floor', 'p50', 'p99'],
+      ['last command issued', fmtRatio(r.ratios.lastIssued.p50), fmtRatio(r.ratios.lastIssued.p99)],
+      ['last acknowledged', fmtRatio(r.ratios.lastAck.p50), fmtRatio(r.ratios.lastAck.p99)],
+    ]),
+  );
+  const by = (m: Record<string, number>): string =>
+    Object.entries(m)
+      .sort((x, y) => y[1] - x[1])
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+  out.push('');
+  out.push(
+    table([
+      ['per device, by family (p50 / p99 ms)', 'agent issued', 'agent acked', 'floor sent', 'floor answered'],
+      ...Object.entries(r.perFamily).map(([k, v]) => [k, fmtP(v.issued), fmtP(v.ack), fmtP(v.floorSent), fmtP(v.floorAnswer)]),
+    ]),
+  );
+  out.push('');
+  out.push(`last to acknowledge, per trial: agent ${by(r.agent.lastAckBy) || '-'}; floor ${by(r.floor.lastAnswerBy) || '-'}`);
+  out.push(`floor replay: ${r.floor.replay}`);
+  if (r.agent.incompleteTrials > 0) out.push(`agent: ${r.agent.incompleteTrials} trial(s) with a device not commanded or not acknowledged`);
+  if (r.floor.incompleteTrials > 0 || r.floor.mismatched > 0) {
+    out.push(`floor: ${r.floor.incompleteTrials} incomplete trial(s), ${r.floor.mismatched} answer(s) not as the agent's`);
+  }
+  for (const p of r.floor.problems.slice(0, 5)) out.push(`capture: ${p}`);
+  if (r.rss) {
+    out.push('');
+    out.push(
+      `agent process polling every ${r.pollMs} ms, over ${r.rss.seconds} s: RSS peak ${r.rss.peakMiB.toFixed(1)} MiB, steady ${r.rss.steadyMiB.toFixed(1)} MiB; CPU ${r.rss.cpuPercent.toFixed(1)} %`,
+    );
+  }
+  out.push('');
+  out.push(
+    table([
+      ['target', 'value', 'limit', ''],
+      ...r.targets.map((t) => [t.name, t.name.includes('ms') ? fmtMs(t.value) : t.value.toFixed(2), String(t.limit), t.met ? 'met' : 'MISSED']),
+    ]),
+  );
+  return out.join('\n');
+}
+
+function usage(): string {
+  return 'usage: rackpilot bench curtail [--devices N] [--trials T] [--json] [--no-rss] [--rss-seconds S] [--warmup W] [--poll-ms MS] [--families a,b] [--antminer-ack-ms MS] [--state-dir DIR]';
+}
+
+/** `rackpilot bench curtail ...`: prints the report; 0 unless the benchmark itself broke (2: bad arguments or limits). */
+export async function runEngineBench(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        devices: { type: 'string', default: '256' },
+        trials: { type: 'string', default: '100' },
+        warmup: { type: 'string', default: '3' },
+        'poll-ms': { type: 'string', default: '5000' },
+        'rss-seconds': { type: 'string', default: '60' },
+        'no-rss': { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+        families: { type: 'string' },
+        'antminer-ack-ms': { type: 'string', default: '0' },
+        'state-dir': { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+  } catch (err) {
+    console.error(`${err instanceof Error ? err.message : String(err)}\n${usage()}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(usage());
+    return 0;
+  }
+  const ints: [string, string, number][] = [
+    ['devices', values.devices, 1],
+    ['trials', values.trials, 1],
+    ['warmup', values.warmup, 0],
+    ['poll-ms', values['poll-ms'], 100],
+    ['rss-seconds', values['rss-seconds'], 1],
+    ['antminer-ack-ms', values['antminer-ack-ms'], 0],
+  ];
+  const bad = ints.filter(([, v, min]) => !/^\d+$/.test(v) || Number(v) < min).map(([k, , min]) => `--${k}: expected a whole number >= ${min}`);
+  let families: string[] | undefined;
+  if (values.families !== undefined) {
+    const res = resolveFamilies(values.families.split(','));
+    if (res.ok) families = res.entries.map((e) => e.family);
+    else bad.push(`--families: ${res.error}`);
+  }
+  if (bad.length > 0) {
+    console.error(`${bad.join('\n')}\n${usage()}`);
+    return 2;
+  }
+  const devices = Number(values.devices);
+  const limits = [fdLimitProblem(devices), portRangeProblem(devices)].filter((p) => p !== undefined);
+  if (limits.length > 0) {
+    console.error(limits.join('\n'));
+    return 2;
+  }
+  try {
+    const report = await engineBench({
+      devices,
+      trials: Number(values.trials),
+      warmup: Number(values.warmup),
+      pollMs: Number(values['poll-ms']),
+      rssSeconds: values['no-rss'] ? 0 : Number(values['rss-seconds']),
+      antminerAckMs: Number(values['antminer-ack-ms']),
+      ...(values['state-dir'] !== undefined ? { stateDir: values['state-dir'] } : {}),
+      ...(families ? { families } : {}),
+      progress: (line) => process.stderr.write(`${line}\n`),
+    });
+    console.log(values.json ? JSON.stringify(report, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) : formatReport(report));
+    return 0;
+  } catch (err) {
+    console.error(`bench curtail failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    return 1;
+  }
+}
