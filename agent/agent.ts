@@ -22,6 +22,7 @@ import { EvidenceLog, type ActivationRecord } from './engine/evidence.js';
 import { EngineStateStore } from './engine/state-store.js';
 import { stateMessage, statusMessage, telemetryMessage } from './messages.js';
 import { MqttBridge } from './mqtt-bridge.js';
+import { Spool } from './spool.js';
 import { Poller } from './poller.js';
 import { SignalMonitor, type SignalChange } from './signals.js';
 import { AGENT_VERSION } from './version.js';
@@ -35,6 +36,7 @@ export class Agent {
   readonly engine: Engine;
   readonly evidence: EvidenceLog;
   readonly evidenceDir: string;
+  readonly spool: Spool;
   readonly bridge: MqttBridge;
   readonly signals: SignalMonitor;
   private readonly commands: CommandHandler;
@@ -88,6 +90,7 @@ export class Agent {
       (r, m) => this.onResult(r, m),
       AGENT_VERSION,
       log.child({ component: 'commands' }),
+      { security: config.security, target: `${config.site}/${config.rack}` },
     );
     const clientId = config.mqtt.clientId ?? `rackpilot-${config.site}-${config.rack}`;
     this.bridge = new MqttBridge(
@@ -102,6 +105,7 @@ export class Agent {
       },
       log.child({ component: 'mqtt' }),
     );
+    this.spool = new Spool({ ...config.spool, dir: config.spool.dir ?? join(config.stateDir, 'spool') }, log.child({ component: 'spool' }));
     log.info({ host: os.hostname(), devices: this.devices.length, root: this.topics.root }, 'agent configured');
   }
 
@@ -110,6 +114,8 @@ export class Agent {
   }
 
   async start(): Promise<void> {
+    // a TLS file that is unreadable or unsafe is a config error: refused before any device is touched
+    this.bridge.loadTls();
     await Promise.all(
       this.devices.map(async (d) => {
         try {
@@ -125,6 +131,7 @@ export class Agent {
     // a curtailment in force before a restart is re-asserted before anything else
     await this.engine.start();
     this.signals.start();
+    await this.openSpool();
     this.engine.onCentral(false); // until the first connect: counts towards the central-lost fallback
     this.bridge.start();
     this.poller.start();
@@ -149,6 +156,18 @@ export class Agent {
 
   private readonly unwatch: (() => void)[] = [];
 
+  /** Opens the store-and-forward spool; an unusable one is logged and the agent runs without it (messages are dropped while offline). */
+  private async openSpool(): Promise<void> {
+    try {
+      const r = await this.spool.open();
+      if (r.corrupt.length > 0 || r.ackFileCorrupt) this.log.warn({ corrupt: r.corrupt, ackFileCorrupt: r.ackFileCorrupt }, 'spool: damaged records skipped');
+      if (r.pending.telemetry + r.pending.events > 0) this.log.info({ pending: r.pending }, 'spool: messages from before the restart will be replayed');
+      this.bridge.attachSpool(this.spool);
+    } catch (err) {
+      this.log.error({ error: toRackpilotError(err).toJSON() }, 'spool unusable: telemetry and events published while offline will be dropped');
+    }
+  }
+
   async stop(): Promise<void> {
     this.signals.stop();
     for (const off of this.unwatch.splice(0)) off();
@@ -156,6 +175,7 @@ export class Agent {
     await this.engine.stop();
     await this.evidence.stop();
     await this.bridge.stop(JSON.stringify(statusMessage(this.id, false, 'shutdown', AGENT_VERSION)));
+    await this.spool.close().catch(() => undefined);
     await Promise.all(
       this.devices.map((d) => withDeadline(`${d.id} stop`, STOP_DEADLINE_MS, () => d.stop()).catch(() => undefined)),
     );
@@ -186,7 +206,7 @@ export class Agent {
       this.evidence.samplePower(any ? sum : null, hrNow());
     }
     const msg = telemetryMessage(this.id, this.devices, readings, this.seq++, this.config.poll.intervalMs);
-    void this.bridge.publish(this.topics.telemetry, JSON.stringify(msg), { qos: 0, retain: false });
+    void this.bridge.publish(this.topics.telemetry, JSON.stringify(msg), { qos: 0, retain: false }, false, 'telemetry');
     const states = this.devices.map((d) => readings.get(d.id)?.state ?? ('unknown' satisfies DeviceState)).join(',');
     if (states !== this.lastDeviceStates) this.publishState();
   }
@@ -235,7 +255,7 @@ export class Agent {
     // rack-level events at info; per-device ones at debug (one per device per command)
     if (e.device === undefined) this.log.info({ event: e.type, commandId: e.commandId, durationMs: e.durationMs }, 'curtailment event');
     else this.log.debug({ event: e.type, device: e.device, durationMs: e.durationMs }, 'device event');
-    void this.bridge.publish(this.topics.events, JSON.stringify(msg), { qos: 1, retain: false }, true);
+    void this.bridge.publish(this.topics.events, JSON.stringify(msg), { qos: 1, retain: false }, true, 'event');
   }
 
   /** A signal condition changed: logged, published on `events`, and reflected in the retained state. */
@@ -262,7 +282,7 @@ export class Agent {
       latencyMs: Math.max(0, now - ch.measuredAt),
     };
     this.log.info({ event: ch.type, signal: ch.signal, source: ch.source, value: ch.value, reason: ch.reason }, 'signal');
-    void this.bridge.publish(this.topics.events, JSON.stringify(msg), { qos: 1, retain: false }, true);
+    void this.bridge.publish(this.topics.events, JSON.stringify(msg), { qos: 1, retain: false }, true, 'event');
     this.publishState();
   }
 

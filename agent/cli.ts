@@ -9,6 +9,8 @@
  *   rackpilot gpu-node --listen HOST:PORT --key-file FILE [--library PATH]
  *   rackpilot events export [--dir DIR | --config FILE] [--activation ID] [--format csv|json] [--table power|devices] [--out FILE]
  *   rackpilot bench curtail [--devices N] [--trials T] [--json]
+ *   rackpilot sign [FILE|-] --key FILE --key-id ID [--target SITE/RACK] [--ttl MS]
+ *   rackpilot sign --keygen --out FILE [--key-id ID]
  */
 import { parseArgs } from 'node:util';
 import { Agent } from './agent.js';
@@ -36,6 +38,9 @@ usage:
                                                     write the evidence log (activations, 100 ms rack power)
   rackpilot bench curtail [--devices N] [--trials T] [--json]
                                                     signal-to-dispatch latency against a raw fan-out floor
+  rackpilot sign [FILE|-] --key FILE --key-id ID [--target SITE/RACK] [--ttl MS]
+                                                    sign a command (JSON from FILE or stdin), print it, one line
+  rackpilot sign --keygen --out FILE [--key-id ID]  new Ed25519 key pair: FILE (private, 0600) and FILE.pub
   rackpilot --version | --help
 
   probe/scan take the miner password from --password or RACKPILOT_MINER_PASSWORD
@@ -131,6 +136,11 @@ async function main(argv: string[]): Promise<void> {
       if (sub !== 'curtail') fail(`bench: expected "bench curtail", got "${sub ?? ''}"\n\n${USAGE}`);
       const { runEngineBench } = await import('../hil/bench/engine-bench.js');
       process.exitCode = await runEngineBench(args);
+      return;
+    }
+    case 'sign': {
+      const { runSign } = await import('./sign-cli.js');
+      process.exitCode = await runSign(rest);
       return;
     }
     case 'demo': {

@@ -1,8 +1,10 @@
 /**
  * Intake of commands from central control: size cap, retained check, JSON,
- * envelope and per-command params schemas, expiry, duplicate ids; then
- * `accepted` and exactly one final result. Intake is synchronous so a slow
- * command never blocks the MQTT client's message loop.
+ * envelope schema, signature and replay checks (protocol/signing.ts, config
+ * `security`), per-command params schemas, recently seen ids (the earlier
+ * result is re-sent, nothing runs twice), expiry; then `accepted` and
+ * exactly one final result. Intake is synchronous so a slow command never
+ * blocks the MQTT client's message loop.
  */
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -16,14 +18,20 @@ import {
   type DeviceOutcome,
   type CommandStatus,
 } from '../protocol/messages.js';
-import { formatPath } from './config.js';
+import { canonicalJson, CommandVerifier, parsePublicKey, type JsonObject, type VerifyRejectCode } from '../protocol/signing.js';
+import { formatPath, type SecurityConfig } from './config.js';
 import { hrNow } from './engine/clock.js';
 import type { Engine, WaveOutcome } from './engine/engine.js';
 import type { ShedOutcome } from './engine/executor.js';
 import type { Demand } from './engine/types.js';
 
 export const MAX_COMMAND_BYTES = 64 * 1024;
-const RECENT_IDS = 1000;
+/** Ids remembered with their last result (a duplicate gets it re-sent)... */
+export const RECENT_IDS = 1000;
+/** ...within this many bytes of results in all; commands still running are never forgotten. */
+export const RECENT_BYTES = 16 * 1024 * 1024;
+/** At most one warning per this period about refused signatures (with the count): an attacker cannot flood the log. */
+const SECURITY_WARN_MS = 60_000;
 
 export interface CommandMeta {
   retain: boolean;
@@ -34,6 +42,25 @@ export interface CommandMeta {
 
 export type ResultSink = (result: CommandResult, meta: CommandMeta) => void;
 
+export interface CommandHandlerOptions {
+  /** Epoch ms from the monotonic clock, for durations (default hrNow). */
+  now?: () => number;
+  /** The wall clock, for `expiresAt` and `issuedAt` (default Date.now). */
+  wallNow?: () => number;
+  /** Config `security`: with commandKeys, commands must be signed (protocol/signing.ts). Absent: unsigned commands are accepted, signatures ignored. */
+  security?: SecurityConfig | undefined;
+  /** "<site>/<rack>" of this agent: a command whose `target` differs is refused (WRONG_TARGET). */
+  target?: string | undefined;
+}
+
+/** A command id seen recently: what it asked for, and the last result sent for it. */
+interface Recent {
+  fingerprint: string;
+  last: CommandResult;
+  running: boolean;
+  bytes: number;
+}
+
 function zodFirst(err: z.ZodError, prefix: string): string {
   return err.issues
     .map((i) => `${formatPath([prefix, ...i.path].filter((p) => p !== ''))}: ${i.message.replace(/^Invalid input: /, '')}`)
@@ -41,7 +68,12 @@ function zodFirst(err: z.ZodError, prefix: string): string {
 }
 
 export class CommandHandler {
-  private readonly recent = new Map<string, CommandStatus>();
+  private readonly recent = new Map<string, Recent>();
+  private recentBytes = 0;
+  private readonly verifier: CommandVerifier;
+  private readonly now: () => number;
+  private readonly wallNow: () => number;
+  private refused = { count: 0, warnedAt: -Infinity };
 
   constructor(
     private readonly engine: Engine,
@@ -52,8 +84,22 @@ export class CommandHandler {
     private readonly sink: ResultSink,
     private readonly agentVersion: string,
     private readonly log: Logger,
-    private readonly now: () => number = hrNow,
-  ) {}
+    o: CommandHandlerOptions = {},
+  ) {
+    this.now = o.now ?? hrNow;
+    this.wallNow = o.wallNow ?? Date.now;
+    const sec = o.security;
+    const keys = new Map((sec?.commandKeys ?? []).map((k) => [k.id, parsePublicKey(k.publicKey)]));
+    this.verifier = new CommandVerifier({
+      keys,
+      requireSigned: sec?.requireSigned ?? false,
+      maxClockSkewMs: sec?.maxClockSkewMs ?? 30_000,
+      replayWindowMs: sec?.replayWindowMs ?? 300_000,
+      target: o.target,
+      startedAt: this.wallNow(),
+    });
+    if (keys.size > 0) log.info({ keys: [...keys.keys()], requireSigned: sec?.requireSigned }, 'signed commands: verifying');
+  }
 
   private send(
     meta: CommandMeta,
@@ -62,21 +108,69 @@ export class CommandHandler {
     status: CommandStatus,
     extra: Pick<CommandResult, 'error' | 'result'> = {},
   ): void {
-    // only commands that got past intake are remembered: a rejected one may be fixed and resent with its id
-    if (id !== null && status !== 'rejected' && status !== 'expired') this.remember(id, status);
-    this.sink({ id, command, status, ...extra, ts: new Date(this.now()).toISOString() }, meta);
+    const result: CommandResult = { id, command, status, ...extra, ts: new Date(this.now()).toISOString() };
+    // only accepted commands are remembered (accept() adds them): a rejected or expired one may be fixed and resent with its id
+    if (id !== null && (status === 'succeeded' || status === 'failed')) this.settle(id, result);
+    this.sink(result, meta);
   }
 
-  private remember(id: string, status: CommandStatus): void {
+  /** Remembers an accepted command under its id, then answers `accepted`. */
+  private accept(meta: CommandMeta, id: string, name: CommandName, fingerprint: string): void {
+    const accepted: CommandResult = { id, command: name, status: 'accepted', ts: new Date(this.now()).toISOString() };
+    this.forget(id);
+    this.recent.set(id, { fingerprint, last: accepted, running: true, bytes: 128 });
+    this.recentBytes += 128;
+    this.evict();
+    this.sink(accepted, meta);
+  }
+
+  /** The final result replaces `accepted` as the one a duplicate gets. */
+  private settle(id: string, result: CommandResult): void {
+    const e = this.recent.get(id);
+    if (!e) return;
+    this.forget(id);
+    const bytes = JSON.stringify(result).length;
+    this.recent.set(id, { ...e, last: result, running: false, bytes });
+    this.recentBytes += bytes;
+    this.evict();
+  }
+
+  private forget(id: string): void {
+    const e = this.recent.get(id);
+    if (!e) return;
     this.recent.delete(id);
-    this.recent.set(id, status);
-    if (this.recent.size > RECENT_IDS) {
-      const oldest = this.recent.keys().next().value;
-      if (oldest !== undefined) this.recent.delete(oldest);
+    this.recentBytes -= e.bytes;
+  }
+
+  /** Oldest first, never one still running (its duplicate must not run it again). */
+  private evict(): void {
+    for (const [id, e] of this.recent) {
+      if (this.recent.size <= RECENT_IDS && this.recentBytes <= RECENT_BYTES) return;
+      if (!e.running) this.forget(id);
     }
   }
 
+  /** A refused signature, replay or stale command: debug each, warn at most once a minute with the count. */
+  private refusedSecurity(id: string | null, code: VerifyRejectCode): void {
+    this.refused.count++;
+    const t = this.now();
+    if (t - this.refused.warnedAt < SECURITY_WARN_MS) return;
+    this.log.warn({ id, code, refused: this.refused.count }, 'command refused by the signature checks (count since the last warning)');
+    this.refused = { count: 0, warnedAt: t };
+  }
+
+  /** Never throws: every payload gets a result, or (an empty one) a debug log line. */
   handle(payload: Buffer, meta: CommandMeta): void {
+    try {
+      this.intake(payload, meta);
+    } catch (err) {
+      // a bug, not a bad command: still answered
+      this.log.error({ err }, 'command intake failed');
+      this.sink({ id: null, command: null, status: 'rejected', error: { code: 'INTERNAL', message: `command intake failed: ${(err as Error).message}` }, ts: new Date(this.now()).toISOString() }, meta);
+    }
+  }
+
+  private intake(payload: Buffer, meta: CommandMeta): void {
     const receivedAt = this.now();
     if (payload.length === 0) {
       // an empty (retained) message is how a retained command is cleared: nothing to answer
@@ -112,6 +206,13 @@ export class CommandHandler {
       return;
     }
     const cmd = env.data;
+    const wall = this.wallNow();
+    const verdict = this.verifier.check(json as JsonObject, wall);
+    if (!verdict.ok) {
+      this.refusedSecurity(cmd.id, verdict.code);
+      reject(cmd.id, cmd.command, verdict.code, verdict.message);
+      return;
+    }
     if (!(COMMAND_NAMES as readonly string[]).includes(cmd.command)) {
       reject(cmd.id, cmd.command, 'UNKNOWN_COMMAND', `command: unknown command "${cmd.command}" (known: ${COMMAND_NAMES.join(', ')})`);
       return;
@@ -127,21 +228,28 @@ export class CommandHandler {
       reject(cmd.id, name, 'INVALID_PARAMS', `params.devices: no device ${unknown.slice(0, 10).map((d) => `"${d}"`).join(', ')} in this rack`);
       return;
     }
+    const fingerprint = fingerprintOf(name, params.data);
     const previous = this.recent.get(cmd.id);
     if (previous !== undefined) {
-      reject(cmd.id, name, 'DUPLICATE_ID', `command id "${cmd.id}" was already handled (last status: ${previous}); use a new id`);
+      if (previous.fingerprint !== fingerprint) {
+        reject(cmd.id, name, 'DUPLICATE_ID', `command id "${cmd.id}" was already used for a different command (last status: ${previous.last.status}); use a new id`);
+        return;
+      }
+      // a redelivery or a retry: nothing runs again, the last result sent for it is sent again (its own ts)
+      this.log.debug({ id: cmd.id, status: previous.last.status }, 'duplicate command id: earlier result re-sent');
+      this.sink(previous.last, meta);
       return;
     }
     if (cmd.expiresAt !== undefined) {
       const exp = typeof cmd.expiresAt === 'number' ? cmd.expiresAt : Date.parse(cmd.expiresAt);
-      if (exp <= receivedAt) {
+      if (exp <= wall) {
         this.send(meta, cmd.id, name, 'expired', {
-          error: { code: 'EXPIRED', message: `command expired at ${new Date(exp).toISOString()}, received ${new Date(receivedAt).toISOString()}` },
+          error: { code: 'EXPIRED', message: `command expired at ${new Date(exp).toISOString()}, received ${new Date(wall).toISOString()}` },
         });
         return;
       }
     }
-    this.send(meta, cmd.id, name, 'accepted');
+    this.accept(meta, cmd.id, name, fingerprint);
     void this.execute(name, params.data, cmd.id, receivedAt, meta);
   }
 
@@ -219,6 +327,15 @@ export class CommandHandler {
 }
 
 type Params = Record<string, unknown>;
+
+/** What a command asks for (name and validated params, defaults filled in): a retry with the same id must ask the same. */
+function fingerprintOf(name: CommandName, params: unknown): string {
+  try {
+    return canonicalJson({ command: name, params });
+  } catch {
+    return JSON.stringify({ command: name, params });
+  }
+}
 
 const r3 = (x: number): number => Math.max(0, Math.round(x * 1000) / 1000);
 

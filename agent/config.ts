@@ -7,11 +7,13 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { DRIVERS, findDriver, type RegisteredDriver } from '../drivers/registry.js';
+import { parsePublicKey } from '../protocol/signing.js';
 import { topicIdSchema } from '../protocol/topics.js';
 import { signalConditionSchema } from './signals.js';
 import { autoDeviceSchema, type AutoDeviceConfig } from './auto.js';
 import { engineConfigSchema } from './engine/config.js';
 import { evidenceConfigSchema } from './engine/evidence.js';
+import { spoolConfigSchema } from './spool/config.js';
 
 export const mqttConfigSchema = z
   .object({
@@ -26,6 +28,8 @@ export const mqttConfigSchema = z
     keepaliveS: z.number().int().min(5).max(600).default(30),
     connectTimeoutMs: z.number().int().min(500).max(60_000).default(5_000),
     publishTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+    /** Spooled telemetry and events are replayed after a reconnect at most this many per second (live messages go alongside). */
+    replayPerS: z.number().int().min(1).max(10_000).default(50),
     reconnect: z
       .object({
         minMs: z.number().int().min(50).max(60_000).default(500),
@@ -71,6 +75,51 @@ export const logConfigSchema = z
   .strict()
   .prefault({});
 
+export const commandKeySchema = z
+  .object({
+    /** The `sig.keyId` central control signs with. */
+    id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 characters of A-Z a-z 0-9 _ . -'),
+    /** PEM (-----BEGIN PUBLIC KEY-----) or the base64 of the 32 raw bytes (`rackpilot sign --keygen` prints both). */
+    publicKey: z.string().superRefine((text, ctx) => {
+      try {
+        parsePublicKey(text);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      }
+    }),
+  })
+  .strict();
+
+/**
+ * Signed commands (protocol/signing.ts). With `commandKeys`, only commands
+ * signed by one of them act on the rack (more than one: key rotation);
+ * without, commands are accepted unsigned as before.
+ */
+export const securityConfigSchema = z
+  .object({
+    commandKeys: z.array(commandKeySchema).max(32).default([]),
+    /** Refuse unsigned commands. Default: true when commandKeys is not empty; false lets unsigned ones through during a migration (signed ones are still verified). */
+    requireSigned: z.boolean().optional(),
+    /** How far a command's issuedAt may lie ahead of the agent's clock. */
+    maxClockSkewMs: z.number().int().min(0).max(600_000).default(30_000),
+    /** How old a command's issuedAt may be; its nonce is remembered this long. */
+    replayWindowMs: z.number().int().min(1_000).max(3_600_000).default(300_000),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    const seen = new Map<string, number>();
+    s.commandKeys.forEach((k, i) => {
+      const prev = seen.get(k.id);
+      if (prev !== undefined) ctx.addIssue({ code: 'custom', path: ['commandKeys', i, 'id'], message: `duplicate key id "${k.id}" (also commandKeys[${prev}].id)` });
+      seen.set(k.id, i);
+    });
+    if (s.requireSigned === true && s.commandKeys.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['requireSigned'], message: 'true needs at least one key in security.commandKeys (rackpilot sign --keygen makes one)' });
+    }
+  })
+  .transform((s) => ({ ...s, requireSigned: s.requireSigned ?? s.commandKeys.length > 0 }))
+  .prefault({});
+
 const rootSchema = z
   .object({
     site: topicIdSchema,
@@ -85,6 +134,9 @@ const rootSchema = z
     stateDir: z.string().min(1).default('/var/lib/rackpilot'),
     engine: engineConfigSchema,
     evidence: evidenceConfigSchema,
+    /** The store-and-forward buffer for telemetry and events while the broker is unreachable. */
+    spool: spoolConfigSchema,
+    security: securityConfigSchema,
   })
   .strict();
 
@@ -92,6 +144,7 @@ const rootSchema = z
 export type DeviceConfig = z.output<RegisteredDriver['configSchema']> | AutoDeviceConfig;
 export type AgentConfig = Omit<z.output<typeof rootSchema>, 'devices'> & { devices: DeviceConfig[] };
 export type MqttConfig = z.output<typeof mqttConfigSchema>;
+export type SecurityConfig = z.output<typeof securityConfigSchema>;
 
 export type ConfigResult = { ok: true; config: AgentConfig } | { ok: false; errors: string[] };
 

@@ -4,15 +4,16 @@
  * has a fixed period), bounds everything it buffers, puts a deadline on every
  * publish, and hands commands to the intake without awaiting them.
  */
-import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import { withDeadline } from '../drivers/lib/deadline.js';
-import { RackpilotError, toRackpilotError } from '../drivers/lib/errors.js';
+import { sleep, withDeadline } from '../drivers/lib/deadline.js';
+import { toRackpilotError } from '../drivers/lib/errors.js';
 import type { RackTopics } from '../protocol/topics.js';
 import type { CommandMeta } from './commands.js';
 import type { MqttConfig } from './config.js';
 import { backoffDelay } from './concurrency.js';
+import type { RecordClass, Spool } from './spool.js';
+import { loadTlsFiles } from './tls-files.js';
 
 /** Results, events, status and state wait here until sent, in order (oldest dropped first past this). */
 export const MAX_PENDING = 500;
@@ -51,6 +52,17 @@ interface Pending {
   opts: IClientPublishOptions;
 }
 
+const REPLAY_BATCH = 10;
+const REPLAY_BATCH_BYTES = 1024 * 1024;
+
+/** A replayed JSON object payload, marked: `{"historical":true,"spoolSeq":N,...}`. */
+export function historical(payload: Buffer, seq: number): string {
+  const text = payload.toString('utf8');
+  if (!text.startsWith('{')) return text;
+  const rest = text.slice(1).trimStart();
+  return `{"historical":true,"spoolSeq":${seq}${rest.startsWith('}') ? '' : ','}${rest}`;
+}
+
 export class MqttBridge {
   private client: MqttClient | undefined;
   private version: 4 | 5;
@@ -63,7 +75,10 @@ export class MqttBridge {
   private connectedAt = 0;
   connected = false;
   /** Counters for health and tests. */
-  readonly stats = { connects: 0, dropped: 0, publishFailures: 0 };
+  readonly stats = { connects: 0, dropped: 0, publishFailures: 0, spooled: 0, spoolRefused: 0, replayed: 0 };
+  /** The store-and-forward buffer for telemetry and events while the broker is unreachable (agent/spool.ts). */
+  private spool: Spool | undefined;
+  private replaying = false;
 
   /** Messages waiting to be sent. */
   get queued(): number {
@@ -80,36 +95,33 @@ export class MqttBridge {
     this.version = cfg.protocolVersion === 4 ? 4 : 5;
   }
 
+  /** Telemetry and events published while disconnected go to `spool` and are replayed after each connect. */
+  attachSpool(spool: Spool): void {
+    this.spool = spool;
+  }
+
   get protocolVersion(): 4 | 5 {
     return this.version;
   }
 
-  /** Throws CONFIG_INVALID when a TLS file named in config cannot be read. */
+  /** Throws CONFIG_INVALID when a TLS file named in config is unreadable, unsafe or invalid (agent/tls-files.ts). */
   start(): void {
-    this.tlsFiles = this.readTlsFiles();
+    this.loadTls();
     this.stopping = false;
     this.connect();
   }
 
-  private tlsFiles: Pick<IClientOptions, 'ca' | 'cert' | 'key'> = {};
+  private tlsFiles: Pick<IClientOptions, 'ca' | 'cert' | 'key'> | undefined;
+
+  /** Reads and checks the TLS files (once); the agent calls it before touching any device, so a bad file fails fast. */
+  loadTls(): void {
+    this.tlsFiles ??= this.readTlsFiles();
+  }
 
   private readTlsFiles(): Pick<IClientOptions, 'ca' | 'cert' | 'key'> {
-    const tls = this.cfg.tls;
-    if (!tls) return {};
-    const read = (key: 'caFile' | 'certFile' | 'keyFile'): Buffer | undefined => {
-      const file = tls[key];
-      if (file === undefined) return undefined;
-      try {
-        return readFileSync(file);
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code ?? 'error';
-        throw new RackpilotError('CONFIG_INVALID', `mqtt.tls.${key}: cannot read "${file}" (${code})`, { key });
-      }
-    };
-    const ca = read('caFile');
-    const cert = read('certFile');
-    const key = read('keyFile');
-    return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
+    const { files, warnings } = loadTlsFiles(this.cfg.tls);
+    for (const w of warnings) this.log.warn({ key: `mqtt.tls.${w.key}`, file: w.file }, w.message);
+    return files;
   }
 
   private options(): IClientOptions {
@@ -126,7 +138,7 @@ export class MqttBridge {
       writeCache: false,
       ...(this.cfg.username !== undefined ? { username: this.cfg.username } : {}),
       ...(this.cfg.password !== undefined ? { password: this.cfg.password } : {}),
-      ...(tls ? { rejectUnauthorized: tls.rejectUnauthorized, ...this.tlsFiles } : {}),
+      ...(tls ? { rejectUnauthorized: tls.rejectUnauthorized, ...(this.tlsFiles ?? {}) } : {}),
       will: { topic: this.topics.status, payload: Buffer.from(this.cb.willPayload()), qos: 1, retain: true },
     };
   }
@@ -208,6 +220,55 @@ export class MqttBridge {
     }
     this.cb.onConnected();
     await this.flush();
+    await this.replay(client);
+  }
+
+  /**
+   * Replays the spool after a connect: oldest first, marked historical, QoS 1,
+   * at most `replayPerS` a second so live messages (sent directly, alongside)
+   * are never starved; acknowledges what the broker took; on a failure the
+   * spool is rewound to the last acknowledged record.
+   */
+  private async replay(client: MqttClient): Promise<void> {
+    const spool = this.spool;
+    if (!spool || this.replaying) return;
+    this.replaying = true;
+    const gapMs = 1000 / this.cfg.replayPerS;
+    try {
+      while (this.connected && this.client === client && !this.stopping) {
+        const recs = await spool.take(REPLAY_BATCH, REPLAY_BATCH_BYTES);
+        if (recs.length === 0) break;
+        let acked = 0;
+        for (const r of recs) {
+          if (!(await this.send({ topic: r.topic, payload: historical(r.payload, r.seq), opts: { qos: 1, retain: false } }))) break;
+          acked = r.seq;
+          this.stats.replayed++;
+          await sleep(gapMs);
+        }
+        if (acked > 0) await spool.ack(acked);
+        if (acked !== recs.at(-1)?.seq) {
+          await spool.rewind();
+          break;
+        }
+      }
+    } catch (err) {
+      this.log.error({ err: toRackpilotError(err).toJSON() }, 'spool replay failed');
+      await spool.rewind().catch(() => undefined);
+    } finally {
+      this.replaying = false;
+    }
+  }
+
+  /** Into the spool; a refusal (full of events, too large) is counted and logged, never thrown. */
+  private toSpool(cls: RecordClass, topic: string, payload: string): void {
+    const spool = this.spool;
+    if (!spool) return;
+    this.stats.spooled++;
+    void spool.append(cls, topic, payload).then((r) => {
+      if (r.ok) return;
+      this.stats.spoolRefused++;
+      this.log.warn({ topic, reason: r.reason }, 'the spool refused a message');
+    });
   }
 
   /**
@@ -245,6 +306,14 @@ export class MqttBridge {
       return true;
     } catch (err) {
       this.stats.publishFailures++;
+      // an MQTT 5 PUBACK reason code >= 0x80 (e.g. 0x87: not authorized by the broker's ACL) is final:
+      // retrying it would block everything queued behind it
+      const rc = (err as { code?: unknown }).code;
+      if (typeof rc === 'number' && rc >= 0x80) {
+        this.stats.dropped++;
+        this.log.error({ topic: p.topic, reasonCode: rc }, 'the broker refused the message; dropped');
+        return true;
+      }
       this.log.warn({ topic: p.topic, error: toRackpilotError(err).message }, 'publish failed');
       return false;
     }
@@ -255,11 +324,16 @@ export class MqttBridge {
    * queue and survive disconnections (bounded, oldest dropped). Others
    * (telemetry) are sent only when connected, else dropped and counted.
    */
-  async publish(topic: string, payload: string, opts: IClientPublishOptions, keep = false): Promise<boolean> {
+  async publish(topic: string, payload: string, opts: IClientPublishOptions, keep = false, spoolAs?: RecordClass): Promise<boolean> {
     const p = { topic, payload, opts };
+    if (spoolAs && this.spool && !this.connected) {
+      this.toSpool(spoolAs, topic, payload);
+      return false;
+    }
     if (!keep) {
       if (this.connected && (await this.send(p))) return true;
-      this.stats.dropped++;
+      if (spoolAs && this.spool) this.toSpool(spoolAs, topic, payload);
+      else this.stats.dropped++;
       return false;
     }
     this.pending.push(p);

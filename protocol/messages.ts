@@ -61,6 +61,8 @@ export const telemetryMessageSchema = z
     site: z.string(),
     rack: z.string(),
     seq: z.number().int().nonnegative().describe('Increments by one per telemetry message since agent start'),
+    historical: z.boolean().optional().describe('true: sent late from the store-and-forward spool after a broker outage (ts is when it was built)'),
+    spoolSeq: z.number().int().positive().optional().describe('historical: the spool\'s sequence number (increasing across restarts; deduplicate on it)'),
     intervalMs: z.number().int().positive(),
     summary: z
       .object({
@@ -151,6 +153,8 @@ export const eventMessageSchema = z
     rack: z.string(),
     type: z.enum(EVENT_TYPES),
     commandId: z.string().nullable(),
+    historical: z.boolean().optional().describe('true: sent late from the store-and-forward spool after a broker outage (ts is when it was built)'),
+    spoolSeq: z.number().int().positive().optional().describe('historical: the spool\'s sequence number (increasing across restarts; deduplicate on it)'),
     device: z.string().optional().describe('Set on device.* events; on signal.* events the source device'),
     durationMs: z.number().nonnegative().optional().describe('From command receipt to this event'),
     error: errorSchema.optional(),
@@ -187,13 +191,39 @@ export type CommandName = (typeof COMMAND_NAMES)[number];
 
 export const commandEnvelopeSchema = z
   .object({
-    id: z.string().min(1).max(128).describe('Unique per command; echoed in every result'),
+    id: z.string().min(1).max(128).describe('Unique per command; echoed in every result. A recently seen id is not executed again: its earlier result is re-sent'),
     command: z.string().min(1).max(64),
     params: z.record(z.string(), z.unknown()).optional(),
     expiresAt: z
       .union([isoTime, z.number().int().positive().describe('epoch milliseconds')])
       .optional()
-      .describe('Absolute expiry: ISO-8601 or epoch ms. An expired command gets status "expired".'),
+      .describe('Absolute expiry: ISO-8601 or epoch ms. An expired command gets status "expired". Required when signed.'),
+    issuedAt: z
+      .union([isoTime, z.number().int().positive().describe('epoch milliseconds')])
+      .optional()
+      .describe('When central control issued (signed) it: ISO-8601 or epoch ms. Required when signed; checked against the agent\'s clock (security.maxClockSkewMs, security.replayWindowMs)'),
+    nonce: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{16,128}$/, 'expected 16-128 characters of A-Z a-z 0-9 _ - (e.g. 18 random bytes in base64url)')
+      .optional()
+      .describe('Single-use random value. Required when signed; a nonce seen again within the replay window is refused (REPLAYED)'),
+    target: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}\/[A-Za-z0-9_-]{1,64}$/, 'expected "<site>/<rack>"')
+      .optional()
+      .describe('"<site>/<rack>" the command is meant for; another rack refuses it (WRONG_TARGET). Required when signed, so a signed command cannot be replayed to another rack'),
+    sig: z
+      .object({
+        keyId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 characters of A-Z a-z 0-9 _ . -').describe('Id of the signing key in the agent\'s security.commandKeys'),
+        alg: z.literal('ed25519'),
+        value: z
+          .string()
+          .regex(/^[A-Za-z0-9+/_-]{86}(==)?$/, 'expected the base64 of a 64-byte Ed25519 signature')
+          .describe('Base64 of the Ed25519 signature of the canonical form (protocol/signing.ts): the command without sig, keys sorted, no whitespace, UTF-8'),
+      })
+      .strict()
+      .optional()
+      .describe('Signature by central control (protocol/signing.ts)'),
   })
   .strict()
   .describe('rackpilot/v1/<site>/<rack>/cmd — commands from central control; never retained');

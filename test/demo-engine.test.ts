@@ -97,7 +97,7 @@ test('the evidence log holds every activation with its timings and the 100 ms ra
     assert.ok(a.decidedAt >= a.signalAt);
     assert.deepEqual(a.devices.map((d) => d.id).sort(), loads().sort());
     for (const d of a.devices) {
-      assert.ok(d.dispatchAt >= a.signalAt && d.ackAt !== undefined && d.confirmAt !== undefined && d.confirmAt >= d.ackAt, `${sig}: ${d.id} has dispatch, ack and confirm times`);
+      assert.ok(d.dispatchAt >= a.signalAt && d.ackAt !== undefined && d.confirmAt !== undefined && d.confirmAt >= d.ackAt, `${sig}: ${d.id} has dispatch, ack and confirm times: ${JSON.stringify(d)}`);
     }
     assert.equal(a.power?.stepMs, 100);
     assert.ok((a.power?.w.filter((w) => w !== null).length ?? 0) > 50, 'rack power sampled at 100 ms around the activation');

@@ -11,6 +11,15 @@ export const engineConfigSchema = z
   .object({
     /** Device ids the engine never touches (e.g. the rack's network switch on a PDU outlet, a protected AI job). */
     protected: z.array(idSchema).max(4096).default([]),
+    /**
+     * Priority classes in shed order. The hybrid default sheds mining (asic) first and caps GPUs
+     * only when that is not enough; ['gpu', 'asic'] caps GPUs first (a site that favours mining).
+     */
+    classOrder: z
+      .array(z.enum(['asic', 'gpu']))
+      .length(2)
+      .refine((a) => new Set(a).size === 2, { message: 'list "asic" and "gpu" once each, in shed order' })
+      .default(['asic', 'gpu']),
     /** Per-device shed priority within its class: lower sheds earlier (default 0). */
     priority: z.record(idSchema, z.number().int().min(-1000).max(1000)).default({}),
     /** Devices whose PDU outlet (their `feed`) may be cut when they do not confirm a curtail (never GPUs). */

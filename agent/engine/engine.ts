@@ -19,7 +19,6 @@
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { DeviceDriver, Reading } from '../../drivers/contract.js';
-import { sleep } from '../../drivers/lib/deadline.js';
 import { RackpilotError } from '../../drivers/lib/errors.js';
 import type { EventType, RackState } from '../../protocol/messages.js';
 import type { SignalCondition, SignalStatus } from '../signals.js';
@@ -27,9 +26,9 @@ import { hrNow } from './clock.js';
 import type { EngineConfig } from './config.js';
 import { DemandSet, isActive, nextChange, targetsEqual } from './demands.js';
 import type { ActivationRecord, EvidenceLog } from './evidence.js';
-import { PduReads, restoreDevice, shedDevice, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
+import { fanOut, PduReads, shedDevice, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
 import { plan } from './planner.js';
-import { rampSteps } from './ramp.js';
+import { rampSteps, restoreInSteps } from './ramp.js';
 import { Reporter } from './reporter.js';
 import type { EngineStateStore, PersistedState, ShedRecord } from './state-store.js';
 import type { Demand, PlanDevice, Target } from './types.js';
@@ -465,7 +464,7 @@ export class Engine {
   }
 
   private planHandles(target: Target, commandId: string | null): DeviceHandle[] {
-    const p = plan(target, this.planDevices, { meteredPowerW: this.meteredW(), alreadyShed: new Set(this.shed.keys()) });
+    const p = plan(target, this.planDevices, { meteredPowerW: this.meteredW(), alreadyShed: new Set(this.shed.keys()), classOrder: this.o.config.classOrder });
     if (!p.sufficient && target.maxW !== null && !this.insufficient) {
       this.emit({ type: 'budget.unreachable', commandId, error: { code: 'BUDGET_UNREACHABLE', message: `rack power ${p.powerW ?? 'unknown'} W cannot be brought to ${target.maxW} W by shedding everything allowed (expected ${p.expectedW ?? 'unknown'} W)` } });
     }
@@ -499,7 +498,7 @@ export class Engine {
       for (const d of this.demands.list()) probe.add(d, now);
       probe.add({ key, source: 'signal', kind: c.demand === 'budget' ? 'budget' : 'shed', ...(c.maxW !== undefined ? { maxW: c.maxW } : {}), since: now, holdOffMs: c.holdOffMs }, now);
       const target = probe.activeTarget(now);
-      const p = plan(target, this.planDevices, { meteredPowerW: metered, alreadyShed });
+      const p = plan(target, this.planDevices, { meteredPowerW: metered, alreadyShed, classOrder: this.o.config.classOrder });
       this.prepared.set(key, { target, handles: p.steps.flatMap((s) => this.handles.get(s.device) ?? []) });
     }
   }
@@ -650,32 +649,20 @@ export class Engine {
     const opts = this.execOptions(commandId, t0, { signal: AbortSignal.any([signal, this.life.signal]), ...(this.rampDeadlineMs !== undefined ? { deadlineMs: this.rampDeadlineMs } : {}) });
     // every restore of the ramp listens on this one signal
     setMaxListeners(ids.size + 16, opts.signal);
-    const jobs: Promise<ShedOutcome>[] = [];
-    for (let i = 0; i < steps.length; i++) {
-      if (signal.aborted) break;
-      for (const id of steps[i] ?? []) {
-        const h = this.handles.get(id);
-        if (!h) continue;
-        const rec = this.shed.get(id);
-        // from here the device may be running again: a new demand must shed it afresh
-        this.shed.delete(id);
-        this.failed.delete(id);
-        jobs.push(
-          restoreDevice(h, rec, opts).then((out) => {
-            if (!out.ok && !signal.aborted && rec) {
-              this.shed.set(id, rec); // still held down as far as we know: the next restore retries it
-              this.failed.add(id);
-            }
-            return out;
-          }),
-        );
-      }
-      this.reporter.persist();
-      this.emit({ type: 'restore.step', commandId, durationMs: Math.round(hrNow() - t0), step: `${i + 1}/${steps.length}` });
-      this.o.onState();
-      if (i < steps.length - 1) await sleep(this.o.config.restore.stepIntervalMs, signal).catch(() => undefined);
-    }
-    const devices = await Promise.all(jobs);
+    const devices = await restoreInSteps({
+      steps,
+      handles: this.handles,
+      shed: this.shed,
+      failed: this.failed,
+      opts,
+      stepIntervalMs: this.o.config.restore.stepIntervalMs,
+      signal,
+      onStep: (i, n) => {
+        this.reporter.persist();
+        this.emit({ type: 'restore.step', commandId, durationMs: Math.round(hrNow() - t0), step: `${i + 1}/${n}` });
+        this.o.onState();
+      },
+    });
     const durationMs = Math.round(hrNow() - t0);
     if (signal.aborted) return { ok: false, activation: null, durationMs, devices, preempted: true };
     const failed = devices.filter((d) => !d.ok);
@@ -718,22 +705,4 @@ export class Engine {
     for (const id of this.pending.keys()) shed[id] ??= { via: 'curtail', at: Date.now() };
     return { version: 1, savedAt: Date.now(), phase: this.phase, demands: this.demands.list(), shed, holdOffUntil: this.holdOffUntil };
   }
-}
-
-const nextTick = (): Promise<void> => new Promise((r) => process.nextTick(r));
-
-/**
- * Starts the action of every device after the first (already started), and
- * yields to the tick queue between devices: each device's send reaches the
- * OS as soon as its own driver has built it (drivers finish a send in
- * microtasks and ticks), instead of every send waiting for all the drivers'
- * synchronous parts. Same total work; the first and early sends go out at once.
- */
-async function fanOut(first: Promise<ShedOutcome>, todo: readonly DeviceHandle[], start: (h: DeviceHandle) => Promise<ShedOutcome>): Promise<ShedOutcome[]> {
-  const jobs: Promise<ShedOutcome>[] = [first];
-  for (let i = 1; i < todo.length; i++) {
-    await nextTick();
-    jobs.push(start(todo[i] as DeviceHandle));
-  }
-  return Promise.all(jobs);
 }

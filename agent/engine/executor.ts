@@ -61,6 +61,15 @@ const DRIVER_GRACE_MS = 2_000;
 const POWER_POLL_MS = 250;
 const POWER_FLOOR_W = 100;
 
+/**
+ * When the device acknowledged: the call time plus the driver's ackMs, never
+ * later than now (a driver that counts whole milliseconds may round up past
+ * the moment its result arrives).
+ */
+function ackAt(calledAt: number, ackMs: number): number {
+  return Math.min(calledAt + ackMs, hrNow());
+}
+
 /** Coalesces PDU reads: every device waiting on one PDU shares one read in flight. */
 export class PduReads {
   private readonly inFlight = new Map<string, Promise<Reading>>();
@@ -113,7 +122,7 @@ async function curtailOnce(h: DeviceHandle, o: ExecOptions, reads: PduReads, t: 
   if (!d.curtail) throw new RackpilotError('UNSUPPORTED', `${h.id}: no curtail`, { device: h.id });
   const started = Date.now();
   const res = await bounded(`${h.id} curtail`, o.deadlineMs, o.signal, d.curtail.bind(d));
-  t.ackAt ??= t.dispatchAt + res.ackMs;
+  t.ackAt ??= ackAt(t.dispatchAt, res.ackMs);
   o.onReading(h.id, res.reading, res.reading.ts);
   if (o.confirmByPower && step !== 'alternative' && h.feeds.length > 0 && d.kind === 'asic') {
     t.measuredW = await confirmByPower(h, o.powerBeforeW(h.id), o, reads, started + o.deadlineMs);
@@ -132,7 +141,7 @@ async function alternative(h: DeviceHandle, o: ExecOptions, t: ShedOutcome): Pro
   const t0 = hrNow();
   if (range && !range.reboots && d.setPowerTarget) {
     const res = await bounded(`${h.id} power target`, o.deadlineMs, o.signal, (x) => d.setPowerTarget!(range.minW, x));
-    t.ackAt ??= t0 + res.ackMs;
+    t.ackAt ??= ackAt(t0, res.ackMs);
     o.onReading(h.id, res.reading, res.reading.ts);
     const prev = before?.powerTargetW;
     return { powerTargetW: typeof prev === 'number' && prev > range.minW ? Math.min(prev, range.maxW) : range.maxW };
@@ -143,7 +152,7 @@ async function alternative(h: DeviceHandle, o: ExecOptions, t: ShedOutcome): Pro
     if (!lowest) return undefined;
     const t1 = hrNow();
     const res = await bounded(`${h.id} profile`, o.deadlineMs, o.signal, (x) => d.setProfile!(lowest.name, x));
-    t.ackAt ??= t1 + res.ackMs;
+    t.ackAt ??= ackAt(t1, res.ackMs);
     o.onReading(h.id, res.reading, res.reading.ts);
     const prev = before?.profile;
     return typeof prev === 'string' && prev !== lowest.name ? { profile: prev } : {};
@@ -159,7 +168,7 @@ async function cutOutlets(h: DeviceHandle, o: ExecOptions, t: ShedOutcome): Prom
       if (!pdu.switchOutlet) throw new RackpilotError('UNSUPPORTED', `${pdu.id} cannot switch outlets`, { device: h.id });
       const res = await bounded(`${pdu.id} outlet ${f.outlet} off`, o.deadlineMs, o.signal, (x) => pdu.switchOutlet!(f.outlet, false, x));
       // the PDU's acknowledgement stands for the device's
-      t.ackAt ??= t0 + res.ackMs;
+      t.ackAt ??= ackAt(t0, res.ackMs);
       return { pdu: pdu.id, outlet: f.outlet };
     }),
   );
@@ -261,7 +270,7 @@ export async function restoreDevice(h: DeviceHandle, shed: ShedRecord | undefine
     }
     if (!d.restore) throw new RackpilotError('UNSUPPORTED', `${h.id}: no restore`, { device: h.id });
     const res = await bounded(`${h.id} restore`, o.deadlineMs, o.signal, d.restore.bind(d));
-    t.ackAt = t.dispatchAt + res.ackMs;
+    t.ackAt = ackAt(t.dispatchAt, res.ackMs);
     o.onReading(h.id, res.reading, res.reading.ts);
   } catch (err) {
     return fail(err);
@@ -272,4 +281,22 @@ export async function restoreDevice(h: DeviceHandle, shed: ShedRecord | undefine
   t.ok = true;
   t.confirmAt = s.at;
   return t;
+}
+
+const nextTick = (): Promise<void> => new Promise((r) => process.nextTick(r));
+
+/**
+ * Starts the action of every device after the first (already started), and
+ * yields to the tick queue between devices: each device's send reaches the
+ * OS as soon as its own driver has built it (drivers finish a send in
+ * microtasks and ticks), instead of every send waiting for all the drivers'
+ * synchronous parts. Same total work; the first and early sends go out at once.
+ */
+export async function fanOut(first: Promise<ShedOutcome>, todo: readonly DeviceHandle[], start: (h: DeviceHandle) => Promise<ShedOutcome>): Promise<ShedOutcome[]> {
+  const jobs: Promise<ShedOutcome>[] = [first];
+  for (let i = 1; i < todo.length; i++) {
+    await nextTick();
+    jobs.push(start(todo[i] as DeviceHandle));
+  }
+  return Promise.all(jobs);
 }

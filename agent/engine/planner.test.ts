@@ -238,3 +238,15 @@ test('efficiency and saving helpers', () => {
   assert.equal(expectedSavingW(gpu('g', 3000, 1000, { capabilities: caps() })), 0, 'no power target: no known floor');
   assert.equal(expectedSavingW(asic('a', null, null)), null);
 });
+
+test('classOrder ["gpu", "asic"] caps GPUs before shedding mining under a budget', () => {
+  const caps = (powerTarget: { minW: number; maxW: number; reboots: boolean } | null): Capabilities => ({ curtail: true, restore: true, powerTarget, profiles: false, switchOutlet: false });
+  const rd = (powerW: number, hashrateThs?: number): Reading => ({ ts: 0, freshness: 'fresh', online: true, state: 'running', powerW, fields: hashrateThs === undefined ? {} : { hashrateThs } });
+  const devices: PlanDevice[] = [
+    { id: 'a', kind: 'asic', capabilities: caps(null), reading: rd(3000, 100), protected: false, priority: 0 },
+    { id: 'g', kind: 'gpu', capabilities: caps({ minW: 1000, maxW: 4000, reboots: false }), reading: rd(4000), protected: false, priority: 0 },
+  ];
+  const target = { shedAll: false, shed: [], maxW: 5000 };
+  assert.deepEqual(plan(target, devices, { meteredPowerW: null, alreadyShed: new Set() }).steps.map((s) => s.device), ['a']);
+  assert.deepEqual(plan(target, devices, { meteredPowerW: null, alreadyShed: new Set(), classOrder: ['gpu', 'asic'] }).steps.map((s) => s.device), ['g']);
+});

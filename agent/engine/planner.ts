@@ -7,7 +7,8 @@
  * - Sheddable: not protected, `capabilities.curtail`, kind `asic` or `gpu`.
  *   An ASIC's curtail puts it to sleep; a GPU node's curtail caps it to its
  *   power floor (`powerTarget.minW`), never cuts it. Other kinds never appear.
- * - Dispatch order: every ASIC before any GPU. ASICs by priority (lower
+ * - Dispatch order: every ASIC before any GPU (`classOrder` may put the GPUs'
+ *   class first instead). ASICs by priority (lower
  *   first), then least efficient first (J/TH = powerW / hashrateThs from a
  *   fresh or stale reading; those without a figure after those with one),
  *   then id. GPUs by priority, then id.
@@ -40,7 +41,11 @@ export interface PlanOptions {
   meteredPowerW: number | null;
   /** Devices the engine has curtailed and not restored. */
   alreadyShed: ReadonlySet<string>;
+  /** Priority classes in shed order (config `engine.classOrder`); default the hybrid policy: mining first, then GPUs. */
+  classOrder?: readonly ('asic' | 'gpu')[];
 }
+
+const HYBRID: readonly ('asic' | 'gpu')[] = ['asic', 'gpu'];
 
 export function isSheddable(d: PlanDevice): boolean {
   return !d.protected && d.capabilities.curtail && (d.kind === 'asic' || d.kind === 'gpu');
@@ -79,8 +84,14 @@ interface Candidate {
   reason: string | undefined;
 }
 
-function byDispatchOrder(a: Candidate, b: Candidate): number {
-  if (a.asic !== b.asic) return a.asic ? -1 : 1;
+function byDispatchOrder(asicFirst: boolean): (a: Candidate, b: Candidate) => number {
+  return (a, b) => {
+    if (a.asic !== b.asic) return a.asic === asicFirst ? -1 : 1;
+    return withinClass(a, b);
+  };
+}
+
+function withinClass(a: Candidate, b: Candidate): number {
   if (a.d.priority !== b.d.priority) return a.d.priority - b.d.priority;
   if (a.asic && a.jth !== b.jth) {
     if (a.jth === null) return 1;
@@ -122,7 +133,7 @@ export function plan(target: Target, devices: readonly PlanDevice[], opts: PlanO
     const asic = d.kind === 'asic';
     cands.push({ d, asic, jth: asic ? joulesPerTh(d.reading) : null, saving: expectedSavingW(d), reason: undefined });
   }
-  cands.sort(byDispatchOrder);
+  cands.sort(byDispatchOrder((opts.classOrder ?? HYBRID)[0] !== 'gpu'));
 
   // The shed part of the target, and what is already shed.
   const subset = target.shedAll || target.shed.length === 0 ? null : new Set(target.shed);

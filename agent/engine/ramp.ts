@@ -5,6 +5,9 @@
  * Steps hold `stepDevices` devices, or, with `kwPerS`, as many devices as
  * fit in `kwPerS × stepIntervalMs` of expected load (at least one).
  */
+import { sleep } from '../../drivers/lib/deadline.js';
+import { restoreDevice, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
+import type { ShedRecord } from './state-store.js';
 export interface RampDevice {
   id: string;
   kind: string;
@@ -41,4 +44,46 @@ export function rampSteps(devices: readonly RampDevice[], o: RampOptions): strin
   }
   if (cur.length > 0) steps.push(cur);
   return steps;
+}
+
+export interface RestoreContext<S> {
+  steps: readonly (readonly string[])[];
+  handles: ReadonlyMap<string, DeviceHandle>;
+  /** Devices held down; a device leaves it when its restore starts, and comes back if the restore fails. */
+  shed: Map<string, S>;
+  failed: Set<string>;
+  opts: ExecOptions;
+  stepIntervalMs: number;
+  /** Aborted when a new demand stops the ramp. */
+  signal: AbortSignal;
+  /** After step i of n was started. */
+  onStep: (i: number, n: number) => void;
+}
+
+/** Runs the ramp's steps `stepIntervalMs` apart; stops starting steps when `signal` aborts. */
+export async function restoreInSteps<S extends ShedRecord>(c: RestoreContext<S>): Promise<ShedOutcome[]> {
+  const jobs: Promise<ShedOutcome>[] = [];
+  for (let i = 0; i < c.steps.length; i++) {
+    if (c.signal.aborted) break;
+    for (const id of c.steps[i] ?? []) {
+      const h = c.handles.get(id);
+      if (!h) continue;
+      const rec = c.shed.get(id);
+      // from here the device may be running again: a new demand must shed it afresh
+      c.shed.delete(id);
+      c.failed.delete(id);
+      jobs.push(
+        restoreDevice(h, rec, c.opts).then((out) => {
+          if (!out.ok && !c.signal.aborted && rec) {
+            c.shed.set(id, rec); // still held down as far as we know: the next restore retries it
+            c.failed.add(id);
+          }
+          return out;
+        }),
+      );
+    }
+    c.onStep(i, c.steps.length);
+    if (i < c.steps.length - 1) await sleep(c.stepIntervalMs, c.signal).catch(() => undefined);
+  }
+  return Promise.all(jobs);
 }

@@ -187,8 +187,11 @@ export function agentSuite(broker: BrokerUnderTest | { skip: string }): void {
 
       const id6 = cmdId('ping');
       await watch.publish(t.cmd, JSON.stringify({ id: id6, command: 'ping', expiresAt: new Date(Date.now() + 60_000).toISOString() }));
-      await resultFor(id6, 'succeeded', (r) => r.result?.pong === true);
+      const first = result(await resultFor(id6, 'succeeded', (r) => r.result?.pong === true));
+      const resent = watch.next((m) => m.topic === t.cmdResult && (m.json as CommandResult).id === id6, 20_000, `result ${id6} re-sent`);
       await watch.publish(t.cmd, JSON.stringify({ id: id6, command: 'ping' }));
+      assert.deepEqual(result(await resent), first, 'a duplicate id is not run again: its earlier result is re-sent');
+      await watch.publish(t.cmd, JSON.stringify({ id: id6, command: 'restore' }));
       const r6 = result(await resultFor(id6, 'rejected'));
       assert.equal(r6.error?.code, 'DUPLICATE_ID');
     });
