@@ -235,6 +235,8 @@ export class MqttBridge {
     this.replaying = true;
     const gapMs = 1000 / this.cfg.replayPerS;
     try {
+      // what was queued in memory (results, state, events from before the outage was noticed) goes first
+      while (this.pending.length > 0 && this.connected && this.client === client) await sleep(20);
       while (this.connected && this.client === client && !this.stopping) {
         const recs = await spool.take(REPLAY_BATCH, REPLAY_BATCH_BYTES);
         if (recs.length === 0) break;
@@ -265,6 +267,8 @@ export class MqttBridge {
     if (!spool) return;
     this.stats.spooled++;
     void spool.append(cls, topic, payload).then((r) => {
+      // spooled while connected (a live send failed): replay it now rather than at the next connect
+      if (r.ok && this.connected && this.client) void this.replay(this.client);
       if (r.ok) return;
       this.stats.spoolRefused++;
       this.log.warn({ topic, reason: r.reason }, 'the spool refused a message');

@@ -96,6 +96,9 @@ interface RunningWave extends Wave {
 interface Prepared {
   target: Target;
   handles: DeviceHandle[];
+  sufficient: boolean;
+  powerW: number | null;
+  expectedW: number | null;
 }
 
 interface Ramp {
@@ -295,7 +298,15 @@ export class Engine {
   private activate(d: Demand, deadlineMs?: number): Wave | null {
     if (this.ramp) this.stopRamp();
     if (this.holdOffUntil !== null) this.cancelHoldOff();
+    else if (this.rampWaiters.length > 0) this.preemptWaiters('a new demand arrived before load could come back');
     return this.apply(d, deadlineMs);
+  }
+
+  /** Answers the restores waiting for load to come back: a new demand keeps it down. */
+  private preemptWaiters(why: string): void {
+    if (this.rampWaiters.length === 0) return;
+    this.emit({ type: 'restore.stopped', commandId: this.commandId, error: { code: 'PREEMPTED', message: why } });
+    this.resolveRamp({ ok: false, activation: null, durationMs: 0, devices: [], preempted: true });
   }
 
   /** Removes a demand; when no active one is left, load comes back after the hold-off. */
@@ -358,14 +369,15 @@ export class Engine {
    * naming what still holds it.
    */
   async restore(commandId: string | null, deadlineMs?: number): Promise<WaveOutcome> {
+    this.commandId = commandId;
     for (const d of this.demands.list()) {
       if (d.key.startsWith('command:') || d.key === FAIL_SAFE_KEY) this.clear(d.key, `restore command ${commandId ?? ''}`);
     }
-    const left = this.demands.list();
+    const now = Date.now();
+    const left = this.demands.list().filter((d) => isActive(d, now));
     if (left.length > 0) {
       throw new RackpilotError('DEMANDS_ACTIVE', `load stays down: ${left.map((d) => `${d.key} (${d.source})`).join(', ')} still active; it comes back after they clear and their hold-off`);
     }
-    this.commandId = commandId;
     this.rampDeadlineMs = deadlineMs;
     if (this.ramp) return this.ramp.done;
     if (this.holdOffUntil === null && this.shed.size === 0 && this.failed.size === 0 && this.pending.size === 0) {
@@ -440,8 +452,14 @@ export class Engine {
     const now = Date.now();
     const target = this.demands.activeTarget(now);
     const prep = this.prepared.get(trigger.key);
-    const handles = prep && targetsEqual(prep.target, target) ? prep.handles : this.planHandles(target, trigger.commandId ?? null);
-    return this.dispatch(trigger, handles, trigger.since, deadlineMs) ?? this.join(handles);
+    let handles: DeviceHandle[];
+    if (prep && targetsEqual(prep.target, target)) {
+      handles = prep.handles;
+      this.noteSufficiency(prep.sufficient, prep, target, trigger.commandId ?? null);
+    } else handles = this.planHandles(target, trigger.commandId ?? null);
+    // a scheduled window's activation counts from when it started
+    const origin = trigger.startsAt !== undefined && trigger.startsAt <= now ? Math.max(trigger.since, trigger.startsAt) : trigger.since;
+    return this.dispatch(trigger, handles, origin, deadlineMs) ?? this.join(handles);
   }
 
   /** Nothing new to shed: the waves in flight for these devices, if any, stand for the demand's result. */
@@ -465,11 +483,16 @@ export class Engine {
 
   private planHandles(target: Target, commandId: string | null): DeviceHandle[] {
     const p = plan(target, this.planDevices, { meteredPowerW: this.meteredW(), alreadyShed: new Set(this.shed.keys()), classOrder: this.o.config.classOrder });
-    if (!p.sufficient && target.maxW !== null && !this.insufficient) {
+    this.noteSufficiency(p.sufficient, p, target, commandId);
+    return p.steps.flatMap((s) => this.handles.get(s.device) ?? []);
+  }
+
+  /** A budget that shedding everything allowed cannot meet: one event, and the rack reads partial. */
+  private noteSufficiency(sufficient: boolean, p: { powerW: number | null; expectedW: number | null }, target: Target, commandId: string | null): void {
+    if (!sufficient && target.maxW !== null && !this.insufficient) {
       this.emit({ type: 'budget.unreachable', commandId, error: { code: 'BUDGET_UNREACHABLE', message: `rack power ${p.powerW ?? 'unknown'} W cannot be brought to ${target.maxW} W by shedding everything allowed (expected ${p.expectedW ?? 'unknown'} W)` } });
     }
-    this.insufficient = !p.sufficient && target.maxW !== null;
-    return p.steps.flatMap((s) => this.handles.get(s.device) ?? []);
+    this.insufficient = !sufficient && target.maxW !== null;
   }
 
   private meteredW(): number | null {
@@ -499,7 +522,7 @@ export class Engine {
       probe.add({ key, source: 'signal', kind: c.demand === 'budget' ? 'budget' : 'shed', ...(c.maxW !== undefined ? { maxW: c.maxW } : {}), since: now, holdOffMs: c.holdOffMs }, now);
       const target = probe.activeTarget(now);
       const p = plan(target, this.planDevices, { meteredPowerW: metered, alreadyShed, classOrder: this.o.config.classOrder });
-      this.prepared.set(key, { target, handles: p.steps.flatMap((s) => this.handles.get(s.device) ?? []) });
+      this.prepared.set(key, { target, handles: p.steps.flatMap((s) => this.handles.get(s.device) ?? []), sufficient: p.sufficient, powerW: p.powerW, expectedW: p.expectedW });
     }
   }
 
@@ -598,10 +621,7 @@ export class Engine {
     this.holdTimer = undefined;
     this.holdOffUntil = null;
     this.reporter.persist();
-    if (this.rampWaiters.length > 0) {
-      this.emit({ type: 'restore.stopped', commandId: this.commandId, error: { code: 'PREEMPTED', message: 'a new demand arrived during the hold-off' } });
-      this.resolveRamp({ ok: false, activation: null, durationMs: 0, devices: [], preempted: true });
-    }
+    this.preemptWaiters('a new demand arrived during the hold-off');
   }
 
   private startRamp(): void {
@@ -612,6 +632,7 @@ export class Engine {
     this.changed();
     void done.then((o) => {
       if (this.ramp?.done === done) this.ramp = undefined;
+      this.rampDeadlineMs = undefined; // a restore's timeoutMs is for its own ramp only
       if (!o.preempted) this.resolveRamp(o);
       this.changed();
     });
@@ -660,7 +681,7 @@ export class Engine {
       onStep: (i, n) => {
         this.reporter.persist();
         this.emit({ type: 'restore.step', commandId, durationMs: Math.round(hrNow() - t0), step: `${i + 1}/${n}` });
-        this.o.onState();
+        this.reporter.report(this.o.onState);
       },
     });
     const durationMs = Math.round(hrNow() - t0);
@@ -702,7 +723,7 @@ export class Engine {
     const shed: Record<string, ShedRecord> = {};
     for (const [id, r] of this.shed) shed[id] = r;
     // devices with a curtail in flight count as shed: after a crash they are re-asserted
-    for (const id of this.pending.keys()) shed[id] ??= { via: 'curtail', at: Date.now() };
+    for (const id of this.pending.keys()) shed[id] ??= { via: 'curtail', at: Date.now(), loadW: this.o.latest.get(id)?.powerW ?? 0 };
     return { version: 1, savedAt: Date.now(), phase: this.phase, demands: this.demands.list(), shed, holdOffUntil: this.holdOffUntil };
   }
 }

@@ -3,8 +3,10 @@
  * engine holds down (and how), and the restore hold-off, so an agent
  * restarted in the middle of a curtailment neither forgets to restore nor
  * restores too early. One small JSON file, replaced atomically on every
- * change (drivers/lib/atomic-file.ts), written synchronously so the file
- * never lags what the engine did.
+ * change (drivers/lib/atomic-file.ts). The engine saves with `saveAsync`
+ * (coalesced, off the event loop) and reports nothing until the file that
+ * reflects it is on disk (agent/engine/reporter.ts); `save` is the blocking
+ * form for tools and tests.
  *
  * Loading never throws: a missing file is `none`; a file that cannot be read
  * or does not validate is `corrupt` (moved aside to `<file>.corrupt-<ts>`
