@@ -23,6 +23,7 @@ import { EngineStateStore } from './engine/state-store.js';
 import { stateMessage, statusMessage, telemetryMessage } from './messages.js';
 import { MqttBridge } from './mqtt-bridge.js';
 import { Spool } from './spool.js';
+import { SparkplugEdgeNode } from './sparkplug/edge-node.js';
 import { Poller } from './poller.js';
 import { SignalMonitor, type SignalChange } from './signals.js';
 import { AGENT_VERSION } from './version.js';
@@ -39,6 +40,8 @@ export class Agent {
   readonly spool: Spool;
   readonly bridge: MqttBridge;
   readonly signals: SignalMonitor;
+  /** Sparkplug B edge node (config `sparkplug.enabled`), on its own MQTT connection. */
+  readonly sparkplug: SparkplugEdgeNode | undefined;
   private readonly commands: CommandHandler;
   private seq = 0;
   private lastDeviceStates = '';
@@ -106,6 +109,24 @@ export class Agent {
       log.child({ component: 'mqtt' }),
     );
     this.spool = new Spool({ ...config.spool, dir: config.spool.dir ?? join(config.stateDir, 'spool') }, log.child({ component: 'spool' }));
+    // --- Sparkplug B (optional): fed below from onCycle() and publishState(); started/stopped with the bridge
+    this.sparkplug = config.sparkplug.enabled
+      ? new SparkplugEdgeNode({
+          config: config.sparkplug,
+          mqtt: config.mqtt,
+          site: config.site,
+          rack: config.rack,
+          stateDir: config.stateDir,
+          agentVersion: AGENT_VERSION,
+          devices: this.devices,
+          latest: this.poller.latest,
+          engine: this.engine,
+          rackState: () => this.rackState,
+          holdOffMs: config.engine.commandHoldOffMs,
+          requireSigned: config.security.requireSigned,
+          log: log.child({ component: 'sparkplug' }),
+        })
+      : undefined;
     log.info({ host: os.hostname(), devices: this.devices.length, root: this.topics.root }, 'agent configured');
   }
 
@@ -134,6 +155,7 @@ export class Agent {
     await this.openSpool();
     this.engine.onCentral(false); // until the first connect: counts towards the central-lost fallback
     this.bridge.start();
+    this.sparkplug?.start(); // Sparkplug B (optional)
     this.poller.start();
   }
 
@@ -175,6 +197,7 @@ export class Agent {
     await this.engine.stop();
     await this.evidence.stop();
     await this.bridge.stop(JSON.stringify(statusMessage(this.id, false, 'shutdown', AGENT_VERSION)));
+    await this.sparkplug?.stop(); // Sparkplug B (optional): NDEATH
     await this.spool.close().catch(() => undefined);
     await Promise.all(
       this.devices.map((d) => withDeadline(`${d.id} stop`, STOP_DEADLINE_MS, () => d.stop()).catch(() => undefined)),
@@ -209,6 +232,7 @@ export class Agent {
     void this.bridge.publish(this.topics.telemetry, JSON.stringify(msg), { qos: 0, retain: false }, false, 'telemetry');
     const states = this.devices.map((d) => readings.get(d.id)?.state ?? ('unknown' satisfies DeviceState)).join(',');
     if (states !== this.lastDeviceStates) this.publishState();
+    this.sparkplug?.update(); // Sparkplug B (optional): DDATA/NDATA by exception, DBIRTH/DDEATH
   }
 
   /**
@@ -248,6 +272,7 @@ export class Agent {
     );
     this.lastDeviceStates = msg.devices.map((x) => x.state).join(',');
     void this.bridge.publish(this.topics.state, JSON.stringify(msg), { qos: 1, retain: true }, true);
+    this.sparkplug?.update(); // Sparkplug B (optional): rack state and demands
   }
 
   private onEvent(e: EngineEvent): void {

@@ -14,6 +14,7 @@ import { autoDeviceSchema, type AutoDeviceConfig } from './auto.js';
 import { engineConfigSchema } from './engine/config.js';
 import { evidenceConfigSchema } from './engine/evidence.js';
 import { spoolConfigSchema } from './spool/config.js';
+import { sparkplugConfigSchema } from './sparkplug/config.js';
 
 export const mqttConfigSchema = z
   .object({
@@ -137,6 +138,8 @@ const rootSchema = z
     /** The store-and-forward buffer for telemetry and events while the broker is unreachable. */
     spool: spoolConfigSchema,
     security: securityConfigSchema,
+    /** Sparkplug B 3.0 edge node for SCADA hosts, off by default (agent/sparkplug/README.md). */
+    sparkplug: sparkplugConfigSchema,
   })
   .strict();
 

@@ -22,6 +22,7 @@ import type { DeviceDriver, Reading } from '../../drivers/contract.js';
 import { RackpilotError } from '../../drivers/lib/errors.js';
 import type { EventType, RackState } from '../../protocol/messages.js';
 import type { SignalCondition, SignalStatus } from '../signals.js';
+import { AbortGroup } from '../abort-group.js';
 import { hrNow } from './clock.js';
 import type { EngineConfig } from './config.js';
 import { DemandSet, isActive, nextChange, targetsEqual } from './demands.js';
@@ -534,8 +535,9 @@ export class Engine {
     const decidedAt = hrNow();
     const commandId = trigger.commandId ?? null;
     const opts = this.execOptions(commandId, signalAt, deadlineMs === undefined ? {} : { deadlineMs });
+    const group = new AbortGroup([this.life.signal]);
     // the first command goes out before any bookkeeping
-    const first = shedDevice(todo[0] as DeviceHandle, opts, this.reads);
+    const first = shedDevice(todo[0] as DeviceHandle, opts, this.reads, group.signal());
     const id = `act-${Math.floor(decidedAt)}-${++this.waves}`;
     const wave: RunningWave = { id, trigger, signalAt, decidedAt, done: undefined as unknown as Promise<WaveOutcome> };
     for (const h of todo) {
@@ -546,7 +548,10 @@ export class Engine {
     todo.forEach((h, rank) => loads.set(h.id, { loadW: previously?.(h.id)?.loadW ?? this.o.latest.get(h.id)?.powerW ?? 0, rank: previously?.(h.id)?.rank ?? rank }));
     this.commandId = commandId;
     this.phase = 'curtailing';
-    wave.done = fanOut(first, todo, (h) => shedDevice(h, opts, this.reads)).then((outs) => this.settle(wave, outs, loads));
+    wave.done = fanOut(first, todo, (h) => shedDevice(h, opts, this.reads, group.signal())).then((outs) => {
+      group.dispose();
+      return this.settle(wave, outs, loads);
+    });
     // the bookkeeping waits for the check phase, so answers already in are read first
     setImmediate(() => {
       this.o.evidence.begin({ id, trigger: triggerOf(trigger), signalAt, decidedAt, devices: [], powerBeforeW: null, powerAfterW: null });
@@ -667,15 +672,15 @@ export class Engine {
       this.o.config.restore,
     );
     this.emit({ type: 'restore.started', commandId, durationMs: 0 });
-    const opts = this.execOptions(commandId, t0, { signal: AbortSignal.any([signal, this.life.signal]), ...(this.rampDeadlineMs !== undefined ? { deadlineMs: this.rampDeadlineMs } : {}) });
-    // every restore of the ramp listens on this one signal
-    setMaxListeners(ids.size + 16, opts.signal);
+    const group = new AbortGroup([signal, this.life.signal]);
+    const opts = this.execOptions(commandId, t0, this.rampDeadlineMs !== undefined ? { deadlineMs: this.rampDeadlineMs } : {});
     const devices = await restoreInSteps({
       steps,
       handles: this.handles,
       shed: this.shed,
       failed: this.failed,
       opts,
+      group,
       stepIntervalMs: this.o.config.restore.stepIntervalMs,
       signal,
       onStep: (i, n) => {

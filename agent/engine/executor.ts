@@ -180,7 +180,9 @@ async function cutOutlets(h: DeviceHandle, o: ExecOptions, t: ShedOutcome): Prom
  * called synchronously from here (no await before the first send), so a
  * signal edge reaches the wire with nothing in between.
  */
-export async function shedDevice(h: DeviceHandle, o: ExecOptions, reads: PduReads): Promise<ShedOutcome> {
+export async function shedDevice(h: DeviceHandle, opts: ExecOptions, reads: PduReads, signal?: AbortSignal): Promise<ShedOutcome> {
+  // a signal of its own (agent/abort-group.ts): no listener list shared by every device
+  const o = signal ? { ...opts, signal } : opts;
   const t: ShedOutcome = { id: h.id, action: 'curtail', ok: false, dispatchAt: hrNow(), steps: [] };
   const record = (step: StepName, at: number, err?: unknown): void => {
     const e = err === undefined ? undefined : toRackpilotError(err, { device: h.id }).toJSON();
@@ -240,7 +242,8 @@ function finish(t: ShedOutcome, via: ShedRecord['via']): ShedOutcome {
  * switch-ons), then the driver's restore. A device whose outlet was cut gets
  * the whole deadline again after power returns (it boots).
  */
-export async function restoreDevice(h: DeviceHandle, shed: ShedRecord | undefined, o: ExecOptions): Promise<ShedOutcome> {
+export async function restoreDevice(h: DeviceHandle, shed: ShedRecord | undefined, opts: ExecOptions, signal?: AbortSignal): Promise<ShedOutcome> {
+  const o = signal ? { ...opts, signal } : opts;
   const t: ShedOutcome = { id: h.id, action: 'restore', ok: false, dispatchAt: hrNow(), steps: [] };
   const fail = (err: unknown): ShedOutcome => {
     const e = toRackpilotError(err, { device: h.id }).toJSON();

@@ -6,6 +6,7 @@
  * fit in `kwPerS × stepIntervalMs` of expected load (at least one).
  */
 import { sleep } from '../../drivers/lib/deadline.js';
+import type { AbortGroup } from '../abort-group.js';
 import { restoreDevice, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
 import type { ShedRecord } from './state-store.js';
 export interface RampDevice {
@@ -53,6 +54,8 @@ export interface RestoreContext<S> {
   shed: Map<string, S>;
   failed: Set<string>;
   opts: ExecOptions;
+  /** Each restore gets its own signal from it (aborted when the ramp is stopped). */
+  group: AbortGroup;
   stepIntervalMs: number;
   /** Aborted when a new demand stops the ramp. */
   signal: AbortSignal;
@@ -73,7 +76,7 @@ export async function restoreInSteps<S extends ShedRecord>(c: RestoreContext<S>)
       c.shed.delete(id);
       c.failed.delete(id);
       jobs.push(
-        restoreDevice(h, rec, c.opts).then((out) => {
+        restoreDevice(h, rec, c.opts, c.group.signal()).then((out) => {
           if (!out.ok && !c.signal.aborted && rec) {
             c.shed.set(id, rec); // still held down as far as we know: the next restore retries it
             c.failed.add(id);
@@ -85,5 +88,9 @@ export async function restoreInSteps<S extends ShedRecord>(c: RestoreContext<S>)
     c.onStep(i, c.steps.length);
     if (i < c.steps.length - 1) await sleep(c.stepIntervalMs, c.signal).catch(() => undefined);
   }
-  return Promise.all(jobs);
+  try {
+    return await Promise.all(jobs);
+  } finally {
+    c.group.dispose();
+  }
 }

@@ -68,6 +68,7 @@ describe('antminer config', () => {
     assert.equal(cfg.password, 'root');
     assert.equal(cfg.cgi.setConfTimeoutMs, 60_000);
     assert.equal(cfg.cgi.ackWaitMs, 2_000);
+    assert.equal(cfg.keepWarm, true);
     assert.deepEqual(cfg.profiles, ['normal', 'low', 'high']);
   });
 
@@ -152,6 +153,36 @@ describe('antminer curtail and restore', () => {
     const before = sim.web.requests;
     await driver.curtail!(ACT);
     assert.equal(sim.web.requests - before, 1);
+  });
+
+  test('the web connection is kept warm with digest-authenticated pings: an action after the server dropped idle connections finds one open', async () => {
+    const { sim, webPort } = await rig();
+    sim.web.keepAliveMs = 400; // like lighttpd: closes idle connections without announcing it
+    const cgi = new AntminerCgi({
+      deviceId: 'raw',
+      host: '127.0.0.1',
+      port: webPort,
+      username: 'root',
+      password: 'root',
+      connectTimeoutMs: 500,
+      readTimeoutMs: 2000,
+      maxResponseBytes: 1 << 20,
+      keepWarm: { minIntervalMs: 50 },
+    });
+    try {
+      const conf = await cgi.getConf();
+      await new Promise((r) => setTimeout(r, 1500));
+      const connections = sim.web.connections;
+      const requests = sim.web.requests;
+      await cgi.setConf({ ...conf, 'miner-mode': 1 }, 5000);
+      assert.equal(sim.web.connections, connections, 'the POST went over a warm connection');
+      assert.equal(sim.web.requests - requests, 1, 'one POST: the kept nonce still holds, no 401');
+      const kw = cgi.stats.keepWarm;
+      assert.ok(kw && kw.pings >= 2 && kw.pingFailures === 0, JSON.stringify(kw));
+      assert.equal(kw.learned, true);
+    } finally {
+      cgi.close();
+    }
   });
 
   test('the firmware trap: bitmain-work-mode alone is acknowledged M000 and changes nothing; the driver still works', async () => {

@@ -29,6 +29,8 @@ export class AntminerCgi {
       connectTimeoutMs: o.connectTimeoutMs,
       readTimeoutMs: o.readTimeoutMs,
       maxResponseBytes: o.maxResponseBytes,
+      // the web port carries only actions and a config refresh every few minutes: keep its connection warm
+      ...(o.keepWarm ? { keepWarm: { ...o.keepWarm, ping: (signal: AbortSignal) => this.ping(signal) } } : {}),
     });
     this.digest = new DigestSession(o.username, o.password);
   }
@@ -37,7 +39,20 @@ export class AntminerCgi {
     this.http.close();
   }
 
-  private async request(method: 'GET' | 'POST', path: string, opts: { body?: object; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<HttpResponse> {
+  get stats(): HttpClient['stats'] {
+    return this.http.stats;
+  }
+
+  /** Keep-warm ping: `GET /` (the web UI's index page, a static file) with the kept digest nonce; any answer but a login refusal will do. */
+  private async ping(signal: AbortSignal): Promise<void> {
+    await this.request('GET', '/', { signal, anyStatus: true });
+  }
+
+  private async request(
+    method: 'GET' | 'POST',
+    path: string,
+    opts: { body?: object; timeoutMs?: number; signal?: AbortSignal; anyStatus?: boolean } = {},
+  ): Promise<HttpResponse> {
     const where = `${this.o.deviceId}: ${method} ${path} on ${this.o.host}:${this.o.port}`;
     for (let attempt = 0; ; attempt++) {
       const auth = this.digest.authorization(method, path);
@@ -57,6 +72,7 @@ export class AntminerCgi {
         if (attempt === 0) continue;
         throw new RackpilotError('AUTH_FAILED', `${where}: login refused (HTTP 401); check "username" and "password" in the config`);
       }
+      if (opts.anyStatus) return res;
       if (res.status === 403) {
         throw new RackpilotError('AUTH_FAILED', `${where}: access denied (HTTP 403); the web configuration is locked or writes are disabled on this miner`);
       }

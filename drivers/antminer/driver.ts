@@ -69,7 +69,13 @@ export class AntminerDriver implements DeviceDriver {
     // No watt target on stock firmware: only work modes (normal/sleep/low/high).
     this.capabilities = { curtail: true, restore: true, powerTarget: null, profiles: cfg.profiles.length > 0, switchOutlet: false };
     this.client = new CgminerClient(cgminerEndpoint(cfg));
-    this.cgi = new AntminerCgi({ deviceId: cfg.id, username: cfg.username, password: cfg.password, ...httpEndpoint(cfg, cfg.webPort) });
+    this.cgi = new AntminerCgi({
+      deviceId: cfg.id,
+      username: cfg.username,
+      password: cfg.password,
+      ...httpEndpoint(cfg, cfg.webPort),
+      ...(cfg.keepWarm ? { keepWarm: {} } : {}),
+    });
   }
 
   /** Warms the digest nonce and the config cache; a miner that is down now is not an error. */

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { keepWarmSchema } from '../lib/http-keep-warm.js';
 import { idSchema } from '../lib/ids.js';
 import { feedSchema, passwordSchema, tcpTransportSchema, usernameSchema, webPortSchema } from '../lib/transports.js';
 
@@ -30,6 +31,8 @@ export const antminerConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** Keep a connection to the web port open between actions (a small `GET /` when idle for 0.7 x the device's keep-alive idle; see drivers/lib/http-keep-warm.ts). */
+    keepWarm: keepWarmSchema,
     /** Replies larger than this are refused (bytes), on the API and the web CGI. */
     maxResponseBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
     /** A curtail is confirmed only when the miner does not hash and draws at most this. */

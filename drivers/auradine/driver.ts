@@ -32,7 +32,7 @@ export class AuradineDriver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    this.http = new HttpClient(httpEndpoint(cfg));
+    this.http = new HttpClient({ ...httpEndpoint(cfg), ...(cfg.keepWarm ? { keepWarm: {} } : {}) });
     this.api = new AuradineApi(this.http, cfg.id, cfg.username, cfg.password);
     this.cg = new CgminerClient(cgminerEndpoint(cfg, cfg.apiPort));
     this.capabilities = {

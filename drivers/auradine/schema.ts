@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { keepWarmSchema } from '../lib/http-keep-warm.js';
 import { idSchema } from '../lib/ids.js';
 import { feedSchema, apiPortSchema, passwordSchema, powerTargetRangeSchema, tcpTransportSchema, usernameSchema } from '../lib/transports.js';
 
@@ -18,6 +19,8 @@ export const auradineConfigSchema = z
     password: passwordSchema.min(1).default('admin'),
     /** `{minW, maxW}`: watt range of the custom power mode (from the model's datasheet); the capability is offered only when set. */
     powerTarget: powerTargetRangeSchema.optional(),
+    /** Keep a connection to the web port open between actions (a small `GET /` when idle for 0.7 x the device's keep-alive idle; see drivers/lib/http-keep-warm.ts). */
+    keepWarm: keepWarmSchema,
     /** Replies larger than this are refused (bytes). */
     maxResponseBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
     /** A curtail is confirmed only when the miner draws at most this. */

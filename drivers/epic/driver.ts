@@ -30,7 +30,7 @@ export class EpicDriver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    this.http = new HttpClient(httpEndpoint(cfg));
+    this.http = new HttpClient({ ...httpEndpoint(cfg), ...(cfg.keepWarm ? { keepWarm: {} } : {}) });
     this.api = new EpicApi(this.http, cfg.id, cfg.password);
     this.capabilities = {
       curtail: true,

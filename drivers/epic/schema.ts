@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { keepWarmSchema } from '../lib/http-keep-warm.js';
 import { idSchema } from '../lib/ids.js';
 import { feedSchema, passwordSchema, powerTargetRangeSchema, tcpTransportSchema } from '../lib/transports.js';
 
@@ -24,6 +25,8 @@ export const epicConfigSchema = z
     minThrottleW: z.number().int().min(100).max(30_000).default(1000),
     /** `throttle_step` sent with a watt target (W). */
     throttleStepW: z.number().int().min(10).max(5000).default(100),
+    /** Keep a connection to the web port open between actions (a small `GET /` when idle for 0.7 x the device's keep-alive idle; see drivers/lib/http-keep-warm.ts). */
+    keepWarm: keepWarmSchema,
     /** Replies larger than this are refused (bytes). */
     maxResponseBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
     /** A curtail is confirmed only when the miner draws at most this. */

@@ -2,6 +2,8 @@
  * The one way every driver acts on a device: send the write, note when the
  * device acknowledged it, then poll read-back until the wanted condition
  * holds or the deadline passes (NOT_CONFIRMED naming the last real reading).
+ * `ackMs` and `tookMs` are taken on the monotonic high-resolution clock
+ * (fractional milliseconds from the call).
  */
 import type { ActionOptions, ActionResult, Reading } from '../contract.js';
 import { sleep, withDeadline } from './deadline.js';
@@ -20,7 +22,8 @@ export interface ConfirmSpec {
   /** Deadline of one read-back. */
   readDeadlineMs: number;
   pollMs: number;
-  now: () => number;
+  /** Unused: ackMs and tookMs are taken with performance.now() (kept optional so existing specs still compile; drivers may stop passing it). */
+  now?: () => number;
   /** Error codes retried on send besides the transport failures (for devices whose writes are idempotent whatever the failure, e.g. BUSY, READ_TIMEOUT). */
   retryAlso?: readonly string[];
 }
@@ -56,7 +59,7 @@ async function sendWithRetry(spec: ConfirmSpec, signal: AbortSignal, st: SendSta
 }
 
 export async function actAndConfirm(spec: ConfirmSpec, opts: ActionOptions): Promise<ActionResult> {
-  const started = spec.now();
+  const started = performance.now();
   let last: Reading | undefined;
   let ackMs: number | undefined;
   const sent: SendState = { attempts: 0 };
@@ -66,13 +69,13 @@ export async function actAndConfirm(spec: ConfirmSpec, opts: ActionOptions): Pro
       opts.deadlineMs,
       async (signal) => {
         await sendWithRetry(spec, signal, sent);
-        ackMs = spec.now() - started;
+        ackMs = performance.now() - started;
         for (;;) {
           const r = await spec.read({ deadlineMs: spec.readDeadlineMs, signal });
           if (r.freshness === 'fresh') {
             // a read cut short by the deadline must not stand in for the last real one
             last = r;
-            if (spec.confirmed(r)) return { confirmed: true, ackMs: ackMs ?? 0, tookMs: spec.now() - started, reading: r };
+            if (spec.confirmed(r)) return { confirmed: true, ackMs: ackMs ?? 0, tookMs: performance.now() - started, reading: r };
           }
           await sleep(spec.pollMs, signal);
         }
@@ -90,7 +93,7 @@ export async function actAndConfirm(spec: ConfirmSpec, opts: ActionOptions): Pro
         { device: spec.deviceId },
       );
     }
-    const ack = ackMs === undefined ? 'was not acknowledged' : `acknowledged after ${ackMs} ms`;
+    const ack = ackMs === undefined ? 'was not acknowledged' : `acknowledged after ${Math.round(ackMs)} ms`;
     throw new RackpilotError(
       'NOT_CONFIRMED',
       `${spec.deviceId}: ${spec.what} ${ack} but the device did not reach ${spec.want} within ${opts.deadlineMs} ms (${describeReading(last)})`,

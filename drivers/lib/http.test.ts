@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { readdirSync } from 'node:fs';
-import { HttpSimServer, type HttpHandler } from '../../hil/sim/http-server.js';
+import { HttpSimServer, type HttpHandler, type HttpSimOptions } from '../../hil/sim/http-server.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { HttpClient, type HttpEndpoint } from './http.js';
 
@@ -23,8 +23,8 @@ function client(port: number, over: Partial<HttpEndpoint> = {}): HttpClient {
   return c;
 }
 
-async function sim(handler: HttpHandler = () => ({ body: { ok: true } })): Promise<{ server: HttpSimServer; port: number }> {
-  const server = new HttpSimServer(handler);
+async function sim(handler: HttpHandler = () => ({ body: { ok: true } }), opts: HttpSimOptions = {}): Promise<{ server: HttpSimServer; port: number }> {
+  const server = new HttpSimServer(handler, '127.0.0.1', 0, opts);
   const { port } = await server.listen();
   closers.push(() => server.close());
   return { server, port };
@@ -60,6 +60,7 @@ async function deadPort(): Promise<number> {
 }
 
 const fdCount = (): number => readdirSync('/proc/self/fd').length;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('HttpClient', () => {
   test('answers status, headers and JSON; sends an object body as JSON', async () => {
@@ -204,5 +205,109 @@ describe('HttpClient', () => {
     await new Promise((r) => setTimeout(r, 100));
     const after = fdCount();
     assert.ok(after - before <= 5, `fd count grew from ${before} to ${after}`);
+  });
+});
+
+describe('HttpClient keep-warm, against a server that drops idle connections', () => {
+  test('without keep-warm, a request after the server dropped the idle connection succeeds on a new one', async () => {
+    const { server, port } = await sim(undefined, { keepAliveMs: 200 });
+    const c = client(port);
+    assert.equal((await c.request({ path: '/a' })).status, 200);
+    await sleep(400);
+    assert.equal((await c.request({ method: 'POST', path: '/mining/stop' })).status, 200);
+    assert.equal(server.connections, 2);
+    assert.equal(c.stats.connects, 2);
+    assert.equal(c.stats.keepWarm, undefined);
+  });
+
+  test('learns the idle limit from the close, reopens at once, and keeps the connection open past that limit', async () => {
+    const paths: string[] = [];
+    const { server, port } = await sim((req) => (paths.push(`${req.method} ${req.path}`), { body: { ok: true } }), { keepAliveMs: 500 });
+    const c = client(port, { keepWarm: { minIntervalMs: 50 } });
+    assert.equal((await c.request({ path: '/summary' })).status, 200);
+    // the server drops it after 500 ms idle; the client reopens one and then pings it every 0.7 x 500 ms
+    await sleep(2000);
+    const before = server.connections;
+    assert.ok(before >= 2, 'the dropped connection was replaced');
+    assert.equal((await c.request({ method: 'POST', path: '/mining/stop' })).status, 200);
+    assert.equal(server.connections, before, 'the action went over the warm connection');
+    const kw = c.stats.keepWarm;
+    assert.ok(kw);
+    assert.equal(kw.learned, true);
+    assert.ok(kw.idleLimitMs < 60_000, `learned ${kw.idleLimitMs} ms`);
+    assert.ok(kw.reopens >= 1);
+    assert.equal(kw.pingFailures, 0);
+    assert.ok(kw.pings >= 3, `${kw.pings} pings`);
+    assert.ok(paths.includes('GET /'), 'the default ping is GET /');
+    assert.equal(paths.at(-1), 'POST /mining/stop');
+  });
+
+  test('a Keep-Alive: timeout=N answer header is learned before any connection is lost', async () => {
+    const { server, port } = await sim(undefined, { keepAliveMs: 2000, announceKeepAlive: true });
+    const c = client(port, { keepWarm: { minIntervalMs: 50 } });
+    const res = await c.request({ path: '/' });
+    assert.equal(res.headers['keep-alive'], 'timeout=2');
+    assert.equal(c.stats.keepWarm?.idleLimitMs, 1000, "node's agent drops the socket 1 s before the announced timeout");
+    await sleep(2500);
+    assert.equal((await c.request({ method: 'POST', path: '/x' })).status, 200);
+    assert.equal(server.connections, 1, 'one connection all along');
+    assert.equal(c.stats.keepWarm?.reopens, 0);
+  });
+
+  test('the simulator announces nothing by default, like lighttpd', async () => {
+    const { port } = await sim();
+    const res = await client(port).request({ path: '/' });
+    assert.equal(res.headers['keep-alive'], undefined);
+    assert.equal(res.headers.connection, 'keep-alive');
+  });
+
+  test('a device that never keeps connections is not pinged', async () => {
+    const { server, port } = await sim(() => ({ headers: { connection: 'close' }, body: { ok: true } }), { keepAliveMs: 200 });
+    const c = client(port, { keepWarm: { minIntervalMs: 20 } });
+    for (let i = 0; i < 3; i++) assert.equal((await c.request({ path: '/' })).status, 200);
+    await sleep(500);
+    assert.equal(server.requests, 3);
+    assert.equal(c.stats.keepWarm?.pings, 0);
+  });
+
+  test('a device that went away is not pinged again once a ping failed', async () => {
+    const { server, port } = await sim();
+    const c = client(port, { keepWarm: { minIntervalMs: 1 } });
+    assert.equal((await c.request({ path: '/' })).status, 200);
+    await sleep(100);
+    // the device goes away: its connection closes while pooled, the client tries once to reopen one
+    await server.close();
+    await sleep(500);
+    assert.deepEqual(
+      { pings: c.stats.keepWarm?.pings, failures: c.stats.keepWarm?.pingFailures, reopens: c.stats.keepWarm?.reopens },
+      { pings: 1, failures: 1, reopens: 1 },
+    );
+  });
+
+  test('a limit too short to keep warm without hammering disables the pings', async () => {
+    const { server, port } = await sim(undefined, { keepAliveMs: 100 });
+    const c = client(port, { keepWarm: { minIntervalMs: 500 } });
+    assert.equal((await c.request({ path: '/' })).status, 200);
+    await sleep(600);
+    assert.equal(server.requests, 1);
+    assert.match(c.stats.keepWarm?.disabled ?? '', /too soon to keep one warm/);
+    assert.equal((await c.request({ path: '/' })).status, 200, 'requests still work on a new connection');
+  });
+
+  test('two dead pooled sockets: the request still gets through on a new connection', async () => {
+    // every connection answers one request, then resets on the next: both pooled sockets are stale
+    const port = await rawServer((s) => {
+      let n = 0;
+      s.on('data', () => {
+        if (n++ === 0) s.write('HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok');
+        else s.resetAndDestroy();
+      });
+    });
+    const c = client(port);
+    await Promise.all([c.request({ path: '/a' }), c.request({ path: '/b' })]);
+    assert.equal(c.stats.connects, 2);
+    assert.equal((await c.request({ method: 'POST', path: '/mining/stop' })).text(), 'ok');
+    assert.equal(c.stats.staleRetries, 2);
+    assert.equal(c.stats.connects, 3);
   });
 });

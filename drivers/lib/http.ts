@@ -3,10 +3,14 @@
  * connections (no handshake on the curtail hot path), a connect deadline, an
  * overall deadline per request, a cap on response size, and transport
  * failures mapped onto RackpilotError codes. Status codes are returned, not
- * thrown: auth handling differs per firmware.
+ * thrown: auth handling differs per firmware. Optionally (`keepWarm`) a
+ * pooled connection is kept open against the device's idle timeout, so an
+ * action after minutes of quiet still finds one (http-keep-warm.ts).
  */
 import http from 'node:http';
+import type net from 'node:net';
 import { RackpilotError } from './errors.js';
+import { KeepWarm, type KeepWarmOptions, type KeepWarmStats } from './http-keep-warm.js';
 import type { DeviceEndpointConfig } from './transports.js';
 
 export interface HttpEndpoint {
@@ -20,6 +24,8 @@ export interface HttpEndpoint {
   maxSockets?: number;
   /** An idle kept-alive socket is closed after this many ms (default 60 s); keep it below the server's keep-alive timeout. */
   idleSocketMs?: number;
+  /** Keep a pooled connection warm (off unless set; see http-keep-warm.ts for what it costs the device). */
+  keepWarm?: KeepWarmOptions;
 }
 
 export interface HttpRequest {
@@ -48,8 +54,17 @@ export function httpEndpoint(cfg: DeviceEndpointConfig, port = cfg.port): HttpEn
 }
 
 export const DEFAULT_MAX_HTTP_BYTES = 1024 * 1024;
+const DEFAULT_IDLE_SOCKET_MS = 60_000;
 
-/** Internal: the request died on a reused keep-alive socket before any answer; retried once. */
+export interface HttpClientStats {
+  /** TCP connections opened. */
+  connects: number;
+  /** Requests sent again because a kept-alive connection turned out closed. */
+  staleRetries: number;
+  keepWarm?: KeepWarmStats;
+}
+
+/** Internal: the request died on a reused keep-alive socket before any answer; sent again. */
 class StaleSocketError extends RackpilotError {
   constructor(where: string) {
     super('CONNECTION_CLOSED', `${where}: the kept-alive connection was closed by the device; retry`);
@@ -58,33 +73,61 @@ class StaleSocketError extends RackpilotError {
 
 export class HttpClient {
   private readonly agent: http.Agent;
+  private readonly warm: KeepWarm | undefined;
+  private connects = 0;
+  private staleRetries = 0;
 
   constructor(private readonly ep: HttpEndpoint) {
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: ep.maxSockets ?? 2, maxFreeSockets: ep.maxSockets ?? 2, timeout: ep.idleSocketMs ?? 60_000 });
+    const idleMs = ep.idleSocketMs ?? DEFAULT_IDLE_SOCKET_MS;
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: ep.maxSockets ?? 2, maxFreeSockets: ep.maxSockets ?? 2, timeout: idleMs });
+    if (ep.keepWarm) {
+      const ping = ep.keepWarm.ping ?? ((signal: AbortSignal) => this.request({ path: '/', signal }));
+      const warm = new KeepWarm(ping, ep.connectTimeoutMs + ep.readTimeoutMs, idleMs, ep.keepWarm);
+      this.warm = warm;
+      // registered after the agent's own 'free' listener: the socket is pooled (or destroyed) by now
+      this.agent.on('free', (s: net.Socket) => warm.pooled(s));
+    }
+  }
+
+  get stats(): HttpClientStats {
+    return { connects: this.connects, staleRetries: this.staleRetries, ...(this.warm ? { keepWarm: this.warm.stats } : {}) };
   }
 
   get where(): string {
     return `${this.ep.host}:${this.ep.port}`;
   }
 
-  /** Closes kept-alive sockets. */
+  /** Closes kept-alive sockets and stops keeping one warm (for good). */
   close(): void {
+    this.warm?.close();
     this.agent.destroy();
   }
 
   /**
    * Sends one request. A request that fails on a reused keep-alive socket
    * before any answer arrived (the device closed the idle connection as we
-   * wrote: ECONNRESET/EPIPE) is sent once more on a fresh connection; it is
-   * the known keep-alive race, not a device fault. Requests the firmwares
-   * get here (start/stop/sleep/set target) are idempotent.
+   * wrote: ECONNRESET/EPIPE) is sent again; it is the known keep-alive race,
+   * not a device fault. Each such failure uses up one dead pooled socket, so
+   * after at most maxSockets of them the request goes over a new connection.
+   * Requests the firmwares get here (start/stop/sleep/set target) are
+   * idempotent.
    */
   async request(req: HttpRequest): Promise<HttpResponse> {
+    this.warm?.begin();
+    let ok = false;
     try {
-      return await this.once(req);
-    } catch (err) {
-      if (err instanceof StaleSocketError) return this.once(req);
-      throw err;
+      for (let stale = 0; ; stale++) {
+        try {
+          const res = await this.once(req);
+          ok = true;
+          return res;
+        } catch (err) {
+          if (!(err instanceof StaleSocketError) || stale >= (this.ep.maxSockets ?? 2)) throw err;
+          this.staleRetries++;
+        }
+      }
+    } finally {
+      this.warm?.end(ok);
     }
   }
 
@@ -134,10 +177,12 @@ export class HttpClient {
         );
       }, timeoutMs);
       r.on('socket', (s) => {
+        this.warm?.taken(s);
         if (!s.connecting) {
           connected = true;
           return;
         }
+        this.connects++;
         connectTimer = setTimeout(() => {
           finish(
             new RackpilotError('CONNECT_TIMEOUT', `${where}: no TCP connection within ${ep.connectTimeoutMs} ms (is the device powered and on this network?)`, {
@@ -168,6 +213,7 @@ export class HttpClient {
       });
       r.on('response', (res) => {
         answered = true;
+        this.warm?.hint(res.headers['keep-alive']);
         const declared = Number(res.headers['content-length'] ?? '0');
         if (declared > max) {
           finish(new RackpilotError('RESPONSE_TOO_LARGE', `${where}: answer of ${declared} bytes exceeds ${max}`, { limit: max }));

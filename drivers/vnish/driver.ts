@@ -39,7 +39,7 @@ export class VnishDriver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    this.http = new HttpClient(httpEndpoint(cfg));
+    this.http = new HttpClient({ ...httpEndpoint(cfg), ...(cfg.keepWarm ? { keepWarm: {} } : {}) });
     this.api = new VnishApi(this.http, cfg.id, cfg.password);
     const full = cfg.fullPowerW;
     this.capabilities = {

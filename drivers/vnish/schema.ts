@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { keepWarmSchema } from '../lib/http-keep-warm.js';
 import { idSchema } from '../lib/ids.js';
 import { feedSchema, fullPowerWSchema, passwordSchema, tcpTransportSchema } from '../lib/transports.js';
 
@@ -22,6 +23,8 @@ export const vnishConfigSchema = z
      * only with this set can a watt target be mapped to a percent (and the capability offered).
      */
     fullPowerW: fullPowerWSchema.optional(),
+    /** Keep a connection to the web port open between actions (a small `GET /` when idle for 0.7 x the device's keep-alive idle; see drivers/lib/http-keep-warm.ts). */
+    keepWarm: keepWarmSchema,
     /** Replies larger than this are refused (bytes). */
     maxResponseBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
     /** A curtail is confirmed only when the miner draws at most this. */

@@ -16,13 +16,39 @@ import { hrNow } from './stats.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** One trial's times per device id (bench clock). */
+export interface AgentTrial {
+  /** When each device acknowledged its curtail. */
+  acks: Map<string, number>;
+  /** When the engine called each device's driver (its activation record's dispatchAt). */
+  dispatched: Map<string, number>;
+}
+
+/** The drivers-only baseline: the same drivers' curtail() called in a plain loop, no engine. */
+export interface DriversTrial {
+  /** When the loop started. */
+  t0: number;
+  /** When each device's curtail() was called. */
+  called: Map<string, number>;
+  /** When each device acknowledged (call time + the driver's ackMs). */
+  acks: Map<string, number>;
+  /** Devices whose curtail failed, with why. */
+  failed: Map<string, string>;
+}
+
 /** What the benchmark needs of the agent; all times on the bench's clock (stats.hrNow). */
 export interface AgentUnderTest {
   start(): Promise<void>;
   /** Injects the signal; returns when it was injected. */
   trigger(): number;
-  /** Once every device acknowledged (or failed): device id -> when it acknowledged. */
-  waitAcked(): Promise<Map<string, number>>;
+  /** Once every device acknowledged (or failed): when each acknowledged and when the engine called its driver. */
+  waitAcked(): Promise<AgentTrial>;
+  /**
+   * Optional baseline: every device's driver curtail() called at once in a
+   * plain loop, nothing of the engine on the way; resolves once every one
+   * answered. Followed by restoreAll() like the floor.
+   */
+  curtailDriversOnly?(): Promise<DriversTrial>;
   /** Back to normal after the agent's trial (untimed): signal cleared, load restored by the agent, simulators reset. */
   reset(): Promise<void>;
   /** Every device back to running through the agent's drivers, whatever the agent believes (after the floor curtailed the rack behind its back). */
@@ -128,16 +154,46 @@ export class CurrentAgent implements AgentUnderTest {
     return at;
   }
 
-  async waitAcked(): Promise<Map<string, number>> {
+  async waitAcked(): Promise<AgentTrial> {
     const pending = this.record;
     if (!pending) throw new Error('waitAcked() before trigger()');
     this.record = undefined;
     const rec = await pending;
     const acks = new Map<string, number>();
-    for (const d of rec.devices) if (d.ok && d.ackAt !== undefined) acks.set(d.id, d.ackAt);
-    // ackAt is dispatchAt + the driver's whole-millisecond ackMs; the read hook (capture trial) is exact
+    const dispatched = new Map<string, number>();
+    for (const d of rec.devices) {
+      dispatched.set(d.id, d.dispatchAt);
+      if (d.ok && d.ackAt !== undefined) acks.set(d.id, d.ackAt);
+    }
+    // ackAt is dispatchAt + the driver's ackMs (sub-millisecond, but from inside the driver); the read hook (capture trial) is exact
     if (this.readHooks) for (const [id, at] of this.readHooks) if (acks.has(id)) acks.set(id, at);
-    return acks;
+    return { acks, dispatched };
+  }
+
+  async curtailDriversOnly(): Promise<DriversTrial> {
+    const ids = new Set(this.o.devices.map((d) => d.id));
+    const drivers = this.a.devices.filter((d) => ids.has(d.id) && d.capabilities.curtail);
+    const called = new Map<string, number>();
+    const acks = new Map<string, number>();
+    const failed = new Map<string, string>();
+    const all: Promise<void>[] = [];
+    const t0 = hrNow();
+    for (const d of drivers) {
+      const at = hrNow();
+      called.set(d.id, at);
+      all.push(
+        (d.curtail as NonNullable<DeviceDriver['curtail']>).call(d, { deadlineMs: ACTION_DEADLINE_MS }).then(
+          (r) => {
+            acks.set(d.id, Math.min(at + r.ackMs, hrNow()));
+          },
+          (err: unknown) => {
+            failed.set(d.id, err instanceof Error ? err.message : String(err));
+          },
+        ),
+      );
+    }
+    await Promise.all(all);
+    return { t0, called, acks, failed };
   }
 
   async reset(): Promise<void> {

@@ -4,7 +4,7 @@
  *
  *   rackpilot bench curtail [--devices 256] [--trials 100] [--json] [--no-rss] [--rss-seconds 60]
  *                           [--warmup 3] [--poll-ms 5000] [--families luxos,antminer,...] [--antminer-ack-ms 0]
- *                           [--state-dir DIR]
+ *                           [--state-dir DIR] [--no-keep-warm] [--no-drivers-only] [--gap-ms 0]
  *
  * A rack of N simulated miners (families round-robin, acknowledging at once)
  * runs in a child process (sim-host.ts); the agent runs here and is what is
@@ -13,7 +13,14 @@
  * high-resolution clock: signal -> first command issued to the OS (the
  * agent's own decision time), -> last command issued, -> last device
  * acknowledged. "Issued" is seen by instrumenting this process's sockets
- * (wire-probe.ts). Between trials: restore (untimed) and reset.
+ * (wire-probe.ts). Between trials: restore (untimed) and reset. The engine's
+ * own share comes from its activation records: when it called the first and
+ * the last device's driver.
+ *
+ * Two baselines run in the same trials, each followed by a restore: the
+ * drivers alone (the agent's own driver instances, their curtail() called in
+ * a plain loop with no engine: what the engine adds is the difference) and
+ * the floor.
  *
  * The floor (floor.ts) replays the very bytes the agent sent, raw, to the
  * same simulators, alternating with the agent's trials; the ratios agent /
@@ -25,7 +32,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { resolveFamilies } from '../sim/catalog.js';
+import { findDriver } from '../../drivers/registry.js';
+import { resolveFamilies, type DeviceBlock } from '../sim/catalog.js';
 import { CurrentAgent, type AgentUnderTest } from './agent-under-test.js';
 import { Floor, planFromCapture } from './floor.js';
 import { fdLimitProblem, portRangeProblem } from './limits.js';
@@ -46,6 +54,16 @@ export interface EngineBenchOptions {
   antminerAckMs: number;
   /** Where the agent keeps its state and evidence (default: a temp folder, removed after). */
   stateDir?: string;
+  /** false: `keepWarm: false` on every device block that has the key (default true: the drivers' default). */
+  keepWarm?: boolean;
+  /** false: no drivers-only baseline (default true). */
+  driversOnly?: boolean;
+  /**
+   * Quiet time before each timed agent and drivers-only trial (default 0), as
+   * between real curtailments: idle connections time out meanwhile (the
+   * simulated web servers drop them after 5 s) unless kept warm.
+   */
+  gapMs?: number;
   /** Progress lines on stderr. */
   progress?: (line: string) => void;
 }
@@ -61,6 +79,9 @@ export interface EngineBenchReport {
   pollMs: number;
   agent: {
     decision: Summary;
+    /** From the signal to the engine's call of the first / last device's driver (activation records' dispatchAt). */
+    engineFirstCall: Summary;
+    engineLastCall: Summary;
     lastIssued: Summary;
     lastAck: Summary;
     /** Trials where some device's command or acknowledgement was missing. */
@@ -80,9 +101,25 @@ export interface EngineBenchReport {
     replay: string;
     problems: string[];
   };
+  /** The drivers-only baseline, from the start of its loop; absent when not run. */
+  drivers?: {
+    firstIssued: Summary;
+    lastIssued: Summary;
+    lastAck: Summary;
+    /** Trials where some device's command or acknowledgement was missing. */
+    incompleteTrials: number;
+    lastAckBy: Record<string, number>;
+  };
+  /** Whether the HTTP drivers kept their connections warm. */
+  keepWarm: boolean;
+  /** Quiet time before each timed trial (ms). */
+  gapMs: number;
   ratios: { lastIssued: { p50: number; p99: number }; lastAck: { p50: number; p99: number } };
-  /** Per family, over every device and trial: from the signal to its command issued / acknowledged; the floor's the same. */
-  perFamily: Record<string, { issued: Summary; ack: Summary; floorSent: Summary; floorAnswer: Summary }>;
+  /**
+   * Per family, over every device and trial: from the signal to its command issued / acknowledged; the floor's the
+   * same; the drivers-only baseline's from its loop's start (NaN when not run).
+   */
+  perFamily: Record<string, { issued: Summary; ack: Summary; driversIssued: Summary; driversAck: Summary; floorSent: Summary; floorAnswer: Summary }>;
   rss?: RssFigures;
   targets: { name: string; value: number; limit: number; met: boolean }[];
 }
@@ -122,6 +159,29 @@ function latest(times: ReadonlyMap<string, number>): { id: string | undefined; a
   return { id, at };
 }
 
+/** The device block with `keepWarm: false` where its driver's schema takes that key. */
+function withoutKeepWarm(b: DeviceBlock): DeviceBlock {
+  const off = { ...b, keepWarm: false };
+  return findDriver(b.driver)?.configSchema.safeParse(off).success ? off : b;
+}
+
+/** Each device's first command issued (the earliest first touch of any of its destinations). */
+function issuedAt(probe: WireProbe, destsOf: ReadonlyMap<string, string[]>): Map<string, number> {
+  const issued = new Map<string, number>();
+  for (const [id, dests] of destsOf) {
+    let first = Infinity;
+    for (const d of dests) first = Math.min(first, probe.firstAt.get(d) ?? Infinity);
+    if (first !== Infinity) issued.set(id, first);
+  }
+  return issued;
+}
+
+function earliest(times: ReadonlyMap<string, number>): number {
+  let at = Infinity;
+  for (const v of times.values()) at = Math.min(at, v);
+  return at;
+}
+
 /** Runs the benchmark and returns its figures (nothing printed but progress). */
 export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchReport> {
   const say = o.progress ?? ((): void => undefined);
@@ -137,7 +197,9 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
     for (const d of sim.devices) tally(families, sim.familyOf[d.id]);
     say(`sims: ${o.devices} devices (${Object.entries(families).map(([f, n]) => `${f} x${n}`).join(', ')}) in process ${sim.pid}`);
 
-    agent = new CurrentAgent({ devices: sim.devices, brokerUrl: sim.brokerUrl, pollMs: o.pollMs, stateDir, simReset: () => sim.reset() });
+    const keepWarm = o.keepWarm ?? true;
+    const devices = keepWarm ? sim.devices : sim.devices.map(withoutKeepWarm);
+    agent = new CurrentAgent({ devices, brokerUrl: sim.brokerUrl, pollMs: o.pollMs, stateDir, simReset: () => sim.reset() });
     await agent.start();
     probe.install();
     for (let i = 0; i < o.warmup; i++) {
@@ -150,7 +212,7 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
     await agent.quiesce?.(true);
     probe.arm(true);
     agent.trigger();
-    const capturedAcks = await agent.waitAcked();
+    const capturedAcks = (await agent.waitAcked()).acks;
     probe.disarm();
     await agent.quiesce?.(false);
     await agent.reset();
@@ -159,32 +221,43 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
     const replay = floor.describe();
     say(`capture: ${capturedAcks.size}/${o.devices} acknowledged; floor replays ${replay}${problems.length ? `; ${problems.length} problem(s)` : ''}`);
 
-    const a = { decision: [] as number[], lastIssued: [] as number[], lastAck: [] as number[], incomplete: 0, lastAckBy: {} as Record<string, number> };
+    const a = {
+      decision: [] as number[],
+      engineFirst: [] as number[],
+      engineLast: [] as number[],
+      lastIssued: [] as number[],
+      lastAck: [] as number[],
+      incomplete: 0,
+      lastAckBy: {} as Record<string, number>,
+    };
+    const runDrivers = (o.driversOnly ?? true) && agent.curtailDriversOnly !== undefined;
+    const dr = { first: [] as number[], last: [] as number[], ack: [] as number[], incomplete: 0, lastAckBy: {} as Record<string, number> };
     const f = { first: [] as number[], last: [] as number[], answer: [] as number[], incomplete: 0, mismatched: 0, lastAnswerBy: {} as Record<string, number> };
-    const issued = new Map<string, number>();
-    /** Per family: each device's time from the signal (agent) or the start (floor), over all trials. */
-    const fam = new Map<string, { issued: number[]; ack: number[]; sent: number[]; answer: number[] }>();
-    const famOf = (id: string): { issued: number[]; ack: number[]; sent: number[]; answer: number[] } => {
+    type FamilyTimes = { issued: number[]; ack: number[]; dIssued: number[]; dAck: number[]; sent: number[]; answer: number[] };
+    /** Per family: each device's time from the signal (agent) or the start (drivers only, floor), over all trials. */
+    const fam = new Map<string, FamilyTimes>();
+    const famOf = (id: string): FamilyTimes => {
       const k = sim.familyOf[id] ?? '?';
       let v = fam.get(k);
-      if (!v) fam.set(k, (v = { issued: [], ack: [], sent: [], answer: [] }));
+      if (!v) fam.set(k, (v = { issued: [], ack: [], dIssued: [], dAck: [], sent: [], answer: [] }));
       return v;
     };
+    const gap = (): Promise<void> => (o.gapMs ? new Promise((r) => setTimeout(r, o.gapMs)) : Promise.resolve());
     for (let i = 0; i < o.trials; i++) {
       // --- the agent ---
+      await gap();
       probe.arm();
       const t = agent.trigger();
-      const acks = await agent.waitAcked();
+      const { acks, dispatched } = await agent.waitAcked();
       probe.disarm();
-      issued.clear();
-      for (const [id, dests] of destsOf) {
-        let first = Infinity;
-        for (const d of dests) first = Math.min(first, probe.firstAt.get(d) ?? Infinity);
-        if (first !== Infinity) issued.set(id, first);
-      }
+      const issued = issuedAt(probe, destsOf);
       if (issued.size > 0) {
-        a.decision.push(Math.min(...issued.values()) - t);
+        a.decision.push(earliest(issued) - t);
         a.lastIssued.push(latest(issued).at - t);
+      }
+      if (dispatched.size > 0) {
+        a.engineFirst.push(earliest(dispatched) - t);
+        a.engineLast.push(latest(dispatched).at - t);
       }
       for (const [id, at] of issued) famOf(id).issued.push(at - t);
       for (const [id, at] of acks) famOf(id).ack.push(at - t);
@@ -213,6 +286,27 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
         say(`floor trial 1: ${r.failed.size} failed, ${r.mismatched.length} answered differently from the agent (${[...why, ...r.mismatched.slice(0, 3)].join('; ')})`);
       }
       await agent.restoreAll();
+
+      // --- the drivers alone ---
+      if (runDrivers && agent.curtailDriversOnly) {
+        await gap();
+        probe.arm();
+        const d = await agent.curtailDriversOnly();
+        probe.disarm();
+        const dIssued = issuedAt(probe, destsOf);
+        if (dIssued.size > 0) {
+          dr.first.push(earliest(dIssued) - d.t0);
+          dr.last.push(latest(dIssued).at - d.t0);
+        }
+        for (const [id, at] of dIssued) famOf(id).dIssued.push(at - d.t0);
+        for (const [id, at] of d.acks) famOf(id).dAck.push(at - d.t0);
+        const dLast = latest(d.acks);
+        if (d.acks.size > 0) dr.ack.push(dLast.at - d.t0);
+        tally(dr.lastAckBy, familyOf(dLast.id));
+        if (dIssued.size < o.devices || d.acks.size < o.devices) dr.incomplete++;
+        if (i === 0 && d.failed.size > 0) say(`drivers-only trial 1: ${d.failed.size} failed (${[...d.failed].slice(0, 3).map(([k, e]) => `${k}: ${e}`).join('; ')})`);
+        await agent.restoreAll();
+      }
       if ((i + 1) % 10 === 0 || i + 1 === o.trials) say(`trial ${i + 1}/${o.trials}`);
     }
     await floor.close();
@@ -221,7 +315,13 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
     await agent.stop();
     agent = undefined;
 
-    const agentFig = { decision: summarize(a.decision), lastIssued: summarize(a.lastIssued), lastAck: summarize(a.lastAck) };
+    const agentFig = {
+      decision: summarize(a.decision),
+      engineFirstCall: summarize(a.engineFirst),
+      engineLastCall: summarize(a.engineLast),
+      lastIssued: summarize(a.lastIssued),
+      lastAck: summarize(a.lastAck),
+    };
     const floorFig = { firstSent: summarize(f.first), lastSent: summarize(f.last), lastAnswer: summarize(f.answer) };
     const ratios = {
       lastIssued: { p50: ratio(agentFig.lastIssued.p50, floorFig.lastSent.p50), p99: ratio(agentFig.lastIssued.p99, floorFig.lastSent.p99) },
@@ -246,9 +346,24 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
       pollMs: o.pollMs,
       agent: { ...agentFig, incompleteTrials: a.incomplete, lastAckBy: a.lastAckBy },
       floor: { ...floorFig, incompleteTrials: f.incomplete, mismatched: f.mismatched, lastAnswerBy: f.lastAnswerBy, replay, problems },
+      ...(runDrivers
+        ? { drivers: { firstIssued: summarize(dr.first), lastIssued: summarize(dr.last), lastAck: summarize(dr.ack), incompleteTrials: dr.incomplete, lastAckBy: dr.lastAckBy } }
+        : {}),
+      keepWarm,
+      gapMs: o.gapMs ?? 0,
       ratios,
       perFamily: Object.fromEntries(
-        [...fam].map(([k, v]) => [k, { issued: summarize(v.issued), ack: summarize(v.ack), floorSent: summarize(v.sent), floorAnswer: summarize(v.answer) }]),
+        [...fam].map(([k, v]) => [
+          k,
+          {
+            issued: summarize(v.issued),
+            ack: summarize(v.ack),
+            driversIssued: summarize(v.dIssued),
+            driversAck: summarize(v.dAck),
+            floorSent: summarize(v.sent),
+            floorAnswer: summarize(v.answer),
+          },
+        ]),
       ),
       ...(rss ? { rss } : {}),
       targets,
@@ -273,15 +388,24 @@ function fmtRatio(x: number): string {
 export function formatReport(r: EngineBenchReport): string {
   const out: string[] = [];
   out.push(
-    `rackpilot bench curtail: ${r.devices} simulated devices (${Object.entries(r.families).map(([f, n]) => `${f} x${n}`).join(', ')}), ${r.trials} trials, node ${r.node}, ${r.cpus} CPUs, poll every ${r.pollMs} ms`,
+    `rackpilot bench curtail: ${r.devices} simulated devices (${Object.entries(r.families).map(([f, n]) => `${f} x${n}`).join(', ')}), ${r.trials} trials, node ${r.node}, ${r.cpus} CPUs, poll every ${r.pollMs} ms${r.gapMs ? `, ${r.gapMs} ms quiet before each trial` : ''}${r.keepWarm ? '' : ', HTTP keep-warm off'}`,
   );
   out.push('');
   out.push(
     table([
       ['from the signal (GPIO edge) to ...', 'p50 / p99 / max (ms)'],
+      ['engine: first driver call', fmtSummary(r.agent.engineFirstCall)],
+      ['engine: last driver call', fmtSummary(r.agent.engineLastCall)],
       ['agent: first command issued (decision)', fmtSummary(r.agent.decision)],
       ['agent: last command issued to the OS', fmtSummary(r.agent.lastIssued)],
       ['agent: last device acknowledged', fmtSummary(r.agent.lastAck)],
+      ...(r.drivers
+        ? [
+            ['drivers only (from the loop): first command issued', fmtSummary(r.drivers.firstIssued)],
+            ['drivers only: last command issued', fmtSummary(r.drivers.lastIssued)],
+            ['drivers only: last device acknowledged', fmtSummary(r.drivers.lastAck)],
+          ]
+        : []),
       ['floor: first send issued', fmtSummary(r.floor.firstSent)],
       ['floor: last send issued', fmtSummary(r.floor.lastSent)],
       ['floor: last answer received', fmtSummary(r.floor.lastAnswer)],
@@ -303,14 +427,17 @@ export function formatReport(r: EngineBenchReport): string {
   out.push('');
   out.push(
     table([
-      ['per device, by family (p50 / p99 ms)', 'agent issued', 'agent acked', 'floor sent', 'floor answered'],
-      ...Object.entries(r.perFamily).map(([k, v]) => [k, fmtP(v.issued), fmtP(v.ack), fmtP(v.floorSent), fmtP(v.floorAnswer)]),
+      ['per device, by family (p50 / p99 ms)', 'agent issued', 'agent acked', 'drivers issued', 'drivers acked', 'floor sent', 'floor answered'],
+      ...Object.entries(r.perFamily).map(([k, v]) => [k, fmtP(v.issued), fmtP(v.ack), fmtP(v.driversIssued), fmtP(v.driversAck), fmtP(v.floorSent), fmtP(v.floorAnswer)]),
     ]),
   );
   out.push('');
-  out.push(`last to acknowledge, per trial: agent ${by(r.agent.lastAckBy) || '-'}; floor ${by(r.floor.lastAnswerBy) || '-'}`);
+  out.push(
+    `last to acknowledge, per trial: agent ${by(r.agent.lastAckBy) || '-'}${r.drivers ? `; drivers only ${by(r.drivers.lastAckBy) || '-'}` : ''}; floor ${by(r.floor.lastAnswerBy) || '-'}`,
+  );
   out.push(`floor replay: ${r.floor.replay}`);
   if (r.agent.incompleteTrials > 0) out.push(`agent: ${r.agent.incompleteTrials} trial(s) with a device not commanded or not acknowledged`);
+  if (r.drivers && r.drivers.incompleteTrials > 0) out.push(`drivers only: ${r.drivers.incompleteTrials} trial(s) with a device not commanded or not acknowledged`);
   if (r.floor.incompleteTrials > 0 || r.floor.mismatched > 0) {
     out.push(`floor: ${r.floor.incompleteTrials} incomplete trial(s), ${r.floor.mismatched} answer(s) not as the agent's`);
   }
@@ -332,7 +459,7 @@ export function formatReport(r: EngineBenchReport): string {
 }
 
 function usage(): string {
-  return 'usage: rackpilot bench curtail [--devices N] [--trials T] [--json] [--no-rss] [--rss-seconds S] [--warmup W] [--poll-ms MS] [--families a,b] [--antminer-ack-ms MS] [--state-dir DIR]';
+  return 'usage: rackpilot bench curtail [--devices N] [--trials T] [--json] [--no-rss] [--rss-seconds S] [--warmup W] [--poll-ms MS] [--families a,b] [--antminer-ack-ms MS] [--state-dir DIR] [--no-keep-warm] [--no-drivers-only] [--gap-ms MS]';
 }
 
 /** `rackpilot bench curtail ...`: prints the report; 0 unless the benchmark itself broke (2: bad arguments or limits). */
@@ -352,6 +479,9 @@ export async function runEngineBench(argv: string[]): Promise<number> {
         families: { type: 'string' },
         'antminer-ack-ms': { type: 'string', default: '0' },
         'state-dir': { type: 'string' },
+        'no-keep-warm': { type: 'boolean', default: false },
+        'no-drivers-only': { type: 'boolean', default: false },
+        'gap-ms': { type: 'string', default: '0' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -370,6 +500,7 @@ export async function runEngineBench(argv: string[]): Promise<number> {
     ['poll-ms', values['poll-ms'], 100],
     ['rss-seconds', values['rss-seconds'], 1],
     ['antminer-ack-ms', values['antminer-ack-ms'], 0],
+    ['gap-ms', values['gap-ms'], 0],
   ];
   const bad = ints.filter(([, v, min]) => !/^\d+$/.test(v) || Number(v) < min).map(([k, , min]) => `--${k}: expected a whole number >= ${min}`);
   let families: string[] | undefined;
@@ -396,6 +527,9 @@ export async function runEngineBench(argv: string[]): Promise<number> {
       pollMs: Number(values['poll-ms']),
       rssSeconds: values['no-rss'] ? 0 : Number(values['rss-seconds']),
       antminerAckMs: Number(values['antminer-ack-ms']),
+      keepWarm: !values['no-keep-warm'],
+      driversOnly: !values['no-drivers-only'],
+      gapMs: Number(values['gap-ms']),
       ...(values['state-dir'] !== undefined ? { stateDir: values['state-dir'] } : {}),
       ...(families ? { families } : {}),
       progress: (line) => process.stderr.write(`${line}\n`),

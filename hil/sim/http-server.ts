@@ -1,9 +1,14 @@
 /**
  * Device side of an HTTP API, for simulators: a router on node:http bound to
  * an ephemeral loopback port, with the same switchable faults as the TCP
- * simulators (reusing the `Fault` type of cgminer-server.ts).
+ * simulators (reusing the `Fault` type of cgminer-server.ts). Like the web
+ * servers of real devices it drops a kept-alive connection after
+ * `keepAliveMs` idle (default 5 s, the default of lighttpd, Apache and Node)
+ * without announcing it in a `Keep-Alive: timeout=` header unless
+ * `announceKeepAlive` (clients then learn it only from the close).
  */
 import http from 'node:http';
+import type net from 'node:net';
 import { flood, type Fault } from './cgminer-server.js';
 import { SimListener } from './listen.js';
 
@@ -28,23 +33,51 @@ export interface SimResponse {
 
 export type HttpHandler = (req: SimRequest) => SimResponse | Promise<SimResponse>;
 
+export const SIM_HTTP_KEEP_ALIVE_MS = 5_000;
+
+export interface HttpSimOptions {
+  /** A kept-alive connection idle this long is closed (default SIM_HTTP_KEEP_ALIVE_MS). */
+  keepAliveMs?: number;
+  /** Announce it (`Keep-Alive: timeout=N`, as Node and Apache do; lighttpd does not). Default false. */
+  announceKeepAlive?: boolean;
+}
+
 export class HttpSimServer {
   private readonly listener: SimListener;
+  private readonly idleTimers = new Map<net.Socket, NodeJS.Timeout>();
   fault: Fault = { kind: 'none' };
   requests = 0;
+  /** TCP connections accepted. */
+  connections = 0;
+  /** Idle time after which a kept-alive connection is closed; applies from the next answer on. */
+  keepAliveMs: number;
+  announceKeepAlive: boolean;
 
   constructor(
     private readonly handler: HttpHandler,
     private readonly host = '127.0.0.1',
     private readonly wantedPort = 0,
+    o: HttpSimOptions = {},
   ) {
     const server = http.createServer((req, res) => this.onRequest(req, res));
     server.on('connection', (s) => {
+      this.connections++;
       this.listener.track(s);
+      s.once('close', () => this.idle(s, false));
       if (this.fault.kind === 'reset') s.resetAndDestroy();
     });
-    server.keepAliveTimeout = 60_000;
+    // node's own idle timer runs 1 s past its keepAliveTimeout and announces itself: ours is exact
+    server.keepAliveTimeout = 0;
+    this.keepAliveMs = o.keepAliveMs ?? SIM_HTTP_KEEP_ALIVE_MS;
+    this.announceKeepAlive = o.announceKeepAlive ?? false;
     this.listener = new SimListener(server);
+  }
+
+  /** Starts (or stops) the idle timer of a kept-alive connection. */
+  private idle(s: net.Socket, on: boolean): void {
+    clearTimeout(this.idleTimers.get(s));
+    this.idleTimers.delete(s);
+    if (on && !s.destroyed) this.idleTimers.set(s, setTimeout(() => s.destroy(), this.keepAliveMs));
   }
 
   listen(): Promise<{ host: string; port: number }> {
@@ -60,6 +93,9 @@ export class HttpSimServer {
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const socket = req.socket;
+    this.idle(socket, false);
+    res.once('finish', () => this.idle(socket, true));
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -106,6 +142,9 @@ export class HttpSimServer {
       out.body === undefined ? Buffer.alloc(0) : Buffer.isBuffer(out.body) ? out.body : Buffer.from(typeof out.body === 'string' ? out.body : JSON.stringify(out.body));
     const headers: Record<string, string> = {
       'content-type': typeof out.body === 'object' && !Buffer.isBuffer(out.body) ? 'application/json' : 'text/plain',
+      ...(req.headers.connection === 'close'
+        ? {}
+        : { connection: 'keep-alive', ...(this.announceKeepAlive ? { 'keep-alive': `timeout=${Math.floor(this.keepAliveMs / 1000)}` } : {}) }),
       ...out.headers,
     };
     const send = (): void => {
