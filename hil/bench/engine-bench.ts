@@ -37,6 +37,7 @@ import { resolveFamilies, type DeviceBlock } from '../sim/catalog.js';
 import { CurrentAgent, type AgentUnderTest } from './agent-under-test.js';
 import { Floor, planFromCapture } from './floor.js';
 import { fdLimitProblem, portRangeProblem } from './limits.js';
+import { LOW_MEMORY_NODE_FLAGS } from '../../agent/runtime.js';
 import { rssPhase, type RssFigures } from './rss-phase.js';
 import { startSimHost } from './sim-host.js';
 import { fmtMs, fmtSummary, ratio, summarize, table, type Summary } from './stats.js';
@@ -121,6 +122,8 @@ export interface EngineBenchReport {
    */
   perFamily: Record<string, { issued: Summary; ack: Summary; driversIssued: Summary; driversAck: Summary; floorSent: Summary; floorAnswer: Summary }>;
   rss?: RssFigures;
+  /** The same under the low-memory node flags (agent/runtime.ts). */
+  rssLow?: RssFigures;
   targets: { name: string; value: number; limit: number; met: boolean }[];
 }
 
@@ -327,7 +330,9 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
       lastIssued: { p50: ratio(agentFig.lastIssued.p50, floorFig.lastSent.p50), p99: ratio(agentFig.lastIssued.p99, floorFig.lastSent.p99) },
       lastAck: { p50: ratio(agentFig.lastAck.p50, floorFig.lastAnswer.p50), p99: ratio(agentFig.lastAck.p99, floorFig.lastAnswer.p99) },
     };
+    // the agent's memory both ways: the default node profile, and the opt-in low-memory one (agent/runtime.ts)
     const rss = o.rssSeconds > 0 ? await rssPhase(sim, o) : undefined;
+    const rssLow = o.rssSeconds > 0 ? await rssPhase(sim, { ...o, flags: LOW_MEMORY_NODE_FLAGS }) : undefined;
     const target = (name: string, value: number, limit: number): EngineBenchReport['targets'][number] => ({ name, value, limit, met: value <= limit });
     const targets = [
       target('decision p99 (ms)', agentFig.decision.p99, TARGETS.decisionP99Ms),
@@ -336,6 +341,7 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
       target('last ack / floor, p50', ratios.lastAck.p50, TARGETS.ratioMax),
       target('last ack / floor, p99', ratios.lastAck.p99, TARGETS.ratioMax),
       ...(rss ? [target('agent peak RSS (MB)', (rss.peakMiB * 1024 * 1024) / 1e6, TARGETS.rssMaxMB)] : []),
+      ...(rssLow ? [target('agent peak RSS, low-memory profile (MB)', (rssLow.peakMiB * 1024 * 1024) / 1e6, TARGETS.rssMaxMB)] : []),
     ];
     return {
       devices: o.devices,
@@ -366,6 +372,7 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
         ]),
       ),
       ...(rss ? { rss } : {}),
+      ...(rssLow ? { rssLow } : {}),
       targets,
     };
   } finally {
@@ -447,6 +454,11 @@ export function formatReport(r: EngineBenchReport): string {
     out.push(
       `agent process polling every ${r.pollMs} ms, over ${r.rss.seconds} s: RSS peak ${r.rss.peakMiB.toFixed(1)} MiB, steady ${r.rss.steadyMiB.toFixed(1)} MiB; CPU ${r.rss.cpuPercent.toFixed(1)} %`,
     );
+    if (r.rssLow) {
+      out.push(
+        `  with the low-memory node flags (agent/runtime.ts): RSS peak ${r.rssLow.peakMiB.toFixed(1)} MiB, steady ${r.rssLow.steadyMiB.toFixed(1)} MiB; CPU ${r.rssLow.cpuPercent.toFixed(1)} %`,
+      );
+    }
   }
   out.push('');
   out.push(

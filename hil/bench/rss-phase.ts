@@ -1,7 +1,8 @@
 /**
  * The last phase of the signal-to-dispatch benchmark (engine-bench.ts): the
  * agent as its own process (`rackpilot run`), polling the simulated rack,
- * with its RSS and CPU sampled from /proc.
+ * with its RSS and CPU sampled from /proc, under the node flags given: none
+ * (the default profile) or the low-memory profile (agent/runtime.ts).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,6 +21,8 @@ export interface RssPhaseOptions {
   pollMs: number;
   /** How long to sample once every device reads online. */
   rssSeconds: number;
+  /** Node flags for the agent process (default none). */
+  flags?: readonly string[];
   progress?: (line: string) => void;
 }
 
@@ -63,7 +66,7 @@ export async function rssPhase(sim: Pick<SimHost, 'devices' | 'brokerUrl'>, o: R
   const t = rackTopics(site, rack);
   const watch = await MqttWatch.connect(sim.brokerUrl, t.telemetry);
   const cli = fileURLToPath(new URL('../../agent/cli.js', import.meta.url));
-  const child = spawn(process.execPath, [cli, 'run', '--config', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...(o.flags ?? []), cli, 'run', '--config', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
   const pid = child.pid ?? 0;
   // the agent's own log (warnings) is kept for when it exits early, not printed over the report
   let stderr = '';

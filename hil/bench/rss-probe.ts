@@ -8,10 +8,11 @@
  * preloaded there with `--import` (it then loads nothing else).
  *
  *   node dist/hil/bench/rss-probe.js [--miners 256] [--interval-ms 5000] [--duration-s 90]
- *                                    [--families luxos,antminer,...] [--node-flag=--max-semi-space-size=1 ...]
+ *                                    [--families luxos,antminer,...] [--bare] [--node-flag=--max-semi-space-size=1 ...]
  *
- * --node-flag adds a flag to the agent's node command line (repeatable), to
- * compare V8 settings on the same rack.
+ * The agent runs under its production node flags (agent/runtime.ts
+ * LOW_MEMORY_NODE_FLAGS); --bare drops them. --node-flag adds a flag after them
+ * (repeatable; a later V8 flag wins), to compare V8 settings on the same rack.
  */
 import { spawn } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -68,6 +69,7 @@ async function main(): Promise<void> {
       'duration-s': { type: 'string', default: '90' },
       families: { type: 'string' },
       'node-flag': { type: 'string', multiple: true, default: [] },
+      bare: { type: 'boolean', default: false },
     },
   });
   const miners = Number(values.miners);
@@ -78,12 +80,12 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   // loaded here, not at the top: the agent preloads this file and must not pay for the simulators
+  const { LOW_MEMORY_NODE_FLAGS } = await import('../../agent/runtime.js');
   const { startEmbeddedBroker } = await import('../../agent/embedded-broker.js');
   const { rackTopics } = await import('../../protocol/topics.js');
   const { resolveFamilies, SIM_CATALOG, startMixedRack } = await import('../sim/catalog.js');
   const { MqttWatch } = await import('../testing/mqtt-watch.js');
   const { freePort } = await import('../testing/ports.js');
-  const { repoRoot } = await import('../testing/root.js');
   type Telemetry = import('../../protocol/messages.js').TelemetryMessage;
 
   let families = [...SIM_CATALOG];
@@ -116,8 +118,8 @@ async function main(): Promise<void> {
     }),
   );
   const watch = await MqttWatch.connect(broker.url, t.telemetry);
-  const flags = values['node-flag'];
-  const args = [...flags, '--import', fileURLToPath(import.meta.url), join(repoRoot(), 'dist', 'agent', 'cli.js'), 'run', '--config', cfg];
+  const flags = [...(values.bare ? [] : LOW_MEMORY_NODE_FLAGS), ...values['node-flag']];
+  const args = [...flags, '--import', fileURLToPath(import.meta.url), fileURLToPath(new URL('../../agent/cli.js', import.meta.url)), 'run', '--config', cfg];
   const agent = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, [CHILD_ENV]: heapFile } });
   const pid = agent.pid ?? 0;
   console.log(`rss probe: ${miners} simulated miners of ${families.length} families, poll every ${intervalMs} ms, ${durationS} s, node ${process.version} ${flags.join(' ')}`);
