@@ -313,7 +313,8 @@ export class Agent {
 
   private onResult(r: CommandResult, meta: CommandMeta): void {
     const payload = JSON.stringify(r);
-    void this.bridge.publish(this.topics.cmdResult, payload, { qos: 1, retain: false }, true);
+    // like events: spooled to disk while the broker is unreachable, so a result survives a restart too
+    void this.bridge.publish(this.topics.cmdResult, payload, { qos: 1, retain: false }, true, 'event');
     if (meta.responseTopic) void this.bridge.reply(meta.responseTopic, meta.correlationData, payload);
   }
 }

@@ -303,6 +303,8 @@ export const commandResultSchema = z
       })
       .optional(),
     ts: isoTime,
+    historical: z.boolean().optional().describe('true: sent late from the store-and-forward spool after a broker outage'),
+    spoolSeq: z.number().int().positive().optional().describe('historical: the spool\'s sequence number (deduplicate on it)'),
   })
   .describe('rackpilot/v1/<site>/<rack>/cmd/result — one "accepted" then one final status per command');
 
