@@ -11,14 +11,13 @@ import { toRackpilotError } from '../drivers/lib/errors.js';
 import type { RackTopics } from '../protocol/topics.js';
 import type { CommandMeta } from './commands.js';
 import type { MqttConfig } from './config.js';
-import { backoffDelay } from './concurrency.js';
+import { Reconnect } from './reconnect.js';
 import type { RecordClass, Spool } from './spool.js';
 import { loadTlsFiles } from './tls-files.js';
 
 /** Results, events, status and state wait here until sent, in order (oldest dropped first past this). */
 export const MAX_PENDING = 500;
 /** A connection must stay up this long before the reconnect backoff starts over. */
-const STABLE_CONNECTION_MS = 10_000;
 /** After a failed publish on a live connection, the queue is retried after this. */
 const RETRY_FLUSH_MS = 1_000;
 
@@ -66,13 +65,11 @@ export function historical(payload: Buffer, seq: number): string {
 export class MqttBridge {
   private client: MqttClient | undefined;
   private version: 4 | 5;
-  private attempt = 0;
   private stopping = false;
-  private reconnectTimer: NodeJS.Timeout | undefined;
+  private readonly reconnect: Reconnect;
   private retryTimer: NodeJS.Timeout | undefined;
   private pending: Pending[] = [];
   private flushing = false;
-  private connectedAt = 0;
   connected = false;
   /** Counters for health and tests. */
   readonly stats = { connects: 0, dropped: 0, publishFailures: 0, spooled: 0, spoolRefused: 0, replayed: 0 };
@@ -93,6 +90,7 @@ export class MqttBridge {
     private readonly log: Logger,
   ) {
     this.version = cfg.protocolVersion === 4 ? 4 : 5;
+    this.reconnect = new Reconnect(cfg.reconnect.minMs, cfg.reconnect.maxMs, () => this.connect(), (delay, attempt) => this.log.debug({ delay, attempt }, 'reconnecting'));
   }
 
   /** Telemetry and events published while disconnected go to `spool` and are replayed after each connect. */
@@ -108,6 +106,7 @@ export class MqttBridge {
   start(): void {
     this.loadTls();
     this.stopping = false;
+    this.reconnect.resume();
     this.connect();
   }
 
@@ -150,13 +149,13 @@ export class MqttBridge {
       client = mqtt.connect(this.cfg.url, this.options());
     } catch (err) {
       this.log.error({ err: toRackpilotError(err).toJSON() }, 'cannot create MQTT client');
-      this.scheduleReconnect();
+      this.reconnect.schedule();
       return;
     }
     this.client = client;
     client.on('connect', () => {
       this.connected = true;
-      this.connectedAt = Date.now();
+      this.reconnect.up();
       this.stats.connects++;
       this.log.info({ url: redactUrl(this.cfg.url), protocolVersion: this.version }, 'connected to broker');
       void this.afterConnect(client);
@@ -171,10 +170,10 @@ export class MqttBridge {
     });
     client.on('error', (err: Error & { code?: number | string }) => {
       // CONNACK "unacceptable protocol version" (3.1.1 code 1, MQTT 5 code 132): fall back once.
-      if (this.cfg.protocolVersion === 'auto' && this.version === 5 && (err.code === 1 || err.code === 132)) {
+      if (this.cfg.protocolVersion === 'auto' && this.version === 5 && Reconnect.refusesV5(err)) {
         this.log.warn('broker refused MQTT 5; falling back to MQTT 3.1.1');
         this.version = 4;
-        this.attempt = 0;
+        this.reconnect.reset();
       } else {
         this.log.warn({ error: err.message, code: err.code }, 'MQTT error');
       }
@@ -182,30 +181,14 @@ export class MqttBridge {
     client.on('close', () => {
       const was = this.connected;
       this.connected = false;
-      // a broker that accepts and then drops us (duplicate client id, ACL) must not get a reconnect storm
-      if (was && Date.now() - this.connectedAt >= STABLE_CONNECTION_MS) this.attempt = 0;
       if (was && !this.stopping) {
         this.log.warn('disconnected from broker');
         this.cb.onDisconnected?.();
       }
-      if (this.client === client) {
-        client.removeAllListeners();
-        client.on('error', () => undefined);
-        client.end(true);
-        this.client = undefined;
-        this.scheduleReconnect();
-      }
+      const current = this.client === client;
+      if (current) this.client = undefined;
+      this.reconnect.closed(client, was, current);
     });
-  }
-
-  private scheduleReconnect(): void {
-    if (this.stopping || this.reconnectTimer) return;
-    const delay = backoffDelay(this.attempt++, this.cfg.reconnect.minMs, this.cfg.reconnect.maxMs);
-    this.log.debug({ delay, attempt: this.attempt }, 'reconnecting');
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
-      this.connect();
-    }, delay);
   }
 
   private async afterConnect(client: MqttClient): Promise<void> {
@@ -363,9 +346,8 @@ export class MqttBridge {
   /** Publishes the given offline status (clean shutdown), then disconnects. */
   async stop(offlinePayload: string): Promise<void> {
     this.stopping = true;
-    clearTimeout(this.reconnectTimer);
+    this.reconnect.stop();
     clearTimeout(this.retryTimer);
-    this.reconnectTimer = undefined;
     this.retryTimer = undefined;
     const client = this.client;
     if (!client) return;

@@ -22,7 +22,7 @@ import type { DeviceDriver, Reading } from '../../drivers/contract.js';
 import { withDeadline } from '../../drivers/lib/deadline.js';
 import { toRackpilotError } from '../../drivers/lib/errors.js';
 import type { RackState } from '../../protocol/messages.js';
-import { backoffDelay } from '../concurrency.js';
+import { Reconnect } from '../reconnect.js';
 import type { MqttConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import { redactUrl } from '../mqtt-bridge.js';
@@ -35,7 +35,6 @@ import { NAMESPACE, sparkplugTopics, type SparkplugTopics } from './topics.js';
 import { SparkplugWrites } from './writes.js';
 
 /** A connection must stay up this long before the reconnect backoff starts over. */
-const STABLE_CONNECTION_MS = 10_000;
 
 export interface EdgeNodeOptions {
   config: SparkplugConfig;
@@ -81,11 +80,9 @@ export class SparkplugEdgeNode {
   private client: MqttClient | undefined;
   private version: 4 | 5;
   private tls: Pick<IClientOptions, 'ca' | 'cert' | 'key'> | undefined;
-  private attempt = 0;
   private stopping = false;
-  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnect: Reconnect | undefined;
   private rebirthTimer: NodeJS.Timeout | undefined;
-  private connectedAt = 0;
   connected = false;
   /** NBIRTH sent in this session (DATA may flow). */
   born = false;
@@ -132,13 +129,15 @@ export class SparkplugEdgeNode {
       this.tls = files;
     }
     this.stopping = false;
+    this.reconnect ??= new Reconnect(this.o.mqtt.reconnect.minMs, this.o.mqtt.reconnect.maxMs, () => this.connect());
+    this.reconnect.resume();
     this.connect();
   }
 
   /** A clean stop: the NDEATH is delivered (MQTT 5: DISCONNECT "with Will Message"; 3.1.1: published first). */
   async stop(): Promise<void> {
     this.stopping = true;
-    clearTimeout(this.reconnectTimer);
+    this.reconnect?.stop();
     clearTimeout(this.rebirthTimer);
     const client = this.client;
     this.client = undefined;
@@ -191,23 +190,23 @@ export class SparkplugEdgeNode {
       client = mqtt.connect(this.url, this.options());
     } catch (err) {
       this.o.log.error({ err: toRackpilotError(err).toJSON() }, 'sparkplug: cannot create MQTT client');
-      this.scheduleReconnect();
+      this.reconnect?.schedule();
       return;
     }
     this.client = client;
     client.on('connect', () => {
       this.connected = true;
-      this.connectedAt = Date.now();
+      this.reconnect?.up();
       this.stats.connects++;
       this.o.log.info({ url: redactUrl(this.url), protocolVersion: this.version, bdSeq: this.bdSeq, edgeNode: `${this.groupId}/${this.edgeNodeId}` }, 'sparkplug: connected');
       void this.afterConnect(client);
     });
     client.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet.retain));
     client.on('error', (err: Error & { code?: number | string }) => {
-      if (this.cfg.protocolVersion === 'auto' && this.version === 5 && (err.code === 1 || err.code === 132)) {
+      if (this.cfg.protocolVersion === 'auto' && this.version === 5 && Reconnect.refusesV5(err)) {
         this.o.log.warn('sparkplug: broker refused MQTT 5; falling back to MQTT 3.1.1');
         this.version = 4;
-        this.attempt = 0;
+        this.reconnect?.reset();
       } else {
         this.o.log.warn({ error: err.message, code: err.code }, 'sparkplug: MQTT error');
       }
@@ -216,25 +215,11 @@ export class SparkplugEdgeNode {
       const was = this.connected;
       this.connected = false;
       this.born = false;
-      if (was && Date.now() - this.connectedAt >= STABLE_CONNECTION_MS) this.attempt = 0;
       if (was && !this.stopping) this.o.log.warn('sparkplug: disconnected from broker');
-      if (this.client === client) {
-        client.removeAllListeners();
-        client.on('error', () => undefined);
-        client.end(true);
-        this.client = undefined;
-        this.scheduleReconnect();
-      }
+      const current = this.client === client;
+      if (current) this.client = undefined;
+      this.reconnect?.closed(client, was, current);
     });
-  }
-
-  private scheduleReconnect(): void {
-    if (this.stopping || this.reconnectTimer) return;
-    const delay = backoffDelay(this.attempt++, this.o.mqtt.reconnect.minMs, this.o.mqtt.reconnect.maxMs);
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
-      this.connect();
-    }, delay);
   }
 
   private async afterConnect(client: MqttClient): Promise<void> {
