@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { DeviceDriver, Reading } from '../drivers/contract.js';
 import { withDeadline } from '../drivers/lib/deadline.js';
 import { toRackpilotError, type RackpilotError } from '../drivers/lib/errors.js';
+import { AbortGroup } from './abort-group.js';
 import { mapLimit } from './concurrency.js';
 
 export interface PollerOptions {
@@ -85,13 +86,15 @@ export class Poller {
     const startedAt = Date.now();
     const cpu0 = process.cpuUsage();
     const signal = this.ctl.signal;
+    // one signal per read: 256 reads listening on one shared signal cost O(n²) (agent/abort-group.ts)
+    const group = new AbortGroup([signal]);
     await mapLimit(this.devices, this.opts.concurrency, async (d) => {
       const from = Date.now();
       let r: Reading;
       try {
         // read() must not throw or hang; a driver bug must not stop the rack's polling either.
-        // The read gets the derived signal: one listener per device on the cycle's signal.
-        r = await withDeadline(`${d.id} read`, this.opts.deadlineMs + DRIVER_GRACE_MS, (s) => d.read({ deadlineMs: this.opts.deadlineMs, signal: s }), signal);
+        // The read gets a signal of its own from the cycle's group (aborted when the poller stops).
+        r = await withDeadline(`${d.id} read`, this.opts.deadlineMs + DRIVER_GRACE_MS, (s) => d.read({ deadlineMs: this.opts.deadlineMs, signal: s }), group.signal());
       } catch (err) {
         const e = toRackpilotError(err, { device: d.id });
         if (e.code === 'CANCELLED') return;
@@ -100,6 +103,7 @@ export class Poller {
       }
       this.offer(d.id, r, from);
     });
+    group.dispose();
     if (signal.aborted) return;
     const cpu = process.cpuUsage(cpu0);
     const stats = { startedAt, durationMs: Date.now() - startedAt, cpuMs: (cpu.user + cpu.system) / 1000 };
