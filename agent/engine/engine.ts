@@ -35,8 +35,6 @@ import type { EngineStateStore, PersistedState, ShedRecord } from './state-store
 import type { Demand, PlanDevice, Target } from './types.js';
 import { summarize, triggerOf, view, type ActivationSummary, type DemandView } from './views.js';
 
-export type { ActivationSummary, DemandView } from './views.js';
-export { view } from './views.js';
 
 export type EnginePhase = PersistedState['phase'];
 
@@ -151,8 +149,8 @@ export class Engine {
   private stopped = false;
 
   constructor(private readonly o: EngineOptions) {
-    // every in-flight action listens on the life signal
-    setMaxListeners(o.devices.length * 2 + 16, this.life.signal);
+    // each wave and ramp in flight listens on the life signal once (its AbortGroup), never once per device
+    setMaxListeners(64, this.life.signal);
     const byId = new Map(o.devices.map((d) => [d.id, d]));
     const prot = new Set(o.config.protected);
     const cut = new Set(o.config.hardCut);
