@@ -78,10 +78,14 @@ if ('skip' in tool) {
       await broker.start();
       const watch = await MqttWatch.connect(broker.url, `${t.root}/#`, { protocolVersion: 5 });
       cleanups.push(() => watch.close());
-      await until('replay done', () => agent.bridge.connected && agent.spool.pending().total === 0 && agent.bridge.stats.replayed >= spooled, 60_000);
-      await sleep(300);
+      // a live publish that fails right at the reconnect is spooled too and replayed at once: wait for every spooled one
+      const settled = (): boolean => agent.bridge.connected && agent.spool.pending().total === 0 && agent.bridge.stats.replayed >= agent.bridge.stats.spooled;
+      await until('replay done', settled, 60_000);
+      await sleep(500);
+      await until('replay done (settled)', settled, 10_000);
       const spooledAll = agent.bridge.stats.spooled;
       assert.ok(spooledAll >= spooled);
+      await until('every replayed message seen', () => watch.messages.filter((m: Received) => (m.json as Hist | undefined)?.historical === true).length >= spooledAll, 5_000).catch(() => undefined);
       const hist = watch.messages.filter((m: Received) => (m.json as Hist | undefined)?.historical === true);
       const seqs = hist.map((m) => (m.json as Hist).spoolSeq ?? 0);
       assert.equal(hist.length, spooledAll, `every spooled message arrived (${hist.length} of ${spooledAll})`);
