@@ -13,7 +13,6 @@
  *   rackpilot sign --keygen --out FILE [--key-id ID]
  */
 import { parseArgs } from 'node:util';
-import { Agent } from './agent.js';
 import { loadConfigFile } from './config.js';
 import { createLogger } from './logger.js';
 import { AGENT_VERSION } from './version.js';
@@ -111,15 +110,21 @@ async function main(argv: string[]): Promise<void> {
         for (const e of res.errors) process.stderr.write(`  ${e}\n`);
         process.exit(1);
       }
-      const log = createLogger(values['log-level'] ?? res.config.log.level);
+      const level = values['log-level'];
+      const log = createLogger(level ?? res.config.log.level, 'rackpilot', 1);
       // a stray rejection is a bug to log, not a reason to stop curtailing the rack
       process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
-      const agent = new Agent(res.config, log);
-      onSignals(() => agent.stop());
+      const { Service } = await import('./service.js');
+      const service = new Service({ configPath: values.config, config: res.config, log, ...(level !== undefined ? { logLevelOverride: level } : {}) });
+      onSignals(() => service.stop());
+      process.on('SIGHUP', () => {
+        log.info({ config: values.config }, 'SIGHUP: reloading the config');
+        void service.reload();
+      });
       try {
-        await agent.start();
+        await service.start();
       } catch (err) {
-        await agent.stop().catch(() => undefined);
+        await service.stop().catch(() => undefined);
         fail(err instanceof Error ? err.message : String(err), 1);
       }
       return;

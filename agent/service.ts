@@ -1,0 +1,159 @@
+/**
+ * `rackpilot run`: the agent as a supervised service. Starts the agent,
+ * tells systemd it is ready, pings the watchdog from the event loop, reloads
+ * the config on SIGHUP and stops cleanly on SIGTERM/SIGINT.
+ *
+ * Reload: the new file is validated first; a file with errors (or TLS files
+ * that cannot be loaded) is rejected with every error logged, and the running
+ * agent is kept untouched. A change of `log.level` alone is applied in place.
+ * Any other change replaces the agent the way Telegraf does: the old one
+ * stops (devices are left as they are: a stop never restores load), the new
+ * one starts and, like after a restart, re-asserts the curtailment in force
+ * from the persisted state before anything else; level-triggered signals (a
+ * relay contact still closed) are re-read at its start. The gap is the new
+ * agent's start-up time (devices' start deadlines): a signal edge inside it
+ * is acted on at the new start, never lost. If the new agent fails to start,
+ * the previous config is started again.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import type { Logger } from 'pino';
+import { Agent } from './agent.js';
+import { loadConfigFile, type AgentConfig } from './config.js';
+import { SystemdNotifier } from './systemd/notify.js';
+
+export type ReloadOutcome =
+  | { outcome: 'unchanged' }
+  | { outcome: 'log-level'; level: string }
+  | { outcome: 'replaced' }
+  | { outcome: 'rejected'; errors: string[] }
+  | { outcome: 'failed'; error: string };
+
+export interface ServiceOptions {
+  configPath: string;
+  config: AgentConfig;
+  log: Logger;
+  /** --log-level on the command line: wins over the file's log.level, across reloads too. */
+  logLevelOverride?: string;
+  notifier?: SystemdNotifier;
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class Service {
+  private agentNow: Agent;
+  private config: AgentConfig;
+  private readonly notifier: SystemdNotifier;
+  private readonly log: Logger;
+  /** Reloads and the stop run one at a time, in arrival order. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private stopped = false;
+  reloads = 0;
+
+  constructor(private readonly o: ServiceOptions) {
+    this.config = o.config;
+    this.log = o.log;
+    this.notifier = o.notifier ?? new SystemdNotifier({ log: o.log.child({ component: 'systemd' }) });
+    this.agentNow = new Agent(o.config, o.log);
+  }
+
+  get agent(): Agent {
+    return this.agentNow;
+  }
+
+  /** Starts the agent, then READY=1 and the watchdog pings. A SIGHUP during start-up waits for it. */
+  start(): Promise<void> {
+    const next = this.queue.then(async () => {
+      await this.agentNow.start();
+      this.notifier.ready(this.statusLine());
+      this.notifier.startWatchdog();
+      this.log.info({ config: this.o.configPath, watchdogMs: this.notifier.watchdogMs, notify: this.notifier.enabled }, 'agent running');
+    });
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Re-reads the config file (SIGHUP). Never throws; the outcome says what happened. */
+  reload(): Promise<ReloadOutcome> {
+    const next = this.queue.then(() => this.doReload());
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  stop(): Promise<void> {
+    const next = this.queue.then(async () => {
+      if (this.stopped) return;
+      this.stopped = true;
+      this.notifier.stopping();
+      this.notifier.stopWatchdog();
+      try {
+        await this.agentNow.stop();
+      } finally {
+        this.notifier.close();
+      }
+    });
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async doReload(): Promise<ReloadOutcome> {
+    if (this.stopped) return { outcome: 'unchanged' };
+    this.notifier.reloading();
+    const outcome = await this.applyReload();
+    this.reloads++;
+    const summary = outcome.outcome === 'rejected' ? `last reload rejected (${outcome.errors.length} error(s)); running the previous config` : outcome.outcome === 'failed' ? `last reload failed (${outcome.error}); running the previous config` : this.statusLine();
+    this.notifier.ready(summary);
+    return outcome;
+  }
+
+  private async applyReload(): Promise<ReloadOutcome> {
+    const path = this.o.configPath;
+    const res = loadConfigFile(path);
+    if (!res.ok) {
+      this.log.error({ config: path, errors: res.errors }, 'reloaded config rejected: the running config is kept');
+      return { outcome: 'rejected', errors: res.errors };
+    }
+    const next = res.config;
+    if (isDeepStrictEqual(next, this.config)) {
+      this.log.info({ config: path }, 'config reloaded: no change');
+      return { outcome: 'unchanged' };
+    }
+    if (isDeepStrictEqual({ ...next, log: this.config.log }, this.config)) {
+      this.config = next;
+      const level = this.o.logLevelOverride ?? next.log.level;
+      this.log.level = level;
+      this.log.info({ level }, 'config reloaded: log level applied');
+      return { outcome: 'log-level', level };
+    }
+    let fresh: Agent;
+    try {
+      fresh = new Agent(next, this.log);
+      fresh.bridge.loadTls(); // unreadable or unsafe TLS files: rejected before the running agent is touched
+    } catch (err) {
+      this.log.error({ config: path, error: message(err) }, 'reloaded config rejected: the running config is kept');
+      return { outcome: 'rejected', errors: [message(err)] };
+    }
+    this.log.warn({ config: path }, 'config changed: restarting the agent with it (an active curtailment is carried over)');
+    await this.agentNow.stop();
+    try {
+      await fresh.start();
+    } catch (err) {
+      this.log.error({ error: message(err) }, 'the reloaded config failed to start: starting the previous one again');
+      await fresh.stop().catch(() => undefined);
+      this.agentNow = new Agent(this.config, this.log);
+      await this.agentNow.start();
+      return { outcome: 'failed', error: message(err) };
+    }
+    this.agentNow = fresh;
+    this.config = next;
+    this.log.level = this.o.logLevelOverride ?? next.log.level;
+    this.log.info({ config: path, devices: next.devices.length }, 'config reloaded: agent restarted with it');
+    return { outcome: 'replaced' };
+  }
+
+  private statusLine(): string {
+    const c = this.config;
+    return `running: site ${c.site}, rack ${c.rack}, ${c.devices.length} device(s)`;
+  }
+}
