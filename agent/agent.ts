@@ -20,6 +20,7 @@ import { hrNow } from './engine/clock.js';
 import { Engine, type EngineEvent } from './engine/engine.js';
 import { EvidenceLog, type ActivationRecord } from './engine/evidence.js';
 import { EngineStateStore } from './engine/state-store.js';
+import { HealthEndpoint } from './health/endpoint.js';
 import { stateMessage, statusMessage, telemetryMessage } from './messages.js';
 import { MqttBridge } from './mqtt-bridge.js';
 import { Spool } from './spool.js';
@@ -42,6 +43,9 @@ export class Agent {
   readonly signals: SignalMonitor;
   /** Sparkplug B edge node (config `sparkplug.enabled`), on its own MQTT connection. */
   readonly sparkplug: SparkplugEdgeNode | undefined;
+  /** Local /healthz and /metrics (config `health`); `health.address()` is the bound port. */
+  readonly health: HealthEndpoint;
+  private spoolOpen = false;
   private readonly commands: CommandHandler;
   private seq = 0;
   private lastDeviceStates = '';
@@ -65,7 +69,15 @@ export class Agent {
       if (!def) throw new Error(`no driver "${dc.driver}" (config was validated against the registry)`);
       return def.create(dc, ctx);
     });
-    this.poller = new Poller(this.devices, config.poll, (readings) => this.onCycle(readings), log.child({ component: 'poller' }));
+    this.poller = new Poller(
+      this.devices,
+      config.poll,
+      (readings, stats) => {
+        this.onCycle(readings);
+        this.health.observeCycle(stats);
+      },
+      log.child({ component: 'poller' }),
+    );
     const evidenceDir = config.evidence.dir ?? join(config.stateDir, 'evidence');
     this.evidenceDir = evidenceDir;
     this.evidence = new EvidenceLog({ ...config.evidence, dir: evidenceDir }, log.child({ component: 'evidence' }));
@@ -127,6 +139,24 @@ export class Agent {
           log: log.child({ component: 'sparkplug' }),
         })
       : undefined;
+    this.health = new HealthEndpoint(
+      config.health,
+      {
+        site: config.site,
+        rack: config.rack,
+        version: AGENT_VERSION,
+        devices: this.devices,
+        latest: this.poller.latest,
+        readMs: this.poller.readMs,
+        poll: config.poll,
+        engine: this.engine,
+        rackState: () => this.rackState,
+        bridge: this.bridge,
+        spool: this.spool,
+        spoolOpen: () => this.spoolOpen,
+      },
+      log.child({ component: 'health' }),
+    );
     log.info({ host: os.hostname(), devices: this.devices.length, root: this.topics.root }, 'agent configured');
   }
 
@@ -137,6 +167,8 @@ export class Agent {
   async start(): Promise<void> {
     // a TLS file that is unreadable or unsafe is a config error: refused before any device is touched
     this.bridge.loadTls();
+    // /healthz answers from here on: 503 with ready:false until the agent has started
+    await this.health.start();
     await Promise.all(
       this.devices.map(async (d) => {
         try {
@@ -157,6 +189,7 @@ export class Agent {
     this.bridge.start();
     this.sparkplug?.start(); // Sparkplug B (optional)
     this.poller.start();
+    this.health.setReady(true);
   }
 
   /** Meters streaming `powerW` feed the evidence log's 100 ms rack power series. */
@@ -185,12 +218,14 @@ export class Agent {
       if (r.corrupt.length > 0 || r.ackFileCorrupt) this.log.warn({ corrupt: r.corrupt, ackFileCorrupt: r.ackFileCorrupt }, 'spool: damaged records skipped');
       if (r.pending.telemetry + r.pending.events > 0) this.log.info({ pending: r.pending }, 'spool: messages from before the restart will be replayed');
       this.bridge.attachSpool(this.spool);
+      this.spoolOpen = true;
     } catch (err) {
       this.log.error({ error: toRackpilotError(err).toJSON() }, 'spool unusable: telemetry and events published while offline will be dropped');
     }
   }
 
   async stop(): Promise<void> {
+    this.health.setReady(false);
     this.signals.stop();
     for (const off of this.unwatch.splice(0)) off();
     await this.poller.stop();
@@ -202,6 +237,7 @@ export class Agent {
     await Promise.all(
       this.devices.map((d) => withDeadline(`${d.id} stop`, STOP_DEADLINE_MS, () => d.stop()).catch(() => undefined)),
     );
+    await this.health.close();
   }
 
   private onConnected(): void {
@@ -312,6 +348,7 @@ export class Agent {
   }
 
   private onResult(r: CommandResult, meta: CommandMeta): void {
+    this.health.onResult(r);
     const payload = JSON.stringify(r);
     // like events: spooled to disk while the broker is unreachable, so a result survives a restart too
     void this.bridge.publish(this.topics.cmdResult, payload, { qos: 1, retain: false }, true, 'event');

@@ -3,6 +3,7 @@
  * rackpilot command line:
  *   rackpilot run --config FILE
  *   rackpilot config check FILE
+ *   rackpilot doctor [--config FILE] [--json] [--timeout MS]
  *   rackpilot demo [--broker URL] [--asics N] [--families a,b] [--site S] [--rack R] [--port P]
  *   rackpilot probe HOST [--api-port N] [--http-port N] [--user U] [--password P] [--json]
  *   rackpilot scan CIDR [--json] [--concurrency N] [--timeout MS] [--api-port N] [--http-port N]
@@ -22,8 +23,11 @@ const USAGE = `rackpilot ${AGENT_VERSION} — rack-level curtailment agent
 usage:
   rackpilot run --config FILE [--log-level LEVEL]   run the agent
   rackpilot config check FILE                       validate a config file
+  rackpilot doctor [--config FILE] [--json] [--timeout MS]
+                                                    check an installation: config, broker, TLS, GPIO, serial,
+                                                    NVML, every device, clock (default /etc/rackpilot/config.yaml)
   rackpilot demo [--broker URL] [--asics N] [--families a,b] [--site S] [--rack R] [--port P]
-                 [--dip-at S] [--trip-at S] [--hold-off S] [--state-dir DIR]
+                 [--dip-at S] [--trip-at S] [--hold-off S] [--state-dir DIR] [--health-port P]
                                                     simulated rack of mixed families + embedded broker
   rackpilot probe HOST [--api-port N] [--http-port N] [--user U] [--password P]
                   [--timeout MS] [--json]           identify a miner and read it once
@@ -127,6 +131,11 @@ async function main(argv: string[]): Promise<void> {
         await service.stop().catch(() => undefined);
         fail(err instanceof Error ? err.message : String(err), 1);
       }
+      return;
+    }
+    case 'doctor': {
+      const { runDoctor } = await import('./doctor/cli.js');
+      process.exitCode = await runDoctor(rest, process.stdout);
       return;
     }
     case 'events': {

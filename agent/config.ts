@@ -13,6 +13,7 @@ import { signalConditionSchema } from './signals.js';
 import { autoDeviceSchema, type AutoDeviceConfig } from './auto.js';
 import { engineConfigSchema } from './engine/config.js';
 import { evidenceConfigSchema } from './engine/evidence.js';
+import { healthConfigSchema } from './health/config.js';
 import { spoolConfigSchema } from './spool/config.js';
 import { sparkplugConfigSchema } from './sparkplug/config.js';
 
@@ -140,6 +141,8 @@ const rootSchema = z
     security: securityConfigSchema,
     /** Sparkplug B 3.0 edge node for SCADA hosts, off by default (agent/sparkplug/README.md). */
     sparkplug: sparkplugConfigSchema,
+    /** Local HTTP endpoint: /healthz and Prometheus /metrics, on 127.0.0.1:9108 by default (agent/health/README.md). */
+    health: healthConfigSchema,
   })
   .strict();
 

@@ -34,6 +34,8 @@ export interface DemoOptions {
   tripAtMs?: number | undefined;
   /** Where the agent keeps its curtailment state and evidence log (default: a fresh temporary folder). */
   stateDir?: string | undefined;
+  /** The local /healthz and /metrics port (`--health-port`, default 9108); 0 or absent: an ephemeral one. */
+  healthPort?: number | undefined;
   /** Hold-off after a signal clears before load comes back (default 10 s, so the demo shows the ramp). */
   holdOffMs?: number | undefined;
 }
@@ -86,6 +88,7 @@ export async function startDemo(opts: DemoOptions, log: Logger): Promise<Running
       devices: [...miners, ...gpuDevices, ...power.devices],
       signals: power.signals.map((sig) => ({ ...sig, holdOffMs: opts.holdOffMs ?? 10_000 })),
       stateDir: opts.stateDir ?? mkdtempSync(join(tmpdir(), 'rackpilot-demo-')),
+      health: { port: opts.healthPort ?? 0 },
       // miners that ignore a curtail get their PDU outlet cut; the ramp brings back three devices a second
       engine: { hardCut: miners.map((m) => m.id), restore: { stepDevices: 3, stepIntervalMs: 1000 } },
     });
@@ -161,6 +164,7 @@ export function demoBanner(d: RunningDemo, opts: DemoOptions): string {
     ...(opts.tripAtMs !== undefined ? [`  scripted: the trip contact opens ${opts.tripAtMs / 1000} s after start for 3 s -> signal "utility-trip" on ${t.events}`] : []),
     `  each signal sheds the whole rack at once (miners sleep, GPUs are capped); load comes back ${(opts.holdOffMs ?? 10_000) / 1000} s after it clears.`,
     '',
+    ...healthLines(d),
     `Evidence log (every activation's timings, rack power at 100 ms): ${d.agent.evidenceDir}`,
     `  node dist/agent/cli.js events export --dir ${d.agent.evidenceDir} --table devices`,
     '',
@@ -168,6 +172,13 @@ export function demoBanner(d: RunningDemo, opts: DemoOptions): string {
     'Press Ctrl-C to stop.',
     '',
   ].join('\n');
+}
+
+function healthLines(d: RunningDemo): string[] {
+  const a = d.agent.health.address();
+  if (!a) return ['Health endpoint: not listening (see the log)', ''];
+  const base = `http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+  return ['Health and Prometheus metrics (local only):', `  curl -s ${base}/healthz`, `  curl -s ${base}/metrics | grep ^rackpilot_`, ''];
 }
 
 const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -182,7 +193,7 @@ function intOpt(v: string | undefined, name: string, min: number, max: number): 
 /**
  * The `rackpilot demo` command line: `[--broker URL] [--asics N] [--families a,b]
  * [--site S] [--rack R] [--port P] [--interval MS] [--fast] [--dip-at S] [--trip-at S] [--hold-off S] [--state-dir DIR]
- * [--log-level L]`.
+ * [--health-port P] [--log-level L]`.
  * Every error is reported at once.
  */
 export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; logLevel: string } | { ok: false; error: string } {
@@ -203,6 +214,7 @@ export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; lo
         'trip-at': { type: 'string' },
         'hold-off': { type: 'string' },
         'state-dir': { type: 'string' },
+        'health-port': { type: 'string' },
         'log-level': { type: 'string' },
       },
     }));
@@ -235,6 +247,7 @@ export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; lo
   const dipAt = num(values['dip-at'], 'dip-at', 20, 0, 86_400) as number;
   const tripAt = num(values['trip-at'], 'trip-at', 40, 0, 86_400) as number;
   const holdOff = num(values['hold-off'], 'hold-off', 10, 0, 86_400) as number;
+  const healthPort = num(values['health-port'], 'health-port', 9108, 0, 65535) as number;
   if (errors.length > 0) return { ok: false, error: errors.join('\n') };
   return {
     ok: true,
@@ -251,6 +264,7 @@ export function parseDemoArgs(args: string[]): { ok: true; opts: DemoOptions; lo
       tripAtMs: tripAt > 0 ? tripAt * 1000 : undefined,
       holdOffMs: holdOff * 1000,
       stateDir: values['state-dir'],
+      healthPort,
     },
     logLevel: values['log-level'] ?? 'warn',
   };

@@ -71,6 +71,8 @@ export class MqttBridge {
   private pending: Pending[] = [];
   private flushing = false;
   connected = false;
+  /** When `connected` last changed (epoch ms); construction time before the first connect. */
+  connectedChangedAt = Date.now();
   /** Counters for health and tests. */
   readonly stats = { connects: 0, dropped: 0, publishFailures: 0, spooled: 0, spoolRefused: 0, replayed: 0 };
   /** The store-and-forward buffer for telemetry and events while the broker is unreachable (agent/spool.ts). */
@@ -155,6 +157,7 @@ export class MqttBridge {
     this.client = client;
     client.on('connect', () => {
       this.connected = true;
+      this.connectedChangedAt = Date.now();
       this.reconnect.up();
       this.stats.connects++;
       this.log.info({ url: redactUrl(this.cfg.url), protocolVersion: this.version }, 'connected to broker');
@@ -181,6 +184,7 @@ export class MqttBridge {
     client.on('close', () => {
       const was = this.connected;
       this.connected = false;
+      if (was) this.connectedChangedAt = Date.now();
       if (was && !this.stopping) {
         this.log.warn('disconnected from broker');
         this.cb.onDisconnected?.();

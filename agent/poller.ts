@@ -36,6 +36,8 @@ export class Poller {
   private stopped = true;
   private ctl = new AbortController();
   lastCycle: CycleStats | undefined;
+  /** How long each device's latest poll read took, ms (for /metrics). */
+  readonly readMs = new Map<string, number>();
 
   constructor(
     private readonly devices: readonly DeviceDriver[],
@@ -101,6 +103,7 @@ export class Poller {
         this.log.error({ device: d.id, error: e.toJSON() }, 'driver read() failed instead of returning a reading');
         r = unreachable(this.latest.get(d.id), e);
       }
+      this.readMs.set(d.id, Date.now() - from);
       this.offer(d.id, r, from);
     });
     group.dispose();

@@ -24,6 +24,9 @@ describe('demo command line', () => {
     assert.equal(r.opts.asics, undefined);
     assert.equal(r.opts.families, undefined);
     assert.equal(r.logLevel, 'warn');
+    assert.equal(r.opts.healthPort, 9108, 'the demo serves /healthz and /metrics on the documented port');
+    const bad = parseDemoArgs(['--health-port', '70000']);
+    assert.ok(!bad.ok && /--health-port: expected an integer from 0 to 65535, got "70000"/.test(bad.error));
   });
   test('--families restricts and validates, naming unknown families and the known ones', () => {
     const good = parseDemoArgs(['--families', 'luxos,whatsminer-v3', '--asics', '6', '--fast']);
@@ -81,6 +84,9 @@ describe('demo rack of mixed families over MQTT (embedded aedes)', () => {
     const banner = demoBanner(demo, opts);
     assert.match(banner, new RegExp(`${n} simulated miner\\(s\\) of ${n} firmware families`));
     for (const f of SIM_FAMILIES) assert.ok(banner.includes(`(${f}) x1`), `banner names ${f}`);
+    const health = demo.agent.health.address();
+    assert.ok(health, 'the health endpoint listens');
+    assert.ok(banner.includes(`curl -s http://127.0.0.1:${health.port}/healthz`), 'the banner says where /healthz is');
   });
 
   test('telemetry lists every device, fresh and running', async () => {

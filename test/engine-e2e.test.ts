@@ -61,6 +61,7 @@ describe('engine end-to-end', () => {
       actions: { deadlineMs: 1500 },
       log: { level: 'silent' },
       stateDir: mkdtempSync(join(tmpdir(), 'rp-cut-')),
+      health: { port: 0 },
       devices: [
         { ...miner.device('m1'), feed: [{ pdu: 'pdu', outlet: '1' }] },
         { id: 'pdu', driver: 'pdu-snmp', host: p.host, port: p.port, profile: 'apc-rpdu2', snmp: { version: '2c', community: 'private' }, outlets: 2, switchOnDelayMs: 100 },

@@ -46,6 +46,7 @@ function config(rack: string, mqttBlock: Record<string, unknown>, dir: string): 
     poll: { intervalMs: 300 },
     log: { level: 'silent' },
     stateDir: dir,
+    health: { port: 0 },
   });
   if (!res.ok) throw new Error(res.errors.join('\n'));
   return res.config;

@@ -109,6 +109,7 @@ export class CurrentAgent implements AgentUnderTest {
       actions: { deadlineMs: ACTION_DEADLINE_MS },
       log: { level: 'silent' },
       stateDir: this.o.stateDir,
+      health: { port: 0 },
       evidence: { dir: join(this.o.stateDir, 'evidence') },
       engine: { restore: { stepDevices: 4096, stepIntervalMs: 0 } },
       devices: [...this.o.devices, { id: TRIP_ID, driver: 'gpio', name: 'bench trip contact', backend: 'soft', chip: this.chip, offset: TRIP_OFFSET, direction: 'in', debounceMs: 0 }],

@@ -69,6 +69,7 @@ async function main(): Promise<void> {
     actions: { deadlineMs: 5000 },
     log: { level: 'silent' },
     stateDir: dir,
+    health: { port: 0 },
     engine: { restore: { stepDevices: 4096, stepIntervalMs: 0 } },
     devices: [...host.devices, { id: TRIP, driver: 'gpio', backend: 'soft', chip, offset: 3, direction: 'in', debounceMs: 0 }],
     signals: [{ id: TRIP, source: TRIP, channel: 'input', above: 0.5, forMs: 0, demand: 'shed', holdOffMs: 0 }],

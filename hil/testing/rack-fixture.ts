@@ -29,6 +29,7 @@ export async function startSimRack(n: number, opts: { sleepDelayMs?: number; wak
     log: { level: 'silent' },
     // a fresh state directory per agent: a curtailment persisted by one test must not be re-asserted in another
     stateDir: mkdtempSync(join(tmpdir(), 'rp-rack-')),
+    health: { port: 0 }, // an ephemeral port: agents of parallel tests never compete for 9108
     devices: sims.map((s, i) => ({ id: `m${i + 1}`, driver: 'luxos', host: '127.0.0.1', port: s.server.port, confirmPollMs: 50 })),
   });
   return {
