@@ -7,13 +7,12 @@
 import os from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { DeviceDriver, DeviceState, DriverContext, Reading } from '../drivers/contract.js';
+import type { DeviceDriver, DeviceState, Reading } from '../drivers/contract.js';
 import { withDeadline } from '../drivers/lib/deadline.js';
 import { toRackpilotError } from '../drivers/lib/errors.js';
-import { findDriver } from '../drivers/registry.js';
 import type { CommandResult, EventMessage, RackState } from '../protocol/messages.js';
 import { rackTopics, type RackTopics } from '../protocol/topics.js';
-import { AutoDevice } from './auto.js';
+import { createDevice } from './devices.js';
 import { CommandHandler, type CommandMeta } from './commands.js';
 import type { AgentConfig } from './config.js';
 import { hrNow } from './engine/clock.js';
@@ -62,13 +61,7 @@ export class Agent {
   ) {
     const id = { site: config.site, rack: config.rack };
     this.topics = rackTopics(config.site, config.rack);
-    this.devices = config.devices.map((dc) => {
-      const ctx: DriverContext = { logger: log.child({ device: dc.id, driver: dc.driver }), now: Date.now };
-      if (dc.driver === 'auto') return new AutoDevice(dc, ctx);
-      const def = findDriver(dc.driver);
-      if (!def) throw new Error(`no driver "${dc.driver}" (config was validated against the registry)`);
-      return def.create(dc, ctx);
-    });
+    this.devices = config.devices.map((dc) => createDevice(dc, log));
     this.poller = new Poller(
       this.devices,
       config.poll,

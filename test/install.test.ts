@@ -8,17 +8,30 @@
  * another architecture or Node ABI.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { startEmbeddedBroker } from '../agent/embedded-broker.js';
 import { fakeSystemctl } from '../hil/testing/fake-systemctl.js';
+import { FakeNotifySocket } from '../hil/testing/notify-socket.js';
+import { freePort } from '../hil/testing/ports.js';
+import { startSimRack } from '../hil/testing/rack-fixture.js';
 import { repoRoot } from '../hil/testing/root.js';
 import { requireTool } from '../hil/testing/tools.js';
 
 const repo = repoRoot();
 const analyze = requireTool('systemd-analyze', 'systemd');
+const python = requireTool('python3', 'python3');
+
+/** A command prefix that runs without any network (a new network namespace), or null where namespaces are not allowed. */
+function offline(): string[] | null {
+  for (const args of [['-n'], ['-r', '-n']]) {
+    if (spawnSync('unshare', [...args, 'true']).status === 0) return ['unshare', ...args];
+  }
+  return null;
+}
 
 interface Run {
   code: number;
@@ -226,6 +239,47 @@ describe('install.sh', () => {
     assert.match(r.out, /skipped \(--root\): userdel rackpilot/);
     r = sh([join(repo, 'install.sh'), '--uninstall', '--root', root]);
     assert.match(r.out, /not installed: nothing to remove/);
+  });
+
+  test('offline: the bundle installs with no network at all, the installed agent starts (READY=1) and rackpilot doctor passes from it', { skip: 'skip' in python ? python.skip : false }, async (t) => {
+    const root = join(work, 'offline');
+    const ns = offline();
+    if (!ns) t.diagnostic('unshare cannot make a network namespace here: installing with the registry pointed at a closed port instead');
+    const cmd = [...(ns ?? []), 'bash', join(repo, 'install.sh'), '--bundle', tarball, '--root', root];
+    const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', env: { ...process.env, npm_config_registry: 'http://127.0.0.1:9/', npm_config_offline: 'true' } });
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    if (ns) {
+      const probe = spawnSync(ns[0]!, [...ns.slice(1), 'node', '-e', 'require("node:net").connect(9, "127.0.0.1").on("error", (e) => { console.log(e.code); })'], { encoding: 'utf8' });
+      assert.match(probe.stdout, /ENETUNREACH|ECONNREFUSED|EADDRNOTAVAIL/, 'the namespace really has no network');
+    }
+
+    // the operator writes the config: a simulated miner and a broker on loopback
+    const broker = await startEmbeddedBroker('127.0.0.1', await freePort());
+    const rack = await startSimRack(1, { sleepDelayMs: 50, wakeRampMs: 50 });
+    const notify = await FakeNotifySocket.start('path' in python ? python.path : 'python3');
+    const cfg = join(root, 'etc/rackpilot/config.yaml');
+    writeFileSync(cfg, JSON.stringify({ ...rack.raw(broker.url, 'off', 'r1'), mqtt: { url: broker.url, protocolVersion: 4 }, stateDir: join(root, 'var/lib/rackpilot') }));
+    const cli = join(root, 'opt/rackpilot/current/dist/agent/cli.js');
+    const agent = spawn(process.execPath, [cli, 'run', '--config', cfg], { env: { ...process.env, NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: '2000000' }, stdio: 'ignore' });
+    try {
+      await notify.waitFor('READY=1 from the installed agent', (n) => n.some((x) => x.msg.split('\n').includes('READY=1')));
+      await notify.waitFor('a watchdog ping', (n) => n.some((x) => x.msg === 'WATCHDOG=1'));
+      // asynchronously: the broker and the simulator answer from this process's event loop
+      const doc = await new Promise<{ status: number | null; stdout: string; stderr: string }>((res) => {
+        execFile(process.execPath, [cli, 'doctor', '--config', cfg, '--timeout', '3000'], { encoding: 'utf8' }, (err, stdout, stderr) =>
+          res({ status: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr }),
+        );
+      });
+      assert.equal(doc.status, 0, doc.stdout + doc.stderr);
+      assert.match(doc.stdout, /PASS\s+broker/);
+      assert.match(doc.stdout, /PASS\s+device m1/);
+    } finally {
+      agent.kill('SIGTERM');
+      await new Promise((res) => agent.once('exit', res));
+      notify.close();
+      await rack.close();
+      await broker.close();
+    }
   });
 
   test('a bundle for another architecture or Node ABI is refused with what to do', () => {

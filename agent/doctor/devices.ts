@@ -7,12 +7,12 @@
  * (drivers/detect.ts apiFirmware), as `rackpilot probe` reports it.
  */
 import type { Logger } from 'pino';
-import type { DeviceDriver, DriverContext, FieldValue, Reading } from '../../drivers/contract.js';
+import type { DeviceDriver, FieldValue, Reading } from '../../drivers/contract.js';
 import { apiFirmware, DEFAULT_API_PORT } from '../../drivers/detect.js';
 import { sleep, withDeadline } from '../../drivers/lib/deadline.js';
 import { toRackpilotError } from '../../drivers/lib/errors.js';
 import { findDriver } from '../../drivers/registry.js';
-import { AutoDevice } from '../auto.js';
+import { createDevice } from '../devices.js';
 import { mapLimit } from '../concurrency.js';
 import type { DeviceConfig } from '../config.js';
 import { fail, pass, skip, type CheckResult } from './types.js';
@@ -23,15 +23,6 @@ const STOP_MS = 2_000;
 const MIN_FIRMWARE_MS = 100;
 /** A sampling device without a fresh sample yet is read again after this. */
 const RESAMPLE_MS = 100;
-
-/** The driver for a device block, as agent/agent.ts makes it. */
-export function createDevice(dc: DeviceConfig, log: Logger): DeviceDriver {
-  const ctx: DriverContext = { logger: log.child({ device: dc.id, driver: dc.driver }), now: Date.now };
-  if (dc.driver === 'auto') return new AutoDevice(dc, ctx);
-  const def = findDriver(dc.driver);
-  if (!def) throw new Error(`no driver "${dc.driver}" (config was validated against the registry)`);
-  return def.create(dc, ctx);
-}
 
 const str = (v: FieldValue | undefined): string | null => (typeof v === 'string' && v.trim() !== '' ? v.trim() : null);
 
