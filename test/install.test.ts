@@ -282,6 +282,22 @@ describe('install.sh', () => {
     }
   });
 
+  test('--prefix puts the versions elsewhere and the unit and command follow; --no-start starts nothing', () => {
+    const root = join(work, 'prefix');
+    mkdirSync(root);
+    const sc = fakeSystemctl(join(work, 'prefix-sc'), root, '/srv/rackpilot');
+    const r = sh([join(base, 'install.sh'), '--root', root, '--prefix', '/srv/rackpilot', '--systemctl', sc.path, '--no-start']);
+    assert.equal(r.code, 0, r.err + r.out);
+    assert.equal(readlinkSync(join(root, 'srv/rackpilot/current')), version);
+    assert.ok(!existsSync(join(root, 'opt/rackpilot')));
+    assert.match(readFileSync(join(root, 'etc/systemd/system/rackpilot.service'), 'utf8'), /^ExecStart=\S+ \$RACKPILOT_NODE_FLAGS \/srv\/rackpilot\/current\/dist\/agent\/cli\.js run /m);
+    assert.match(readFileSync(join(root, 'usr/local/bin/rackpilot'), 'utf8'), /"\/srv\/rackpilot\/current\/dist\/agent\/cli\.js"/);
+    assert.match(r.out, /not started \(--no-start\)/);
+    assert.ok(sc.calls().includes('enable rackpilot.service'));
+    assert.ok(!sc.calls().some((c) => /^(re)?start/.test(c)), 'nothing started');
+    assert.match(sh([join(base, 'install.sh'), '--root', root, '--prefix', 'relative/dir']).err, /--prefix must be an absolute path/);
+  });
+
   test('a bundle for another architecture or Node ABI is refused with what to do', () => {
     const root = join(work, 'refuse');
     let r = sh([join(variant('3.0.0', 'other-arch'), 'install.sh'), '--root', root]);

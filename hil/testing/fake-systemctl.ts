@@ -5,7 +5,7 @@
  * active only if the version `current` links to runs (`--version`) and has
  * no FAIL_READY marker (a release that starts but never reports READY=1).
  */
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export interface FakeSystemctl {
@@ -16,6 +16,7 @@ export interface FakeSystemctl {
 }
 
 export function fakeSystemctl(dir: string, root: string, prefix = '/opt/rackpilot'): FakeSystemctl {
+  mkdirSync(dir, { recursive: true });
   const path = join(dir, 'systemctl');
   const log = join(dir, 'systemctl.log');
   const state = join(dir, 'systemctl.state');
