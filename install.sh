@@ -241,20 +241,18 @@ point_current_at() { set_link current "$1"; }
 
 # ---------------------------------------------------------------- user, files
 ensure_user() {
-  if [ "$LIVE" = 1 ] && getent passwd "$USER_NAME" >/dev/null; then
-    :
-  else
-    if [ "$LIVE" = 1 ]; then CHANGES=$((CHANGES + 1)); fi
+  if [ "$LIVE" = 0 ] || ! getent passwd "$USER_NAME" >/dev/null; then
     sys useradd --system --user-group --home-dir "$STATE_DIR" --no-create-home --shell /usr/sbin/nologin --comment "rackpilot agent" "$USER_NAME"
+    [ "$LIVE" = 0 ] || changed "created the system user $USER_NAME"
   fi
   local g
   for g in dialout gpio; do
     if [ "$LIVE" = 1 ]; then
       getent group "$g" >/dev/null || continue
       id -nG "$USER_NAME" | tr ' ' '\n' | grep -qx "$g" && continue
-      CHANGES=$((CHANGES + 1))
     fi
     sys usermod --append --groups "$g" "$USER_NAME"
+    [ "$LIVE" = 0 ] || changed "added $USER_NAME to group $g"
   done
 }
 
@@ -294,7 +292,11 @@ EOF
   fi
 
   ensure_dir "$R$STATE_DIR" 0750
-  sys chown "$USER_NAME:$USER_NAME" "$R$STATE_DIR"
+  # recursively: state files left by a run as root (e.g. "rackpilot run" by hand) would stop the service
+  if [ "$LIVE" = 0 ] || [ -n "$(find "$STATE_DIR" \( ! -user "$USER_NAME" -o ! -group "$USER_NAME" \) -print -quit)" ]; then
+    sys chown -R "$USER_NAME:$USER_NAME" "$R$STATE_DIR"
+    [ "$LIVE" = 0 ] || changed "$STATE_DIR (and everything in it) now owned by $USER_NAME"
+  fi
 }
 
 unit_text() {
@@ -396,7 +398,7 @@ start_service() {
     say "not started (--no-start): systemctl restart $UNIT"
     return 0
   fi
-  if [ "$NEW_CONFIG" = 1 ]; then
+  if [ "$NEW_CONFIG" = 1 ] || cmp -s "$R$CONF_DIR/config.yaml" "$SRC/examples/rack.yaml"; then
     say "not started: edit $CONF_DIR/config.yaml (site, rack, broker, devices), check it with \"rackpilot doctor\", then: systemctl start $UNIT"
     return 0
   fi
@@ -410,13 +412,22 @@ start_service() {
   fi
   if [ "$SWITCHED" = 1 ] && [ -n "$prev" ] && [ -d "$R$PREFIX/$prev" ]; then
     point_current_at "$prev"
+    show_journal
     say "version $VERSION failed to become ready: rolled back to $prev (see journalctl -u $UNIT)"
     if sc restart "$UNIT" && sc is-active --quiet "$UNIT"; then
       die "upgrade to $VERSION failed; $prev is running again. $VERSION stays in $PREFIX/$VERSION for inspection"
     fi
     die "upgrade to $VERSION failed and $prev did not come back either: journalctl -u $UNIT -n 100"
   fi
+  show_journal
   die "$UNIT failed to start: journalctl -u $UNIT -n 100; then rackpilot doctor"
+}
+
+# the service's last words, where journald has them
+show_journal() {
+  [ "$LIVE" = 1 ] && command -v journalctl >/dev/null || return 0
+  say "last log lines of $UNIT:"
+  journalctl -u "$UNIT" -n 15 --no-pager -o cat 2>/dev/null | sed 's/^/  /' | cut -c1-300 >&2 || true
 }
 
 # ---------------------------------------------------------------- uninstall
@@ -425,6 +436,7 @@ uninstall() {
   if [ -f "$R$UNIT_DIR/$UNIT" ]; then
     if have_systemctl; then
       sc disable --now "$UNIT" >/dev/null 2>&1 || true
+      say "stopped and disabled $UNIT"
     else
       say "skipped (--root): systemctl disable --now $UNIT"
     fi
@@ -437,11 +449,12 @@ uninstall() {
   if [ "$PURGE" = 1 ]; then
     local p
     for p in "$CONF_DIR" "$STATE_DIR" "$DEFAULTS"; do
-      if [ -e "$R$p" ]; then rm -rf "${R:?}$p"; changed "removed $p"; fi
+      case "$p" in /?*) ;; *) die "refusing to remove \"$p\"" ;; esac
+      if [ -e "$R$p" ]; then rm -rf -- "$R$p"; changed "removed $p"; fi
     done
     if [ "$LIVE" = 0 ] || getent passwd "$USER_NAME" >/dev/null; then
       sys userdel "$USER_NAME"
-      [ "$LIVE" = 0 ] || changed "removed user $USER_NAME"
+      [ "$LIVE" = 0 ] || changed "removed the user $USER_NAME"
     fi
   else
     local kept=""

@@ -5,7 +5,9 @@
  * tree, throw-away TLS files; the clock probes are injected.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,10 +16,10 @@ import { Writable } from 'node:stream';
 import { runDoctor } from '../agent/doctor/cli.js';
 import { checkClock, type ClockProbes, type ProbeRun } from '../agent/doctor/clock.js';
 import { checkGpio } from '../agent/doctor/gpio.js';
-import { checkNode, checkWritableDir } from '../agent/doctor/system.js';
+import { checkNode, checkStateDirs, checkWritableDir } from '../agent/doctor/system.js';
 import type { CheckResult } from '../agent/doctor/types.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../agent/embedded-broker.js';
-import { validateConfig, type DeviceConfig } from '../agent/config.js';
+import { validateConfig, type AgentConfig, type DeviceConfig } from '../agent/config.js';
 import { ModbusMeterSim } from '../hil/sim/modbus-meter-sim.js';
 import { startAuthBroker } from '../hil/testing/auth-broker.js';
 import { TestPki } from '../hil/testing/certs.js';
@@ -26,6 +28,7 @@ import { Mosquitto, writePasswordFile } from '../hil/testing/mosquitto.js';
 import { freePort } from '../hil/testing/ports.js';
 import { ptyPair } from '../hil/testing/pty.js';
 import { startSimRack, type SimRack } from '../hil/testing/rack-fixture.js';
+import { repoRoot } from '../hil/testing/root.js';
 import { requireTool } from '../hil/testing/tools.js';
 
 const TIMEOUT = '1500';
@@ -175,6 +178,41 @@ describe('doctor against a simulated rack', () => {
     const ok = await checkWritableDir('state dir', join(tempDir('rp-sd-'), 'a', 'b'), 'stateDir');
     assert.equal(ok.status, 'pass', ok.detail);
     assert.match(ok.detail, /does not exist yet; .* can create it/);
+  });
+});
+
+describe('state files', () => {
+  test('state files the agent cannot write (left by a run as root) are a failure naming the fix', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rp-owned-'));
+    mkdirSync(join(dir, 'spool'));
+    writeFileSync(join(dir, 'engine-state.json'), '{}');
+    writeFileSync(join(dir, 'evidence.jsonl'), '');
+    let rows: CheckResult[];
+    if (process.getuid?.() === 0) {
+      // as root everything is writable: ask as "nobody", owner of the state dir but not of what root left in it
+      const nobody = spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' });
+      assert.equal(nobody.status, 0, 'the nobody user exists');
+      const uid = Number(nobody.stdout.trim());
+      chmodSync(dir, 0o755);
+      chownSync(dir, uid, uid);
+      chownSync(join(dir, 'evidence.jsonl'), uid, uid);
+      const mod = pathToFileURL(join(repoRoot(), 'dist', 'agent', 'doctor', 'system.js')).href;
+      const script = `import(${JSON.stringify(mod)}).then((m) => m.checkStateDirs({ stateDir: ${JSON.stringify(dir)}, evidence: {}, spool: {} })).then((r) => console.log(JSON.stringify(r)))`;
+      const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '-e', script], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      rows = JSON.parse(r.stdout) as CheckResult[];
+    } else {
+      chmodSync(join(dir, 'spool'), 0o555);
+      chmodSync(join(dir, 'engine-state.json'), 0o444);
+      rows = await checkStateDirs({ stateDir: dir, evidence: {}, spool: {} } as unknown as AgentConfig);
+    }
+    const contents = rows.find((x) => x.check === 'state dir contents');
+    assert.ok(contents, JSON.stringify(rows));
+    assert.equal(contents.status, 'fail');
+    assert.match(contents.detail, /engine-state\.json/);
+    assert.match(contents.detail, /spool/);
+    assert.doesNotMatch(contents.detail, /evidence\.jsonl/, 'a file the agent can write is not listed');
+    assert.match(contents.detail, /run "chown -R \S+: /);
   });
 });
 

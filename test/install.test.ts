@@ -125,7 +125,7 @@ describe('install.sh', () => {
     // what needs a real system is printed, not run
     assert.match(r.out, /skipped \(--root\): useradd --system --user-group .* rackpilot/);
     assert.match(r.out, /skipped \(--root\): usermod --append --groups dialout rackpilot/);
-    assert.match(r.out, /skipped \(--root\): chown rackpilot:rackpilot \S+\/var\/lib\/rackpilot/);
+    assert.match(r.out, /skipped \(--root\): chown -R rackpilot:rackpilot \S+\/var\/lib\/rackpilot/);
     assert.match(r.out, /skipped \(--root\): chown root:rackpilot \S+\/etc\/rackpilot\/config\.yaml/);
     // the installed agent runs and accepts its example config
     const cli = join(root, o, 'current', 'dist', 'agent', 'cli.js');

@@ -66,7 +66,47 @@ export async function checkStateDirs(config: AgentConfig): Promise<CheckResult[]
   const dirs: [string, string, string][] = [['state dir', config.stateDir, 'stateDir']];
   if (config.evidence.dir !== undefined) dirs.push(['evidence dir', config.evidence.dir, 'evidence.dir']);
   if (config.spool.dir !== undefined) dirs.push(['spool dir', config.spool.dir, 'spool.dir']);
-  return Promise.all(dirs.map(([name, dir, key]) => checkWritableDir(name, dir, key)));
+  const rows = await Promise.all(dirs.map(([name, dir, key]) => checkWritableDir(name, dir, key)));
+  const contents = await Promise.all(dirs.map(([name, dir]) => checkContents(name, dir)));
+  return [...rows, ...contents.filter((r): r is CheckResult => r !== null)];
+}
+
+/** How deep and how many entries the contents check looks at (spool segments, evidence files). */
+const CONTENT_DEPTH = 3;
+const CONTENT_MAX_ENTRIES = 20_000;
+
+/**
+ * What the agent writes inside a state directory (engine-state.json, spool/,
+ * evidence/) must be writable by it too: files left by a run as root (e.g.
+ * `rackpilot run` by hand) would stop the service from saving its state.
+ * Returns null when the directory does not exist yet or everything is fine.
+ */
+async function checkContents(name: string, dir: string): Promise<CheckResult | null> {
+  const abs = resolve(dir);
+  const bad: string[] = [];
+  let seen = 0;
+  const walk = async (d: string, depth: number): Promise<void> => {
+    let entries;
+    try {
+      entries = await fsp.readdir(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (++seen > CONTENT_MAX_ENTRIES || bad.length >= 5) return;
+      const p = resolve(d, e.name);
+      try {
+        await fsp.access(p, constants.W_OK);
+      } catch {
+        const st = await fsp.stat(p).catch(() => null);
+        bad.push(st ? `${p} (owner ${userName(st.uid)}:${groupName(st.gid)}, mode ${octal(st.mode & 0o777)})` : p);
+      }
+      if (e.isDirectory() && depth < CONTENT_DEPTH) await walk(p, depth + 1);
+    }
+  };
+  await walk(abs, 1);
+  if (bad.length === 0) return null;
+  return fail(`${name} contents`, `not writable by ${currentUser()}: ${bad.join(', ')}; the agent could not save its state there: run "chown -R ${currentUser()}: ${abs}" (install.sh does this)`, { path: abs, entries: bad.join(", ") });
 }
 
 /**
