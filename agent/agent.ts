@@ -47,6 +47,7 @@ export class Agent {
   private spoolOpen = false;
   private readonly commands: CommandHandler;
   private seq = 0;
+  private readonly reloaded: boolean;
   private lastDeviceStates = '';
   /** Before the engine acts, the rack state is inferred from readings (the rack may already be asleep). */
   private inferred: { state: RackState; since: number } = { state: 'unknown', since: Date.now() };
@@ -57,9 +58,14 @@ export class Agent {
     readonly config: AgentConfig,
     private readonly log: Logger,
     /** Activation records as each completes (benchmarks, tests). */
-    hooks: { onActivation?: (r: ActivationRecord) => void } = {},
+    hooks: {
+      onActivation?: (r: ActivationRecord) => void;
+      /** This agent replaces one stopped for a config reload: its first `status` says `reloaded`. */
+      reloaded?: boolean;
+    } = {},
   ) {
     const id = { site: config.site, rack: config.rack };
+    this.reloaded = hooks.reloaded === true;
     this.topics = rackTopics(config.site, config.rack);
     this.devices = config.devices.map((dc) => createDevice(dc, log));
     this.poller = new Poller(
@@ -217,14 +223,15 @@ export class Agent {
     }
   }
 
-  async stop(): Promise<void> {
+  /** Stops everything; devices are left as they are. `reloading`: the process goes on with a new config (status reason). */
+  async stop(reason: 'shutdown' | 'reloading' = 'shutdown'): Promise<void> {
     this.health.setReady(false);
     this.signals.stop();
     for (const off of this.unwatch.splice(0)) off();
     await this.poller.stop();
     await this.engine.stop();
     await this.evidence.stop();
-    await this.bridge.stop(JSON.stringify(statusMessage(this.id, false, 'shutdown', AGENT_VERSION)));
+    await this.bridge.stop(JSON.stringify(statusMessage(this.id, false, reason, AGENT_VERSION)));
     await this.sparkplug?.stop(); // Sparkplug B (optional): NDEATH
     await this.spool.close().catch(() => undefined);
     await Promise.all(
@@ -235,7 +242,7 @@ export class Agent {
 
   private onConnected(): void {
     this.engine.onCentral(true);
-    const reason = this.bridge.stats.connects > 1 ? 'reconnected' : 'started';
+    const reason = this.bridge.stats.connects > 1 ? 'reconnected' : this.reloaded ? 'reloaded' : 'started';
     void this.bridge.publish(this.topics.status, JSON.stringify(statusMessage(this.id, true, reason, AGENT_VERSION)), { qos: 1, retain: true }, true);
     this.publishState();
   }

@@ -128,20 +128,20 @@ export class Service {
     }
     let fresh: Agent;
     try {
-      fresh = new Agent(next, this.log);
+      fresh = new Agent(next, this.log, { reloaded: true });
       fresh.bridge.loadTls(); // unreadable or unsafe TLS files: rejected before the running agent is touched
     } catch (err) {
       this.log.error({ config: path, error: message(err) }, 'reloaded config rejected: the running config is kept');
       return { outcome: 'rejected', errors: [message(err)] };
     }
     this.log.warn({ config: path }, 'config changed: restarting the agent with it (an active curtailment is carried over)');
-    await this.agentNow.stop();
+    await this.agentNow.stop('reloading');
     try {
       await fresh.start();
     } catch (err) {
       this.log.error({ error: message(err) }, 'the reloaded config failed to start: starting the previous one again');
       await fresh.stop().catch(() => undefined);
-      this.agentNow = new Agent(this.config, this.log);
+      this.agentNow = new Agent(this.config, this.log, { reloaded: true });
       await this.agentNow.start();
       return { outcome: 'failed', error: message(err) };
     }

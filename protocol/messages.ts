@@ -26,9 +26,9 @@ export const statusMessageSchema = z
     agentVersion: z.string(),
     protocol: z.literal('v1'),
     reason: z
-      .enum(['started', 'reconnected', 'shutdown', 'connection-lost'])
+      .enum(['started', 'reconnected', 'reloaded', 'shutdown', 'reloading', 'connection-lost'])
       .describe(
-        'started: first connection since the agent process started; reconnected: a later connection; shutdown: clean stop; connection-lost: published by the broker as the MQTT Will',
+        'started: first connection since the agent process started; reconnected: a later connection; reloaded: first connection after a config reload (same process); shutdown: clean stop; reloading: stopping to apply a reloaded config (reloaded follows within seconds; devices are left as they are); connection-lost: published by the broker as the MQTT Will',
       ),
   })
   .describe('rackpilot/v1/<site>/<rack>/status — retained presence');

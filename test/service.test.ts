@@ -157,6 +157,9 @@ describe('rackpilot run under systemd (fake NOTIFY_SOCKET)', { skip }, () => {
     await notify.waitFor('READY after the replacing reload', () => notify.with('READY=1').length === 4);
     assert.match(notify.with('READY=1')[3]!.msg, /STATUS=running/);
     await waitLog(a, 'config reloaded: agent restarted with it');
+    // central control sees a reload, not a shutdown and a fresh start
+    await watch.waitFor((m) => m.topic === t.status && (m.json as { online?: boolean; reason?: string }).reason === 'reloading' && (m.json as { online?: boolean }).online === false, 10_000, 'status reloading');
+    await watch.waitFor((m) => m.topic === t.status && (m.json as { reason?: string }).reason === 'reloaded' && (m.json as { online?: boolean }).online === true, 10_000, 'status reloaded');
     await watch.waitFor(
       (m) => m.topic === t.state && (m.json as StateMessage).state === 'curtailed' && ((m.json as StateMessage).demands ?? []).some((d) => d.key === 'command:h-1'),
       15_000,
