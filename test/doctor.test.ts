@@ -5,9 +5,7 @@
  * tree, throw-away TLS files; the clock probes are injected.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +27,7 @@ import { freePort } from '../hil/testing/ports.js';
 import { ptyPair } from '../hil/testing/pty.js';
 import { startSimRack, type SimRack } from '../hil/testing/rack-fixture.js';
 import { repoRoot } from '../hil/testing/root.js';
+import { runAsNobody } from '../hil/testing/as-nobody.js';
 import { requireTool } from '../hil/testing/tools.js';
 
 const TIMEOUT = '1500';
@@ -189,18 +188,12 @@ describe('state files', () => {
     writeFileSync(join(dir, 'evidence.jsonl'), '');
     let rows: CheckResult[];
     if (process.getuid?.() === 0) {
-      // as root everything is writable: ask as "nobody", owner of the state dir but not of what root left in it
-      const nobody = spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' });
-      assert.equal(nobody.status, 0, 'the nobody user exists');
-      const uid = Number(nobody.stdout.trim());
+      // as root everything is writable: ask as uid 65534 ("nobody"), owner of the state dir but not of what root left in it
+      const uid = 65534; // runAsNobody's uid
       chmodSync(dir, 0o755);
       chownSync(dir, uid, uid);
       chownSync(join(dir, 'evidence.jsonl'), uid, uid);
-      const mod = pathToFileURL(join(repoRoot(), 'dist', 'agent', 'doctor', 'system.js')).href;
-      const script = `import(${JSON.stringify(mod)}).then((m) => m.checkStateDirs({ stateDir: ${JSON.stringify(dir)}, evidence: {}, spool: {} })).then((r) => console.log(JSON.stringify(r)))`;
-      const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '-e', script], { encoding: 'utf8' });
-      assert.equal(r.status, 0, r.stderr);
-      rows = JSON.parse(r.stdout) as CheckResult[];
+      rows = runAsNobody(join(repoRoot(), 'dist', 'agent', 'doctor', 'system.js'), 'checkStateDirs', [{ stateDir: dir, evidence: {}, spool: {} }]) as CheckResult[];
     } else {
       chmodSync(join(dir, 'spool'), 0o555);
       chmodSync(join(dir, 'engine-state.json'), 0o444);

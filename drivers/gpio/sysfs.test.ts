@@ -3,12 +3,11 @@
  * tree, and the errors for a missing /sys/class/gpio and for EACCES.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { pathToFileURL } from 'node:url';
+import { runAsNobody } from '../../hil/testing/as-nobody.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { resolveLine } from './backend.js';
 import { OnoffBackend } from './onoff.js';
@@ -95,11 +94,8 @@ describe('GPIO not accessible', () => {
     const grp = groups.find((g) => g[0] === 'gpio') ?? groups.find((g) => g[0] === 'dialout') ?? groups.find((g) => g[2] !== '0' && g[2] !== '65534' && g[2]);
     assert.ok(grp?.[2], 'a group to own the fake export file');
     const check = (): { code: string; message: string } => {
-      const mod = pathToFileURL(join(import.meta.dirname, 'sysfs.js')).href;
-      const script = `import(${JSON.stringify(mod)}).then((m) => m.checkAccess(${JSON.stringify(root)})).then(() => console.log('{"code":"OK","message":""}'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))`;
-      const r = spawnSync(process.execPath, ['-e', script], { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 30_000 });
-      assert.equal(r.status, 0, r.stderr);
-      return JSON.parse(r.stdout) as { code: string; message: string };
+      const r = runAsNobody(join(import.meta.dirname, 'sysfs.js'), 'checkAccess', [root]) as { error?: { code: string; message: string } };
+      return r.error ?? { code: 'OK', message: '' };
     };
     chownSync(exportPath, 0, Number(grp[2]));
     chmodSync(exportPath, 0o220);
