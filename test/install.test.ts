@@ -307,6 +307,10 @@ describe('install.sh', () => {
     r = sh([join(variant('3.0.1', 'abi'), 'install.sh'), '--root', root]);
     assert.notEqual(r.code, 0);
     assert.match(r.err, /built for Node ABI 999 .* but \S+ is \d+\.\d+\.\d+ \(ABI \d+\)/);
+    const old = join(work, 'node18');
+    writeFileSync(old, '#!/bin/sh\necho 18.19.0\n', { mode: 0o755 });
+    r = sh([join(repo, 'install.sh'), '--root', root, '--node', old]);
+    assert.match(r.err, /Node\.js >= 20 is required, \S+node18 is 18\.19\.0/);
     r = sh([join(repo, 'install.sh'), '--root', root, '--node', '/nonexistent/node']);
     assert.match(r.err, /--node \/nonexistent\/node is not executable/);
     r = sh([join(repo, 'install.sh'), '--bogus']);
