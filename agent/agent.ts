@@ -223,6 +223,11 @@ export class Agent {
     }
   }
 
+  /** Takes over what `previous` (stopped, replaced on a config reload) remembers of commands: ids, results, nonces. */
+  carryOver(previous: Agent): void {
+    this.commands.adopt(previous.commands);
+  }
+
   /** Stops everything; devices are left as they are. `reloading`: the process goes on with a new config (status reason). */
   async stop(reason: 'shutdown' | 'reloading' = 'shutdown'): Promise<void> {
     this.health.setReady(false);

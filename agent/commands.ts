@@ -150,6 +150,23 @@ export class CommandHandler {
     }
   }
 
+  /**
+   * Takes over the recently seen command ids (with the results sent for them)
+   * and the signature checks' nonces of the handler of an agent this one
+   * replaces on a config reload, so a redelivered command is answered from
+   * memory rather than run again. Call it once the previous agent stopped
+   * (its commands have their final results).
+   */
+  adopt(previous: CommandHandler): void {
+    for (const [id, e] of previous.recent) {
+      if (e.running || this.recent.has(id)) continue;
+      this.recent.set(id, e);
+      this.recentBytes += e.bytes;
+    }
+    this.evict();
+    this.verifier.adopt(previous.verifier);
+  }
+
   /** A refused signature, replay or stale command: debug each, warn at most once a minute with the count. */
   private refusedSecurity(id: string | null, code: VerifyRejectCode): void {
     this.refused.count++;

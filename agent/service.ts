@@ -135,13 +135,16 @@ export class Service {
       return { outcome: 'rejected', errors: [message(err)] };
     }
     this.log.warn({ config: path }, 'config changed: restarting the agent with it (an active curtailment is carried over)');
-    await this.agentNow.stop('reloading');
+    const old = this.agentNow;
+    await old.stop('reloading');
+    fresh.carryOver(old); // recent command ids and nonces: a redelivered command is not run again
     try {
       await fresh.start();
     } catch (err) {
       this.log.error({ error: message(err) }, 'the reloaded config failed to start: starting the previous one again');
       await fresh.stop().catch(() => undefined);
       this.agentNow = new Agent(this.config, this.log, { reloaded: true });
+      this.agentNow.carryOver(old);
       await this.agentNow.start();
       return { outcome: 'failed', error: message(err) };
     }

@@ -195,6 +195,20 @@ describe('CommandVerifier', () => {
     assert.equal(code(v, signed({ id: 'post', command: 'ping' }, 'a', T0)), 'ok:central-a');
   });
 
+  test('a verifier replacing another (config reload) keeps its nonces and its start: a redelivery is still a replay', () => {
+    const { keys, signed } = keyring();
+    const before = new CommandVerifier({ ...opts, keys, startedAt: T0 });
+    const c = signed({ id: 'r1', command: 'ping' }, 'a', T0 + 1_000);
+    assert.equal(code(before, c, T0 + 1_000), 'ok:central-a');
+    const after = new CommandVerifier({ ...opts, keys, startedAt: T0 + 2_000 });
+    after.adopt(before);
+    assert.equal(after.remembered, 1);
+    assert.equal(code(after, c, T0 + 2_500), 'REPLAYED', 'not run again, and not called stale either');
+    assert.equal(code(after, signed({ id: 'r2', command: 'ping' }, 'a', T0 + 1_500), T0 + 2_500), 'ok:central-a', 'issued before the reload, delivered after: accepted');
+    const fresh = new CommandVerifier({ ...opts, keys, startedAt: T0 + 2_000 });
+    assert.equal(code(fresh, c, T0 + 2_500), 'STALE', 'without adopt() a new process would refuse it as stale');
+  });
+
   test('the nonce memory is bounded: on overflow the oldest goes and anything issued up to it becomes stale', () => {
     const { keys, signed } = keyring();
     const v = new CommandVerifier({ ...opts, keys, maxNonces: 3 });

@@ -292,6 +292,22 @@ export class CommandVerifier {
     this.maxNonces = o.maxNonces ?? 10_000;
   }
 
+  /**
+   * Takes over what another verifier remembers (the nonces it saw, and the
+   * time before which it refuses everything): a config reload replaces the
+   * agent in the same process, and a signed command delivered twice across
+   * the reload must still be refused the second time.
+   */
+  adopt(previous: CommandVerifier): void {
+    for (const [nonce, e] of previous.nonces) if (!this.nonces.has(nonce)) this.nonces.set(nonce, e);
+    this.notBefore = Math.min(this.notBefore, previous.notBefore);
+    while (this.nonces.size > this.maxNonces) {
+      const [oldest, entry] = this.nonces.entries().next().value as [string, { issuedAt: number }];
+      this.nonces.delete(oldest);
+      this.notBefore = Math.max(this.notBefore, entry.issuedAt + 1);
+    }
+  }
+
   /** Nonces remembered now. */
   get remembered(): number {
     return this.nonces.size;

@@ -167,6 +167,11 @@ describe('rackpilot run under systemd (fake NOTIFY_SOCKET)', { skip }, () => {
     );
     await sleep(1500);
     assert.ok(rack.sims.every((s) => s.sleeping), 'nothing woke up through the reload');
+    // the new agent remembers the old one's command ids: a redelivery is answered from memory, not run again
+    const mark = watch.messages.length;
+    await watch.publish(t.cmd, JSON.stringify({ id: 'h-1', command: 'curtail' }));
+    const again = await watch.waitFor((m) => watch.messages.indexOf(m) >= mark && m.topic === t.cmdResult && (m.json as CommandResult).id === 'h-1', 10_000, 'answer to the redelivered h-1');
+    assert.deepEqual(again.json, done.json, 'the earlier final result, its own ts included');
 
     await watch.publish(t.cmd, JSON.stringify({ id: 'h-3', command: 'restore' }));
     const back = await watch.waitFor((m) => m.topic === t.cmdResult && (m.json as CommandResult).id === 'h-3' && (m.json as CommandResult).status !== 'accepted', 20_000, 'restore result');
