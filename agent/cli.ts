@@ -119,7 +119,17 @@ async function main(argv: string[]): Promise<void> {
       // a stray rejection is a bug to log, not a reason to stop curtailing the rack
       process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
       const { Service } = await import('./service.js');
-      const service = new Service({ configPath: values.config, config: res.config, log, ...(level !== undefined ? { logLevelOverride: level } : {}) });
+      const service = new Service({
+        configPath: values.config,
+        config: res.config,
+        log,
+        ...(level !== undefined ? { logLevelOverride: level } : {}),
+        // a reload left no agent running: exit, and systemd (Restart=always) starts a fresh process
+        onFatal: () => {
+          setTimeout(() => process.exit(1), 1000).unref();
+          log.flush(() => process.exit(1));
+        },
+      });
       onSignals(() => service.stop());
       process.on('SIGHUP', () => {
         log.info({ config: values.config }, 'SIGHUP: reloading the config');

@@ -26,7 +26,8 @@ export type ReloadOutcome =
   | { outcome: 'log-level'; level: string }
   | { outcome: 'replaced' }
   | { outcome: 'rejected'; errors: string[] }
-  | { outcome: 'failed'; error: string };
+  | { outcome: 'failed'; error: string }
+  | { outcome: 'skipped'; why: string };
 
 export interface ServiceOptions {
   configPath: string;
@@ -35,6 +36,12 @@ export interface ServiceOptions {
   /** --log-level on the command line: wins over the file's log.level, across reloads too. */
   logLevelOverride?: string;
   notifier?: SystemdNotifier;
+  /**
+   * Called when no agent runs any more and none could be started again (a
+   * reload whose fallback failed too): the process should exit non-zero so
+   * systemd restarts it. The watchdog pings have stopped by then.
+   */
+  onFatal?: (err: unknown) => void;
 }
 
 function message(err: unknown): string {
@@ -49,6 +56,11 @@ export class Service {
   /** Reloads and the stop run one at a time, in arrival order. */
   private queue: Promise<unknown> = Promise.resolve();
   private stopped = false;
+  /** Set the moment a stop is asked for: reloads queued or running give way to it. */
+  private stopRequested = false;
+  /** An agent is running (started, and not stopped by a reload that has not started its successor yet). */
+  private running = false;
+  private startFailed = false;
   reloads = 0;
 
   constructor(private readonly o: ServiceOptions) {
@@ -65,7 +77,13 @@ export class Service {
   /** Starts the agent, then READY=1 and the watchdog pings. A SIGHUP during start-up waits for it. */
   start(): Promise<void> {
     const next = this.queue.then(async () => {
-      await this.agentNow.start();
+      try {
+        await this.agentNow.start();
+      } catch (err) {
+        this.startFailed = true;
+        throw err;
+      }
+      this.running = true;
       this.notifier.ready(this.statusLine());
       this.notifier.startWatchdog();
       this.log.info({ config: this.o.configPath, watchdogMs: this.notifier.watchdogMs, notify: this.notifier.enabled }, 'agent running');
@@ -82,13 +100,16 @@ export class Service {
   }
 
   stop(): Promise<void> {
+    this.stopRequested = true;
     const next = this.queue.then(async () => {
       if (this.stopped) return;
       this.stopped = true;
       this.notifier.stopping();
       this.notifier.stopWatchdog();
       try {
-        await this.agentNow.stop();
+        // a start that failed half-way still has devices, sockets and an endpoint to close
+        if (this.running || this.startFailed) await this.agentNow.stop();
+        this.running = false;
       } finally {
         this.notifier.close();
       }
@@ -98,11 +119,27 @@ export class Service {
   }
 
   private async doReload(): Promise<ReloadOutcome> {
-    if (this.stopped) return { outcome: 'unchanged' };
+    if (this.stopRequested || this.stopped) return { outcome: 'skipped', why: 'stopping' };
+    if (this.startFailed) return { outcome: 'skipped', why: 'the agent did not start' };
     this.notifier.reloading();
-    const outcome = await this.applyReload();
+    let outcome: ReloadOutcome;
+    try {
+      outcome = await this.applyReload();
+    } catch (err) {
+      // neither the new config nor the previous one could be started again
+      this.log.fatal({ error: message(err) }, 'reload: no agent could be started; exiting so that systemd restarts the service');
+      this.notifier.stopWatchdog();
+      this.notifier.status(`reload failed and no agent runs: ${message(err)}`);
+      this.o.onFatal?.(err);
+      return { outcome: 'failed', error: message(err) };
+    }
     this.reloads++;
-    const summary = outcome.outcome === 'rejected' ? `last reload rejected (${outcome.errors.length} error(s)); running the previous config` : outcome.outcome === 'failed' ? `last reload failed (${outcome.error}); running the previous config` : this.statusLine();
+    const summary =
+      outcome.outcome === 'rejected'
+        ? `last reload rejected (${outcome.errors.length} error(s)); running the previous config`
+        : outcome.outcome === 'failed'
+          ? `last reload failed (${outcome.error}); running the previous config`
+          : this.statusLine();
     this.notifier.ready(summary);
     return outcome;
   }
@@ -136,7 +173,13 @@ export class Service {
     }
     this.log.warn({ config: path }, 'config changed: restarting the agent with it (an active curtailment is carried over)');
     const old = this.agentNow;
-    await old.stop('reloading');
+    this.running = false;
+    await old.stop('reloading').catch((err: unknown) => this.log.error({ error: message(err) }, 'reload: stopping the previous agent failed'));
+    if (this.stopRequested) {
+      // a stop arrived meanwhile: nothing more to start
+      this.log.info('reload: stop requested, the new config is not started');
+      return { outcome: 'skipped', why: 'stopping' };
+    }
     fresh.carryOver(old); // recent command ids and nonces: a redelivered command is not run again
     try {
       await fresh.start();
@@ -145,9 +188,11 @@ export class Service {
       await fresh.stop().catch(() => undefined);
       this.agentNow = new Agent(this.config, this.log, { reloaded: true });
       this.agentNow.carryOver(old);
-      await this.agentNow.start();
+      await this.agentNow.start(); // throws when that fails too: doReload() makes it fatal
+      this.running = true;
       return { outcome: 'failed', error: message(err) };
     }
+    this.running = true;
     this.agentNow = fresh;
     this.config = next;
     this.log.level = this.o.logLevelOverride ?? next.log.level;

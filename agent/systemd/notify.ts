@@ -19,9 +19,13 @@ import type { Logger } from 'pino';
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
-const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const MSG_NOSIGNAL = 0x4000;
+const MSG_DONTWAIT = 0x40;
+const SOL_SOCKET = 1;
+const SO_SNDTIMEO = 21;
+/** READY=1, RELOADING=1 and STOPPING=1 may wait this long for room in systemd's queue (sd_notify blocks too); pings never wait. */
+const SEND_TIMEOUT_S = 1n;
 /** sizeof(struct sockaddr_un.sun_path) on Linux. */
 const SUN_PATH_MAX = 108;
 
@@ -29,6 +33,7 @@ interface Libc {
   socket: (domain: number, type: number, protocol: number) => number;
   sendto: (fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrlen: number) => number;
   close: (fd: number) => number;
+  setsockopt: (fd: number, level: number, name: number, value: Buffer, len: number) => number;
 }
 
 let libc: Libc | undefined;
@@ -39,6 +44,7 @@ function loadLibc(): Libc {
       socket: lib.func('int socket(int domain, int type, int protocol)') as Libc['socket'],
       sendto: lib.func('intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)') as Libc['sendto'],
       close: lib.func('int close(int fd)') as Libc['close'],
+      setsockopt: lib.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)') as Libc['setsockopt'],
     };
   }
   return libc;
@@ -69,6 +75,7 @@ export class SystemdNotifier {
   private fd = -1;
   private target: { addr: Buffer; len: number } | undefined;
   private failed = false;
+  private readonly socketName: string;
   private timer: NodeJS.Timeout | undefined;
   private readonly ping = Buffer.from('WATCHDOG=1');
   /** Datagrams sent (tests, /healthz). */
@@ -77,6 +84,7 @@ export class SystemdNotifier {
   constructor(private readonly o: NotifierOptions = {}) {
     const env = o.env ?? process.env;
     const socketName = env.NOTIFY_SOCKET;
+    this.socketName = socketName ?? '';
     this.enabled = socketName !== undefined && socketName !== '';
     const usec = Number(env.WATCHDOG_USEC);
     const forUs = env.WATCHDOG_PID === undefined || Number(env.WATCHDOG_PID) === process.pid;
@@ -89,8 +97,12 @@ export class SystemdNotifier {
     try {
       this.target = sockaddrUn(socketName);
       const c = loadLibc();
-      this.fd = c.socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      this.fd = c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
       if (this.fd < 0) throw new Error(`socket(AF_UNIX, SOCK_DGRAM) failed, errno ${koffi.errno()}`);
+      // struct timeval as two little-endian 64-bit fields; a 32-bit kernel reads the first 8 bytes, the same value
+      const tv = Buffer.alloc(16);
+      tv.writeBigInt64LE(SEND_TIMEOUT_S, 0);
+      c.setsockopt(this.fd, SOL_SOCKET, SO_SNDTIMEO, tv, tv.length);
     } catch (err) {
       this.warn(err, socketName);
     }
@@ -123,8 +135,8 @@ export class SystemdNotifier {
    */
   startWatchdog(): void {
     if (this.watchdogMs === null || this.timer) return;
-    this.send(this.ping);
-    this.timer = setInterval(() => this.send(this.ping), Math.max(1, Math.floor(this.watchdogMs / 2)));
+    this.send(this.ping, MSG_DONTWAIT);
+    this.timer = setInterval(() => this.send(this.ping, MSG_DONTWAIT), Math.max(1, Math.floor(this.watchdogMs / 2)));
   }
 
   stopWatchdog(): void {
@@ -138,11 +150,12 @@ export class SystemdNotifier {
     this.fd = -1;
   }
 
-  private send(msg: Buffer): boolean {
+  /** State changes wait (at most SEND_TIMEOUT_S) for room in the queue; watchdog pings pass MSG_DONTWAIT and never block the loop. */
+  private send(msg: Buffer, flags = 0): boolean {
     if (this.fd < 0 || !this.target) return false;
-    const n = loadLibc().sendto(this.fd, msg, msg.length, MSG_NOSIGNAL, this.target.addr, this.target.len);
+    const n = loadLibc().sendto(this.fd, msg, msg.length, MSG_NOSIGNAL | flags, this.target.addr, this.target.len);
     if (n < 0) {
-      this.warn(new Error(`sendto failed, errno ${koffi.errno()}`), process.env.NOTIFY_SOCKET ?? '');
+      this.warn(new Error(`sendto failed, errno ${koffi.errno()}`), this.socketName);
       return false;
     }
     this.failed = false;
