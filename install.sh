@@ -36,6 +36,7 @@ usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 
 ROOT=""
 PREFIX=/opt/rackpilot
+PREFIX_GIVEN=0
 BUNDLE=""
 NODE=""
 SYSTEMCTL=""
@@ -45,7 +46,7 @@ PURGE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) BUNDLE="${2:?--bundle needs a file}"; shift 2 ;;
-    --prefix) PREFIX="${2:?--prefix needs a directory}"; shift 2 ;;
+    --prefix) PREFIX="${2:?--prefix needs a directory}"; PREFIX_GIVEN=1; shift 2 ;;
     --root) ROOT="${2:?--root needs a directory}"; shift 2 ;;
     --node) NODE="${2:?--node needs a path}"; shift 2 ;;
     --systemctl) SYSTEMCTL="${2:?--systemctl needs a path}"; shift 2 ;;
@@ -57,6 +58,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path (it is written into the unit file), got \"$PREFIX\"" ;; esac
+case "$PREFIX" in *[[:space:]]*) die "--prefix must not contain white space (it is written into the unit file), got \"$PREFIX\"" ;; esac
 [ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge goes with --uninstall"
 
 # ---------------------------------------------------------------- where things go
@@ -91,18 +93,19 @@ if [ -z "$SYSTEMCTL" ] && [ "$LIVE" = 1 ]; then SYSTEMCTL=systemctl; fi
 
 # writes stdin to FILE with MODE when the content or mode differs; returns 0 when it changed something.
 # The comparison copy lives outside the target directory, so an unchanged file leaves even the directory's mtime alone.
+# It runs in this shell (callers feed it with `< file` or `< <(...)`, never a pipe), so a failure ends the install.
 write_if_changed() {
   local file="$1" mode="$2" tmp
-  tmp="$(mktemp "${TMPDIR:-/tmp}/rackpilot-file.XXXXXX")"
-  cat > "$tmp"
-  chmod "$mode" "$tmp"
+  tmp="$(mktemp "${TMPDIR:-/tmp}/rackpilot-file.XXXXXX")" || die "cannot create a temporary file (TMPDIR=${TMPDIR:-/tmp})"
+  cat > "$tmp" || { rm -f "$tmp"; die "cannot write a temporary copy of ${file#"$R"}"; }
+  chmod "$mode" "$tmp" || die "chmod $mode $tmp failed"
   if [ -f "$file" ] && cmp -s "$tmp" "$file" && [ "$(stat -c %a "$file")" = "$(stat -c %a "$tmp")" ]; then
     rm -f "$tmp"
     return 1
   fi
-  install -m "$mode" "$tmp" "$file.rackpilot-new"
+  install -m "$mode" "$tmp" "$file.rackpilot-new" || { rm -f "$tmp"; die "cannot write ${file#"$R"}"; }
   rm -f "$tmp"
-  mv -f "$file.rackpilot-new" "$file"
+  mv -f "$file.rackpilot-new" "$file" || die "cannot replace ${file#"$R"}"
   return 0
 }
 
@@ -138,6 +141,10 @@ check_node() {
   v="$("$NODE" -p 'process.versions.node' 2>/dev/null)" || die "$NODE does not run"
   [ "${v%%.*}" -ge 20 ] 2>/dev/null || die "Node.js >= 20 is required, $NODE is $v"
   NODE_VERSION="$v"
+  case "$NODE" in
+    *[[:space:]]*) die "the node path \"$NODE\" contains white space: it cannot go into the unit's ExecStart" ;;
+    /home/*|/root/*|/run/user/*) die "$NODE is under /home, /root or /run/user (nvm?): the service cannot see it (ProtectHome=yes) nor, as user rackpilot, enter it; install Node system-wide (e.g. /usr/bin/node from NodeSource) or pass --node" ;;
+  esac
   NODE_ARCH="$("$NODE" -p process.arch)"
   NODE_ABI="$("$NODE" -p process.versions.modules)"
 }
@@ -152,15 +159,25 @@ check_bundle() {
   arch="$(bundle_field arch)"
   abi="$(bundle_field nodeAbi)"
   built="$(bundle_field builtWithNode)"
-  case "$VERSION" in *[!A-Za-z0-9._+-]*|"") die "bundle has a bad version \"$VERSION\"" ;; esac
+  case "$VERSION" in *[!A-Za-z0-9._+-]*|""|[!A-Za-z0-9]*|current|previous) die "bundle has a bad version \"$VERSION\"" ;; esac
   [ "$arch" = "$NODE_ARCH" ] || die "the bundle is for $arch but this machine runs $NODE_ARCH ($(uname -m)): build the bundle on a $NODE_ARCH machine (npm run bundle)"
   [ "$abi" = "$NODE_ABI" ] || die "the bundle's native bindings were built for Node ABI $abi ($built) but $NODE is $NODE_VERSION (ABI $NODE_ABI): build the bundle with Node $(echo "$built" | cut -d. -f1 | tr -d v) or install that Node version"
+}
+
+# the service's user must be able to run that node (a directory it cannot enter, a mode 0700 binary)
+check_node_for_service() {
+  [ "$LIVE" = 1 ] || return 0
+  runuser -u "$USER_NAME" -- "$NODE" --version >/dev/null 2>&1 || die "user $USER_NAME cannot run $NODE: install Node where every user can run it, or pass --node"
 }
 
 # ---------------------------------------------------------------- the bundle
 SELF_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WORK=""
-cleanup() { [ -z "$WORK" ] || rm -rf "$WORK"; }
+STAGED=""
+cleanup() {
+  [ -z "$WORK" ] || rm -rf "$WORK"
+  [ -z "$STAGED" ] || rm -rf "$STAGED" # an interrupted copy never stays behind
+}
 trap cleanup EXIT
 
 find_source() {
@@ -200,34 +217,37 @@ preflight() {
   fi
 }
 
+# The version's directory: PREFIX/<version>, or PREFIX/<version>+<build> for a rebuilt bundle of a version
+# already there: a running version is never replaced in place, so a rebuild can be rolled back like an upgrade.
 install_version() {
-  local dest="$R$PREFIX/$VERSION" staged old
   mkdir -p "$R$PREFIX"
   NEW_DIR=0
-  if [ -f "$dest/BUNDLE.json" ] && [ "$("$NODE" -p "require(process.argv[1]).buildId" "$dest/BUNDLE.json")" = "$BUILD_ID" ]; then
+  DIR_NAME="$VERSION"
+  local dest="$R$PREFIX/$DIR_NAME"
+  if [ -e "$dest" ] && [ "$(build_of "$dest")" != "$BUILD_ID" ]; then
+    DIR_NAME="$VERSION+${BUILD_ID:0:12}"
+    dest="$R$PREFIX/$DIR_NAME"
+  fi
+  if [ -f "$dest/BUNDLE.json" ] && [ "$(build_of "$dest")" = "$BUILD_ID" ]; then
     return 0
   fi
-  staged="$R$PREFIX/.$VERSION.new.$$"
-  rm -rf "$staged"
-  cp -a "$SRC/." "$staged/"
-  chmod -R u+rwX,go+rX,go-w "$staged"
-  sys chown -R root:root "$staged"
-  if ! reason="$(preflight "$staged")"; then
-    rm -rf "$staged"
+  STAGED="$R$PREFIX/.$DIR_NAME.new.$$"
+  rm -rf "$STAGED" "$dest"
+  cp -a "$SRC/." "$STAGED/" || die "cannot copy the bundle to $PREFIX (disk full?)"
+  chmod -R u+rwX,go+rX,go-w "$STAGED"
+  [ "$LIVE" = 0 ] || chown -R root:root "$STAGED"
+  if ! reason="$(preflight "$STAGED")"; then
+    rm -rf "$STAGED"
+    STAGED=""
     die "version $VERSION failed its pre-flight check: $reason. Nothing was changed$(current_note)."
   fi
-  if [ -e "$dest" ]; then
-    old="$R$PREFIX/.$VERSION.old.$$"
-    mv "$dest" "$old"
-    mv "$staged" "$dest"
-    rm -rf "$old"
-    changed "replaced $PREFIX/$VERSION with build $BUILD_ID"
-  else
-    mv "$staged" "$dest"
-    changed "installed $PREFIX/$VERSION (build $BUILD_ID)"
-  fi
+  mv "$STAGED" "$dest"
+  STAGED=""
+  changed "installed $PREFIX/$DIR_NAME (build $BUILD_ID)"
   NEW_DIR=1
 }
+
+build_of() { [ -f "$1/BUNDLE.json" ] && "$NODE" -p "require(process.argv[1]).buildId" "$1/BUNDLE.json" 2>/dev/null || true; }
 
 current_version() { readlink "$R$PREFIX/current" 2>/dev/null || true; }
 current_note() { local c; c="$(current_version)"; [ -z "$c" ] || printf '; %s stays current' "$c"; }
@@ -258,7 +278,7 @@ ensure_user() {
 
 install_files() {
   ensure_dir "$R$BIN_DIR" 0755
-  if printf '#!/bin/sh\n# rackpilot: runs the version %s/current links to (install.sh)\nexec %s "%s/current/dist/agent/cli.js" "$@"\n' "$PREFIX" "$NODE" "$PREFIX" | write_if_changed "$R$BIN_DIR/rackpilot" 0755; then
+  if write_if_changed "$R$BIN_DIR/rackpilot" 0755 < <(printf '#!/bin/sh\n# rackpilot: runs the version %s/current links to (install.sh)\nexec %s "%s/current/dist/agent/cli.js" "$@"\n' "$PREFIX" "$NODE" "$PREFIX"); then
     changed "wrote $BIN_DIR/rackpilot"
   fi
 
@@ -362,7 +382,7 @@ EOF
 install_unit() {
   ensure_dir "$R$UNIT_DIR" 0755
   UNIT_CHANGED=0
-  if unit_text | write_if_changed "$R$UNIT_DIR/$UNIT" 0644; then
+  if write_if_changed "$R$UNIT_DIR/$UNIT" 0644 < <(unit_text); then
     UNIT_CHANGED=1
     changed "wrote $UNIT_DIR/$UNIT"
   fi
@@ -373,12 +393,19 @@ prune_versions() {
   local keep_a keep_b d v
   keep_a="$(readlink "$R$PREFIX/current" 2>/dev/null || true)"
   keep_b="$(readlink "$R$PREFIX/previous" 2>/dev/null || true)"
+  local keep_c
+  keep_c="$(started_dir)"
   for d in "$R$PREFIX"/*/; do
     d="${d%/}"
     v="$(basename "$d")"
-    [ ! -L "$d" ] && [ "$v" != "$keep_a" ] && [ "$v" != "$keep_b" ] && [ -f "$d/BUNDLE.json" ] || continue
+    [ ! -L "$d" ] && [ "$v" != "$keep_a" ] && [ "$v" != "$keep_b" ] && [ "$v" != "$keep_c" ] && [ -f "$d/BUNDLE.json" ] || continue
     rm -rf "$d"
     changed "removed old version $PREFIX/$v (keeping $keep_a${keep_b:+ and $keep_b})"
+  done
+  for d in "$R$PREFIX"/.*.new.*; do
+    [ -d "$d" ] || continue
+    rm -rf "$d"
+    changed "removed $PREFIX/$(basename "$d") (left by an interrupted install)"
   done
 }
 
@@ -389,7 +416,7 @@ start_service() {
     say "skipped (--root): systemctl daemon-reload; systemctl enable $UNIT; systemctl restart $UNIT"
     return 0
   fi
-  if [ "$UNIT_CHANGED" = 1 ]; then sc daemon-reload; fi
+  if [ "$UNIT_CHANGED" = 1 ] || [ "$(sc show -p NeedDaemonReload --value "$UNIT" 2>/dev/null || true)" = yes ]; then sc daemon-reload; fi
   if ! sc is-enabled --quiet "$UNIT" 2>/dev/null; then
     sc enable "$UNIT" >/dev/null 2>&1 || sc enable "$UNIT"
     changed "enabled $UNIT (starts at boot)"
@@ -402,26 +429,33 @@ start_service() {
     say "not started: edit $CONF_DIR/config.yaml (site, rack, broker, devices), check it with \"rackpilot doctor\", then: systemctl start $UNIT"
     return 0
   fi
-  if [ "$SWITCHED" = 0 ] && [ "$UNIT_CHANGED" = 0 ] && sc is-active --quiet "$UNIT"; then
+  # restarted when the version it last started (a --no-start install, an interrupted run) is not `current`
+  if [ "$SWITCHED" = 0 ] && [ "$UNIT_CHANGED" = 0 ] && [ "$(started_dir)" = "$DIR_NAME" ] && sc is-active --quiet "$UNIT"; then
     return 0
   fi
   say "restarting $UNIT (waits for the agent to report ready)"
   if sc restart "$UNIT" && sc is-active --quiet "$UNIT"; then
-    changed "$UNIT is running $VERSION"
+    mark_started "$DIR_NAME"
+    changed "$UNIT is running $DIR_NAME"
     return 0
   fi
-  if [ "$SWITCHED" = 1 ] && [ -n "$prev" ] && [ -d "$R$PREFIX/$prev" ]; then
+  if [ -n "$prev" ] && [ "$prev" != "$DIR_NAME" ] && [ -d "$R$PREFIX/$prev" ]; then
     point_current_at "$prev"
     show_journal
-    say "version $VERSION failed to become ready: rolled back to $prev (see journalctl -u $UNIT)"
+    say "version $DIR_NAME failed to become ready: rolled back to $prev (see journalctl -u $UNIT)"
     if sc restart "$UNIT" && sc is-active --quiet "$UNIT"; then
-      die "upgrade to $VERSION failed; $prev is running again. $VERSION stays in $PREFIX/$VERSION for inspection"
+      mark_started "$prev"
+      die "upgrade to $DIR_NAME failed; $prev is running again. $DIR_NAME stays in $PREFIX/$DIR_NAME for inspection"
     fi
-    die "upgrade to $VERSION failed and $prev did not come back either: journalctl -u $UNIT -n 100"
+    die "upgrade to $DIR_NAME failed and $prev did not come back either: journalctl -u $UNIT -n 100"
   fi
   show_journal
   die "$UNIT failed to start: journalctl -u $UNIT -n 100; then rackpilot doctor"
 }
+
+# PREFIX/.started names the version directory the service was last (re)started with by this script
+started_dir() { cat "$R$PREFIX/.started" 2>/dev/null || true; }
+mark_started() { printf '%s\n' "$1" > "$R$PREFIX/.started"; }
 
 # the service's last words, where journald has them
 show_journal() {
@@ -431,8 +465,31 @@ show_journal() {
 }
 
 # ---------------------------------------------------------------- uninstall
+# removes what install.sh put under PREFIX (versions, links, its marks), then PREFIX if that left it empty
+remove_versions() {
+  [ -d "$R$PREFIX" ] || return 0
+  local d
+  for d in "$R$PREFIX"/current "$R$PREFIX"/previous "$R$PREFIX"/.current.new "$R$PREFIX"/.previous.new; do
+    if [ -L "$d" ]; then rm -f "$d"; fi
+  done
+  rm -f "$R$PREFIX/.started"
+  for d in "$R$PREFIX"/*/ "$R$PREFIX"/.*.new.*/; do
+    d="${d%/}"
+    [ -d "$d" ] && [ ! -L "$d" ] && [ -f "$d/BUNDLE.json" ] || continue
+    rm -rf "$d"
+    changed "removed $PREFIX/$(basename "$d")"
+  done
+  if rmdir "$R$PREFIX" 2>/dev/null; then changed "removed $PREFIX"; else say "kept $PREFIX: it holds files install.sh did not put there"; fi
+}
+
 uninstall() {
   check_root_user
+  # the prefix it was installed with, unless --prefix says otherwise
+  if [ "$PREFIX_GIVEN" = 0 ] && [ -f "$R$UNIT_DIR/$UNIT" ]; then
+    local p
+    p="$(sed -n 's|^ExecStart=.* \(/[^ ]*\)/current/dist/agent/cli\.js run .*|\1|p' "$R$UNIT_DIR/$UNIT" | head -n1)"
+    [ -z "$p" ] || PREFIX="$p"
+  fi
   if [ -f "$R$UNIT_DIR/$UNIT" ]; then
     if have_systemctl; then
       sc disable --now "$UNIT" >/dev/null 2>&1 || true
@@ -444,7 +501,7 @@ uninstall() {
     changed "removed $UNIT_DIR/$UNIT"
     if have_systemctl; then sc daemon-reload; fi
   fi
-  if [ -e "$R$PREFIX" ]; then rm -rf "$R$PREFIX"; changed "removed $PREFIX"; fi
+  remove_versions
   if [ -e "$R$BIN_DIR/rackpilot" ]; then rm -f "$R$BIN_DIR/rackpilot"; changed "removed $BIN_DIR/rackpilot"; fi
   if [ "$PURGE" = 1 ]; then
     local p
@@ -478,22 +535,28 @@ check_bundle
 say "rackpilot $VERSION (build $BUILD_ID) for $NODE_ARCH, node $NODE_VERSION at $NODE, into ${ROOT:+$ROOT (--root) }$PREFIX"
 
 ensure_user
+check_node_for_service
 install_version
 PREV="$(current_version)"
+# a service running before this script ever started it runs what `current` links to now
+if [ -n "$PREV" ] && [ -z "$(started_dir)" ] && have_systemctl && sc is-active --quiet "$UNIT" 2>/dev/null; then mark_started "$PREV"; fi
 SWITCHED=0
-if [ "$PREV" != "$VERSION" ] || [ "$NEW_DIR" = 1 ]; then
-  if [ "$NEW_DIR" = 0 ] && ! reason="$(preflight "$R$PREFIX/$VERSION")"; then
-    die "version $VERSION failed its pre-flight check: $reason. Nothing was switched$(current_note)."
+if [ "$PREV" != "$DIR_NAME" ]; then
+  if [ "$NEW_DIR" = 0 ] && ! reason="$(preflight "$R$PREFIX/$DIR_NAME")"; then
+    die "version $DIR_NAME failed its pre-flight check: $reason. Nothing was switched$(current_note)."
   fi
-  point_current_at "$VERSION"
+  point_current_at "$DIR_NAME"
   SWITCHED=1
-  if [ -n "$PREV" ] && [ "$PREV" != "$VERSION" ]; then set_link previous "$PREV"; fi
-  [ "$PREV" = "$VERSION" ] || changed "current -> $VERSION${PREV:+ (previous: $PREV, kept)}"
+  if [ -n "$PREV" ]; then set_link previous "$PREV"; fi
+  changed "current -> $DIR_NAME${PREV:+ (previous: $PREV, kept)}"
 fi
-[ "$PREV" != "$VERSION" ] || PREV=""
+# what to go back to if the service does not come up: the previous `current`, else what it ran before
+ROLLBACK="$PREV"
+[ "$ROLLBACK" != "$DIR_NAME" ] || ROLLBACK="$(started_dir)"
+[ "$ROLLBACK" != "$DIR_NAME" ] || ROLLBACK=""
 install_files
 install_unit
-start_service "$PREV"
+start_service "$ROLLBACK"
 prune_versions
 
 if [ "$CHANGES" = 0 ]; then

@@ -14,6 +14,7 @@ import { Writable } from 'node:stream';
 import { runDoctor } from '../agent/doctor/cli.js';
 import { checkClock, type ClockProbes, type ProbeRun } from '../agent/doctor/clock.js';
 import { checkGpio } from '../agent/doctor/gpio.js';
+import { checkGpuPermission } from '../agent/doctor/nvml.js';
 import { checkNode, checkStateDirs, checkWritableDir } from '../agent/doctor/system.js';
 import type { CheckResult } from '../agent/doctor/types.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../agent/embedded-broker.js';
@@ -177,6 +178,18 @@ describe('doctor against a simulated rack', () => {
     const ok = await checkWritableDir('state dir', join(tempDir('rp-sd-'), 'a', 'b'), 'stateDir');
     assert.equal(ok.status, 'pass', ok.detail);
     assert.match(ok.detail, /does not exist yet; .* can create it/);
+  });
+});
+
+describe('gpu permission', () => {
+  test('power limits need CAP_SYS_ADMIN: held passes, missing or unknown warns with the drop-in to add', () => {
+    const status = (capEff: string): string => `Name:\tnode\nCapInh:\t0000000000000000\nCapEff:\t${capEff}\n`;
+    assert.equal(checkGpuPermission(['gpu-1'], status('000001ffffffffff')).status, 'pass', 'root');
+    assert.equal(checkGpuPermission(['gpu-1'], status('0000000000200000')).status, 'pass', 'CAP_SYS_ADMIN alone (bit 21)');
+    const none = checkGpuPermission(['gpu-1', 'gpu-2'], status('0000000000000000'));
+    assert.equal(none.status, 'warn');
+    assert.match(none.detail, /lacks CAP_SYS_ADMIN: curtail\/restore of gpu-1, gpu-2 .*NO_PERMISSION.*AmbientCapabilities=CAP_SYS_ADMIN/);
+    assert.match(checkGpuPermission(['g'], null).detail, /cannot tell/);
   });
 });
 

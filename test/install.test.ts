@@ -221,6 +221,42 @@ describe('install.sh', () => {
     assert.equal(readlinkSync(join(root, 'opt/rackpilot/previous')), '1.1.0');
     const left = readdirSync(join(root, 'opt/rackpilot')).filter((n) => !n.startsWith('.')).sort();
     assert.deepEqual(left, ['1.1.0', '2.0.0', 'current', 'previous'], 'only the current and previous versions are kept');
+    assert.equal(readFileSync(join(root, 'opt/rackpilot/.started'), 'utf8').trim(), '2.0.0', 'what the service was started with is recorded');
+
+    // a rebuilt bundle of the running version goes to its own directory, so a failing rebuild rolls back to the running build
+    const rebuilt = variant('2.0.0', 'fail-ready');
+    r = install(rebuilt);
+    assert.notEqual(r.code, 0);
+    assert.match(r.out, /installed \/opt\/rackpilot\/2\.0\.0\+test-2\.0\.0-/);
+    assert.match(r.out, /version 2\.0\.0\+test-2\.0\.0-\S* failed to become ready: rolled back to 2\.0\.0/);
+    assert.equal(current(), '2.0.0');
+    assert.ok(sc.active(), 'the running build runs again');
+
+    // installed with --no-start, then a plain run: the service is restarted into what `current` is
+    r = sh([join(variant('2.1.0'), 'install.sh'), '--root', root, '--systemctl', sc.path, '--no-start']);
+    assert.equal(r.code, 0, r.err + r.out);
+    assert.equal(current(), '2.1.0');
+    assert.equal(readFileSync(join(root, 'opt/rackpilot/.started'), 'utf8').trim(), '2.0.0', 'still running 2.0.0');
+    r = sh([join(variant('2.2.0'), 'install.sh'), '--root', root, '--systemctl', sc.path, '--no-start']);
+    assert.equal(r.code, 0, r.err + r.out);
+    assert.ok(existsSync(join(root, 'opt/rackpilot/2.0.0')), 'the version the service runs is never pruned, even when neither current nor previous');
+    const before = sc.calls().filter((c) => c.startsWith('restart')).length;
+    r = install(join(work, 'variant-2.2.0-ok'));
+    assert.equal(r.code, 0, r.err + r.out);
+    assert.equal(sc.calls().filter((c) => c.startsWith('restart')).length, before + 1, 'restarted into 2.2.0');
+    assert.equal(readFileSync(join(root, 'opt/rackpilot/.started'), 'utf8').trim(), '2.2.0');
+    assert.ok(!existsSync(join(root, 'opt/rackpilot/2.0.0')), 'then the old one goes');
+    // an interrupted copy left behind is cleaned up by the next run
+    mkdirSync(join(root, 'opt/rackpilot/.9.9.9.new.12345'));
+    r = install(join(work, 'variant-2.2.0-ok'));
+    assert.equal(r.code, 0, r.err + r.out);
+    assert.ok(!existsSync(join(root, 'opt/rackpilot/.9.9.9.new.12345')));
+    assert.match(r.out, /left by an interrupted install/);
+    // a file that cannot be written fails the install instead of being reported as written
+    r = sh([join(base, 'install.sh'), '--root', join(work, 'no-tmp')], { TMPDIR: '/nonexistent/dir' });
+    assert.notEqual(r.code, 0);
+    assert.match(r.err, /cannot create a temporary file \(TMPDIR=\/nonexistent\/dir\)/);
+    assert.doesNotMatch(r.out, /wrote \/usr\/local\/bin\/rackpilot/);
 
     // uninstall keeps config and state; --purge removes them and names the user removal it would run
     r = sh([join(repo, 'install.sh'), '--uninstall', '--root', root, '--systemctl', sc.path]);
@@ -296,6 +332,14 @@ describe('install.sh', () => {
     assert.ok(sc.calls().includes('enable rackpilot.service'));
     assert.ok(!sc.calls().some((c) => /^(re)?start/.test(c)), 'nothing started');
     assert.match(sh([join(base, 'install.sh'), '--root', root, '--prefix', 'relative/dir']).err, /--prefix must be an absolute path/);
+    // uninstall finds the prefix in the unit and removes only what install.sh put there
+    writeFileSync(join(root, 'srv/rackpilot/notes.txt'), 'the operator\'s file\n');
+    const u = sh([join(repo, 'install.sh'), '--uninstall', '--root', root, '--systemctl', sc.path]);
+    assert.equal(u.code, 0, u.err);
+    assert.ok(!existsSync(join(root, 'srv/rackpilot/current')));
+    assert.ok(!existsSync(join(root, 'srv/rackpilot', version)));
+    assert.ok(existsSync(join(root, 'srv/rackpilot/notes.txt')), 'a file install.sh did not put there stays');
+    assert.match(u.out, /kept \/srv\/rackpilot: it holds files install\.sh did not put there/);
   });
 
   test('a bundle for another architecture or Node ABI is refused with what to do', () => {
@@ -313,6 +357,8 @@ describe('install.sh', () => {
     assert.match(r.err, /Node\.js >= 20 is required, \S+node18 is 18\.19\.0/);
     r = sh([join(repo, 'install.sh'), '--root', root, '--node', '/nonexistent/node']);
     assert.match(r.err, /--node \/nonexistent\/node is not executable/);
+    r = sh([join(variant('current'), 'install.sh'), '--root', root]);
+    assert.match(r.err, /bundle has a bad version "current"/);
     r = sh([join(repo, 'install.sh'), '--bogus']);
     assert.match(r.err, /unknown option "--bogus"/);
     assert.ok(!existsSync(join(root, 'opt/rackpilot/3.0.0')));

@@ -4,13 +4,46 @@
  * `libraryPath`), and reports its GPUs and, when it has the symbol, the
  * driver version. Remote gpu-nodes are devices: the device check covers them.
  */
+import { readFileSync } from 'node:fs';
 import koffi from 'koffi';
 import type { GpuConfig } from '../../drivers/gpu/schema.js';
 import { LocalGpuBackend } from '../../drivers/gpu/local.js';
 import { NVML_DEFAULT_LIBRARY } from '../../drivers/gpu/nvml.js';
 import { toRackpilotError } from '../../drivers/lib/errors.js';
 import type { DeviceConfig } from '../config.js';
-import { fail, pass, skip, type CheckResult } from './types.js';
+import { fail, pass, skip, warn, type CheckResult } from './types.js';
+
+const CAP_SYS_ADMIN = 21n;
+
+/** Whether this process holds CAP_SYS_ADMIN (root, or granted by the unit), from /proc/self/status; null when unknown. */
+export function hasSysAdmin(status: string | null = readStatus()): boolean | null {
+  const m = status === null ? null : /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
+  if (!m?.[1]) return null;
+  return ((BigInt(`0x${m[1]}`) >> CAP_SYS_ADMIN) & 1n) === 1n;
+}
+
+function readStatus(): string | null {
+  try {
+    return readFileSync('/proc/self/status', 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Capping a GPU's power limit (curtail) and setting it back (restore) need
+ * CAP_SYS_ADMIN: NVML answers NO_PERMISSION otherwise. The service runs as
+ * user rackpilot with no capabilities unless a drop-in grants it.
+ */
+export function checkGpuPermission(ids: readonly string[], status?: string | null): CheckResult {
+  const has = hasSysAdmin(status);
+  if (has === true) return pass('gpu permission', `CAP_SYS_ADMIN held: power limits of ${ids.join(', ')} can be set`);
+  const why = has === null ? 'cannot tell whether this process holds CAP_SYS_ADMIN' : 'this process lacks CAP_SYS_ADMIN';
+  return warn(
+    'gpu permission',
+    `${why}: curtail/restore of ${ids.join(', ')} (power limits) will fail with NO_PERMISSION; grant it to the service with "systemctl edit rackpilot": [Service] AmbientCapabilities=CAP_SYS_ADMIN and CapabilityBoundingSet=CAP_SYS_ADMIN (reading works without it)`,
+  );
+}
 
 /** `nvmlSystemGetDriverVersion`, looked up in the already-loaded library (same dlopen handle); null when absent. */
 function driverVersion(path: string): string | null {
@@ -64,5 +97,6 @@ export async function checkNvml(devices: readonly DeviceConfig[]): Promise<Check
   const byLib = new Map<string | undefined, string[]>();
   for (const d of local) byLib.set(d.libraryPath, [...(byLib.get(d.libraryPath) ?? []), d.id]);
   // one row `nvml` per library: named after its first device when devices use different ones
-  return Promise.all([...byLib].map(([path, ids]) => checkLibrary(byLib.size === 1 ? 'nvml' : `nvml ${ids[0] ?? ''}`, path, ids)));
+  const rows = await Promise.all([...byLib].map(([path, ids]) => checkLibrary(byLib.size === 1 ? 'nvml' : `nvml ${ids[0] ?? ''}`, path, ids)));
+  return [...rows, checkGpuPermission(local.map((d) => d.id))];
 }
