@@ -5,7 +5,7 @@
  * after its restart and never restores load by itself.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +21,7 @@ import { SnmpPduSim } from '../hil/sim/snmp-pdu-sim.js';
 import { MqttWatch } from '../hil/testing/mqtt-watch.js';
 import { freePort } from '../hil/testing/ports.js';
 import { startSimRack } from '../hil/testing/rack-fixture.js';
-import { repoRoot } from '../hil/testing/root.js';
+import { cliRun } from '../hil/testing/cli-run.js';
 import type { CommandResult, StateMessage } from '../protocol/messages.js';
 import { rackTopics } from '../protocol/topics.js';
 
@@ -107,8 +107,7 @@ describe('engine end-to-end', () => {
     const t = rackTopics('s', 'kill');
     const watch = await MqttWatch.connect(broker.url, `${t.root}/#`);
     cleanups.push(() => watch.close());
-    const cli = join(repoRoot(), 'dist', 'agent', 'cli.js');
-    const run = (): ChildProcess => spawn(process.execPath, [cli, 'run', '--config', cfg], { stdio: 'ignore' });
+    const run = (): ChildProcess => cliRun(cfg);
     let child = run();
     cleanups.push(async () => {
       child.kill('SIGKILL');

@@ -7,7 +7,7 @@
  * record appended to a segment) nothing the spool had taken is lost.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,7 @@ import { sleep } from '../drivers/lib/deadline.js';
 import { Mosquitto } from '../hil/testing/mosquitto.js';
 import { MqttWatch, type Received } from '../hil/testing/mqtt-watch.js';
 import { startSimRack } from '../hil/testing/rack-fixture.js';
-import { repoRoot } from '../hil/testing/root.js';
+import { cliRun } from '../hil/testing/cli-run.js';
 import { requireTool } from '../hil/testing/tools.js';
 import type { EventMessage, TelemetryMessage } from '../protocol/messages.js';
 import { rackTopics } from '../protocol/topics.js';
@@ -120,8 +120,7 @@ if ('skip' in tool) {
       const cfg = join(dir, 'agent.yaml');
       writeFileSync(cfg, JSON.stringify(raw));
       const t = rackTopics('sf', 'r2');
-      const cli = join(repoRoot(), 'dist', 'agent', 'cli.js');
-      const run = (): ChildProcess => spawn(process.execPath, [cli, 'run', '--config', cfg], { stdio: 'ignore' });
+      const run = (): ChildProcess => cliRun(cfg);
       let child = run();
       cleanups.push(async () => {
         child.kill('SIGKILL');

@@ -23,7 +23,8 @@ import { parseArgs } from 'node:util';
 import { startEmbeddedBroker } from '../../agent/embedded-broker.js';
 import type { CommandResult, TelemetryMessage } from '../../protocol/messages.js';
 import { rackTopics } from '../../protocol/topics.js';
-import { resolveFamilies, SIM_CATALOG, startMixedRack, type CatalogEntry, type StartedSim } from '../sim/catalog.js';
+import { SIM_CATALOG, startMixedRack, type CatalogEntry, type StartedSim } from '../sim/catalog.js';
+import { familiesArg } from './families-arg.js';
 import { LuxosSim } from '../sim/luxos-sim.js';
 import { MqttWatch } from '../testing/mqtt-watch.js';
 import { freePort } from '../testing/ports.js';
@@ -55,17 +56,7 @@ for (const [k, v] of Object.entries({ miners, runs, cycles, 'interval-ms': inter
   }
 }
 /** Families of a mixed rack (--mix: all of them; --families implies --mix); undefined: LuxOS only. */
-let mixFamilies: CatalogEntry[] | undefined;
-if (values.families !== undefined) {
-  const res = resolveFamilies(values.families.split(','));
-  if (!res.ok) {
-    console.error(`--families: ${res.error}`);
-    process.exit(2);
-  }
-  mixFamilies = res.entries;
-} else if (values.mix) {
-  mixFamilies = [...SIM_CATALOG];
-}
+const mixFamilies: CatalogEntry[] | undefined = familiesArg(values.families) ?? (values.mix ? [...SIM_CATALOG] : undefined);
 
 /** Stops with the reason when the open-file or ephemeral-port limit is too low for n miners. */
 function checkLimits(n: number): void {

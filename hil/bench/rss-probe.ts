@@ -83,20 +83,13 @@ async function main(): Promise<void> {
   const { LOW_MEMORY_NODE_FLAGS } = await import('../../agent/runtime.js');
   const { startEmbeddedBroker } = await import('../../agent/embedded-broker.js');
   const { rackTopics } = await import('../../protocol/topics.js');
-  const { resolveFamilies, SIM_CATALOG, startMixedRack } = await import('../sim/catalog.js');
+  const { SIM_CATALOG, startMixedRack } = await import('../sim/catalog.js');
   const { MqttWatch } = await import('../testing/mqtt-watch.js');
   const { freePort } = await import('../testing/ports.js');
   type Telemetry = import('../../protocol/messages.js').TelemetryMessage;
 
-  let families = [...SIM_CATALOG];
-  if (values.families !== undefined) {
-    const res = resolveFamilies(values.families.split(','));
-    if (!res.ok) {
-      console.error(`--families: ${res.error}`);
-      process.exit(2);
-    }
-    families = res.entries;
-  }
+  const { familiesArg } = await import('./families-arg.js');
+  const families = familiesArg(values.families) ?? [...SIM_CATALOG];
   const { sims, devices } = await startMixedRack(miners, families, { fast: true });
   const broker = await startEmbeddedBroker('127.0.0.1', await freePort());
   const site = 'probe';
