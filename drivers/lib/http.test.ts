@@ -30,6 +30,15 @@ async function sim(handler: HttpHandler = () => ({ body: { ok: true } }), opts: 
   return { server, port };
 }
 
+/** A connection that answers its first request (keep-alive) and resets on the next: a pooled socket gone stale. */
+function answerOnceThenReset(s: net.Socket): void {
+  let n = 0;
+  s.on('data', () => {
+    if (n++ === 0) s.write('HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok');
+    else s.resetAndDestroy();
+  });
+}
+
 async function rawServer(onConn: (s: net.Socket, n: number) => void): Promise<number> {
   let n = 0;
   const sockets = new Set<net.Socket>();
@@ -166,13 +175,7 @@ describe('HttpClient', () => {
 
   test('a kept-alive socket the device closed is retried once on a fresh connection', async () => {
     // each connection answers its first request, then resets on the next one
-    const port = await rawServer((s) => {
-      let n = 0;
-      s.on('data', () => {
-        if (n++ === 0) s.write('HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok');
-        else s.resetAndDestroy();
-      });
-    });
+    const port = await rawServer(answerOnceThenReset);
     const c = client(port);
     assert.equal((await c.request({ path: '/' })).text(), 'ok');
     assert.equal((await c.request({ method: 'POST', path: '/mining/stop' })).text(), 'ok');
@@ -296,13 +299,7 @@ describe('HttpClient keep-warm, against a server that drops idle connections', (
 
   test('two dead pooled sockets: the request still gets through on a new connection', async () => {
     // every connection answers one request, then resets on the next: both pooled sockets are stale
-    const port = await rawServer((s) => {
-      let n = 0;
-      s.on('data', () => {
-        if (n++ === 0) s.write('HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok');
-        else s.resetAndDestroy();
-      });
-    });
+    const port = await rawServer(answerOnceThenReset);
     const c = client(port);
     await Promise.all([c.request({ path: '/a' }), c.request({ path: '/b' })]);
     assert.equal(c.stats.connects, 2);
