@@ -44,7 +44,6 @@ export class Agent {
   readonly sparkplug: SparkplugEdgeNode | undefined;
   /** Local /healthz and /metrics (config `health`); `health.address()` is the bound port. */
   readonly health: HealthEndpoint;
-  private spoolOpen = false;
   private readonly commands: CommandHandler;
   private seq = 0;
   private readonly reloaded: boolean;
@@ -152,7 +151,7 @@ export class Agent {
         rackState: () => this.rackState,
         bridge: this.bridge,
         spool: this.spool,
-        spoolOpen: () => this.spoolOpen,
+        spoolOpen: () => this.spool.isOpen,
       },
       log.child({ component: 'health' }),
     );
@@ -217,7 +216,6 @@ export class Agent {
       if (r.corrupt.length > 0 || r.ackFileCorrupt) this.log.warn({ corrupt: r.corrupt, ackFileCorrupt: r.ackFileCorrupt }, 'spool: damaged records skipped');
       if (r.pending.telemetry + r.pending.events > 0) this.log.info({ pending: r.pending }, 'spool: messages from before the restart will be replayed');
       this.bridge.attachSpool(this.spool);
-      this.spoolOpen = true;
     } catch (err) {
       this.log.error({ error: toRackpilotError(err).toJSON() }, 'spool unusable: telemetry and events published while offline will be dropped');
     }

@@ -280,6 +280,11 @@ export class Spool {
     this.state = 'closed';
   }
 
+  /** Open and accepting records (not yet opened, unusable, or closed: false). */
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
   /** Unacknowledged records by class (on disk and queued). */
   pending(): { telemetry: number; events: number; total: number } {
     const count = (cls: RecordClass): number => this.store.segs[cls].reduce((n, s) => n + s.unacked, 0) + this.queue.filter((q) => q.cls === cls).length;
