@@ -61,7 +61,6 @@ export class Service {
   /** An agent is running (started, and not stopped by a reload that has not started its successor yet). */
   private running = false;
   private startFailed = false;
-  reloads = 0;
 
   constructor(private readonly o: ServiceOptions) {
     this.config = o.config;
@@ -76,7 +75,7 @@ export class Service {
 
   /** Starts the agent, then READY=1 and the watchdog pings. A SIGHUP during start-up waits for it. */
   start(): Promise<void> {
-    const next = this.queue.then(async () => {
+    return this.enqueue(async () => {
       try {
         await this.agentNow.start();
       } catch (err) {
@@ -88,20 +87,16 @@ export class Service {
       this.notifier.startWatchdog();
       this.log.info({ config: this.o.configPath, watchdogMs: this.notifier.watchdogMs, notify: this.notifier.enabled }, 'agent running');
     });
-    this.queue = next.catch(() => undefined);
-    return next;
   }
 
   /** Re-reads the config file (SIGHUP). Never throws; the outcome says what happened. */
   reload(): Promise<ReloadOutcome> {
-    const next = this.queue.then(() => this.doReload());
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.enqueue(() => this.doReload());
   }
 
   stop(): Promise<void> {
     this.stopRequested = true;
-    const next = this.queue.then(async () => {
+    return this.enqueue(async () => {
       if (this.stopped) return;
       this.stopped = true;
       this.notifier.stopping();
@@ -114,6 +109,11 @@ export class Service {
         this.notifier.close();
       }
     });
+  }
+
+  /** Runs `task` after everything queued before it; a failure is the caller's and does not block the queue. */
+  private enqueue<T>(task: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(task);
     this.queue = next.catch(() => undefined);
     return next;
   }
@@ -133,7 +133,6 @@ export class Service {
       this.o.onFatal?.(err);
       return { outcome: 'failed', error: message(err) };
     }
-    this.reloads++;
     const summary =
       outcome.outcome === 'rejected'
         ? `last reload rejected (${outcome.errors.length} error(s)); running the previous config`
