@@ -14,6 +14,7 @@ import type { MqttConfig } from './config.js';
 import { Reconnect } from './reconnect.js';
 import type { RecordClass, Spool } from './spool.js';
 import { loadTlsFiles } from './tls-files.js';
+import { baseClientOptions } from './mqtt-options.js';
 
 /** Results, events, status and state wait here until sent, in order (oldest dropped first past this). */
 export const MAX_PENDING = 500;
@@ -126,20 +127,9 @@ export class MqttBridge {
   }
 
   private options(): IClientOptions {
-    const tls = this.cfg.tls;
     return {
-      clientId: this.clientId,
+      ...baseClientOptions(this.cfg, { clientId: this.clientId, tlsFiles: this.tlsFiles }),
       protocolVersion: this.version,
-      clean: true,
-      keepalive: this.cfg.keepaliveS,
-      connectTimeout: this.cfg.connectTimeoutMs,
-      reconnectPeriod: 0,
-      queueQoSZero: false,
-      // mqtt-packet otherwise precomputes 65 536 two-byte Buffers on the first write (~6 MB of heap, for good)
-      writeCache: false,
-      ...(this.cfg.username !== undefined ? { username: this.cfg.username } : {}),
-      ...(this.cfg.password !== undefined ? { password: this.cfg.password } : {}),
-      ...(tls ? { rejectUnauthorized: tls.rejectUnauthorized, ...(this.tlsFiles ?? {}) } : {}),
       will: { topic: this.topics.status, payload: Buffer.from(this.cb.willPayload()), qos: 1, retain: true },
     };
   }

@@ -12,6 +12,7 @@ import { redactUrl } from '../mqtt-bridge.js';
 import { Reconnect } from '../reconnect.js';
 import { loadTlsFiles, type TlsFiles } from '../tls-files.js';
 import { errnoOf, fail, pass, skip, warn, type CheckResult } from './types.js';
+import { baseClientOptions } from '../mqtt-options.js';
 
 /** Result of the TLS files check; `files` go to the connection when usable. */
 export interface TlsCheck {
@@ -109,18 +110,7 @@ export async function checkBroker(cfg: MqttConfig, tls: TlsFiles | undefined, ti
   const name = 'broker';
   const where = redactUrl(cfg.url);
   if (tls === undefined) return fail(name, `not tried: the TLS files in mqtt.tls are unusable (see "broker TLS files")`, { url: where });
-  const base: IClientOptions = {
-    clientId,
-    clean: true,
-    keepalive: cfg.keepaliveS,
-    connectTimeout: timeoutMs,
-    reconnectPeriod: 0,
-    queueQoSZero: false,
-    writeCache: false,
-    ...(cfg.username !== undefined ? { username: cfg.username } : {}),
-    ...(cfg.password !== undefined ? { password: cfg.password } : {}),
-    ...(cfg.tls ? { rejectUnauthorized: cfg.tls.rejectUnauthorized, ...tls } : {}),
-  };
+  const base = baseClientOptions(cfg, { clientId, tlsFiles: tls, connectTimeoutMs: timeoutMs });
   const started = Date.now();
   const version: 4 | 5 = cfg.protocolVersion === 4 ? 4 : 5;
   let a = await attempt(cfg.url, { ...base, protocolVersion: version }, timeoutMs);

@@ -33,6 +33,7 @@ import type { SparkplugConfig } from './config.js';
 import { deviceMetrics, LastSent, nodeValues, NODE_METRICS, REBIRTH, type DeviceMetric, type MetricDef, type NodeKey } from './metrics.js';
 import { NAMESPACE, sparkplugTopics, type SparkplugTopics } from './topics.js';
 import { SparkplugWrites } from './writes.js';
+import { baseClientOptions } from '../mqtt-options.js';
 
 /** A connection must stay up this long before the reconnect backoff starts over. */
 
@@ -162,22 +163,10 @@ export class SparkplugEdgeNode {
   // ---------------------------------------------------------------- connection
 
   private options(): IClientOptions {
-    const m = this.o.mqtt;
-    const username = this.cfg.username ?? m.username;
-    const password = this.cfg.password ?? m.password;
     return {
-      clientId: this.clientId,
+      ...baseClientOptions(this.o.mqtt, { clientId: this.clientId, tlsFiles: this.tls, username: this.cfg.username, password: this.cfg.password }),
       protocolVersion: this.version,
-      clean: true,
       ...(this.version === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}),
-      keepalive: m.keepaliveS,
-      connectTimeout: m.connectTimeoutMs,
-      reconnectPeriod: 0,
-      queueQoSZero: false,
-      writeCache: false,
-      ...(username !== undefined ? { username } : {}),
-      ...(password !== undefined ? { password } : {}),
-      ...(m.tls ? { rejectUnauthorized: m.tls.rejectUnauthorized, ...(this.tls ?? {}) } : {}),
       will: { topic: this.topics.node('NDEATH'), payload: this.deathPayload(), qos: 1, retain: false },
     };
   }
