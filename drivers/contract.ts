@@ -85,6 +85,15 @@ export interface ActionOptions {
   /** Overall deadline for the action including its read-back confirmation. */
   deadlineMs: number;
   signal?: AbortSignal;
+  /**
+   * Read-back confirmation starts once this settles (the deadline still
+   * runs): the engine holds a wave's read-backs until its devices have
+   * acknowledged, so telemetry answers do not delay other devices' command
+   * answers.
+   */
+  confirmAfter?: Promise<unknown>;
+  /** Called once, when the device acknowledged the write or the send failed for good. */
+  onAck?: () => void;
 }
 
 export interface ActionResult {
@@ -100,6 +109,35 @@ export interface ActionResult {
 
 export type ActionName = 'curtail' | 'restore';
 
+/**
+ * A curtail made ready before it is needed: the request already encoded,
+ * the session or token it needs in hand, the connection warm where the
+ * protocol keeps one. The engine arms every device it may have to shed and
+ * keeps them current as telemetry comes in, so that a signal edge costs
+ * each device one send and nothing else.
+ */
+export interface ArmedAction {
+  /**
+   * Hands the command to the OS now: synchronous, and nothing but the send
+   * (no timers, no promises, no logging; those wait for `complete`).
+   * Returns undefined when the preparation is no longer usable (the session
+   * it was built with is gone): the caller then runs the plain action. Fire
+   * an armed action at most once.
+   */
+  fire(): FiredAction | undefined;
+}
+
+/** An armed action on the wire. */
+export interface FiredAction {
+  /**
+   * Finishes the action as the plain one would: the answer checked (a
+   * failed first send is retried the plain way while the deadline allows),
+   * then confirmed by read-back. `ackMs` and `tookMs` count from `fire()`.
+   * Called once, right after the fan-out of sends.
+   */
+  complete(opts: ActionOptions): Promise<ActionResult>;
+}
+
 export interface DeviceDriver {
   readonly id: string;
   readonly kind: DeviceKind;
@@ -110,6 +148,8 @@ export interface DeviceDriver {
   read(opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Reading>;
   /** Sheds the device's load; resolves once read-back confirms, throws NOT_CONFIRMED otherwise. */
   curtail?(opts: ActionOptions): Promise<ActionResult>;
+  /** The curtail, prepared to go out with one send (see ArmedAction); undefined when it cannot be prepared now (no session yet). */
+  armCurtail?(): ArmedAction | undefined;
   /** Returns the device to normal operation; resolves once read-back confirms. */
   restore?(opts: ActionOptions): Promise<ActionResult>;
   /** Sets a power target within `capabilities.powerTarget`; resolves once read-back confirms. */

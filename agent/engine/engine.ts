@@ -27,7 +27,7 @@ import { hrNow } from './clock.js';
 import type { EngineConfig } from './config.js';
 import { DemandSet, isActive, nextChange, targetsEqual } from './demands.js';
 import type { ActivationRecord, EvidenceLog } from './evidence.js';
-import { fanOut, PduReads, shedDevice, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
+import { fanOut, fireArmed, PduReads, shedDevice, WaveAcks, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
 import { plan } from './planner.js';
 import { rampSteps, restoreInSteps } from './ramp.js';
 import { Reporter } from './reporter.js';
@@ -508,8 +508,15 @@ export class Engine {
     return any ? sum : null;
   }
 
-  /** Prepares, for each signal, the handles its raise would dispatch given the other demands (no side effects). */
+  /**
+   * Prepares, for each signal, the handles its raise would dispatch given the
+   * other demands, and arms the curtail of every device that could be shed
+   * (no I/O: drivers encode their request with the session they hold).
+   */
   private prepare(): void {
+    for (const h of this.handles.values()) {
+      if (h.driver.armCurtail && !this.shed.has(h.id) && !this.pending.has(h.id)) h.armed = h.driver.armCurtail();
+    }
     const now = Date.now();
     const metered = this.meteredW();
     const alreadyShed = new Set(this.shed.keys());
@@ -531,11 +538,11 @@ export class Engine {
     for (const h of handles) if (!this.shed.has(h.id) && !this.pending.has(h.id)) todo.push(h);
     if (todo.length === 0) return null;
     const decidedAt = hrNow();
+    // the armed sends go out before anything else, the plain ones first thing in the fan-out
+    const fired = fireArmed(todo);
     const commandId = trigger.commandId ?? null;
-    const opts = this.execOptions(commandId, signalAt, deadlineMs === undefined ? {} : { deadlineMs });
+    const opts = this.execOptions(commandId, signalAt, { ...(deadlineMs === undefined ? {} : { deadlineMs }), acks: new WaveAcks(todo.length) });
     const group = new AbortGroup([this.life.signal]);
-    // the first command goes out before any bookkeeping
-    const first = shedDevice(todo[0] as DeviceHandle, opts, this.reads, group.signal());
     const id = `act-${Math.floor(decidedAt)}-${++this.waves}`;
     const wave: RunningWave = { id, trigger, signalAt, decidedAt, done: undefined as unknown as Promise<WaveOutcome> };
     for (const h of todo) {
@@ -546,7 +553,7 @@ export class Engine {
     todo.forEach((h, rank) => loads.set(h.id, { loadW: previously?.(h.id)?.loadW ?? this.o.latest.get(h.id)?.powerW ?? 0, rank: previously?.(h.id)?.rank ?? rank }));
     this.commandId = commandId;
     this.phase = 'curtailing';
-    wave.done = fanOut(first, todo, (h) => shedDevice(h, opts, this.reads, group.signal())).then((outs) => {
+    wave.done = fanOut(todo, fired, (h, f) => shedDevice(h, opts, this.reads, group.signal(), f)).then((outs) => {
       group.dispose();
       return this.settle(wave, outs, loads);
     });
@@ -589,6 +596,8 @@ export class Engine {
       ...(ok ? {} : { error: { code: 'NOT_CONFIRMED', message: `${failed.length} of ${outs.length} device(s) were not shed: ${failed.map((x) => `${x.id}: ${x.error?.code ?? 'FAILED'}`).join(', ')}` } }),
     });
     if (rec) this.o.onActivation?.(rec);
+    // the devices that were not shed are armed again
+    this.prepare();
     if (this.pending.size === 0) {
       if (this.activeCount() > 0) this.phase = 'curtailed';
       else if (!this.stopped) this.afterDemandsCleared();
@@ -636,6 +645,8 @@ export class Engine {
     void done.then((o) => {
       if (this.ramp?.done === done) this.ramp = undefined;
       this.rampDeadlineMs = undefined; // a restore's timeoutMs is for its own ramp only
+      // the devices back on are armed again for the next signal
+      this.prepare();
       if (!o.preempted) this.resolveRamp(o);
       this.changed();
     });

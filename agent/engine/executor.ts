@@ -7,7 +7,7 @@
  * lowest-power profile), cutting its PDU outlet(s) when config allows a hard
  * cut for it, and finally an alarm. Restoring re-energizes a cut outlet first.
  */
-import type { ActionOptions, ActionResult, DeviceDriver, Reading } from '../../drivers/contract.js';
+import type { ActionOptions, ActionResult, ArmedAction, DeviceDriver, FiredAction, Reading } from '../../drivers/contract.js';
 import { sleep, withDeadline } from '../../drivers/lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../../drivers/lib/errors.js';
 import { hrNow } from './clock.js';
@@ -29,6 +29,15 @@ export interface DeviceHandle {
   driver: DeviceDriver;
   feeds: Feed[];
   hardCut: boolean;
+  /** Its curtail made ready ahead of a signal (kept current by the engine); taken when fired. */
+  armed?: ArmedAction | undefined;
+}
+
+/** A device whose armed curtail is already on the wire: its first attempt waits for that one. */
+export interface Fired {
+  action: FiredAction;
+  /** hrNow() when it was fired. */
+  at: number;
 }
 
 export interface ExecOptions {
@@ -46,6 +55,8 @@ export interface ExecOptions {
   powerBeforeW: (device: string) => number | null;
   /** The device's latest reading (its profile or power target before an alternative action). */
   lastReading: (device: string) => Reading | undefined;
+  /** The wave's acknowledgement hold (curtail waves): the first curtail attempt of each device reports to it. */
+  acks?: WaveAcks;
 }
 
 export interface ShedOutcome extends DeviceTiming {
@@ -83,9 +94,57 @@ export class PduReads {
   }
 }
 
-function bounded(what: string, deadlineMs: number, signal: AbortSignal, fn: (o: ActionOptions) => Promise<ActionResult>): Promise<ActionResult> {
+function bounded(
+  what: string,
+  deadlineMs: number,
+  signal: AbortSignal,
+  fn: (o: ActionOptions) => Promise<ActionResult>,
+  hold?: { all: Promise<void>; ack: () => void },
+): Promise<ActionResult> {
   // the driver enforces deadlineMs itself; this outer bound only guards against a driver bug
-  return withDeadline(what, deadlineMs + DRIVER_GRACE_MS, (s) => fn({ deadlineMs, signal: s }), signal);
+  return withDeadline(what, deadlineMs + DRIVER_GRACE_MS, (s) => fn(hold ? { deadlineMs, signal: s, confirmAfter: hold.all, onAck: hold.ack } : { deadlineMs, signal: s }), signal);
+}
+
+/** How long a wave's read-backs wait at most for the rest of the wave to acknowledge. */
+export const ACK_HOLD_MAX_MS = 250;
+
+/**
+ * Acknowledgements before confirmations: a wave's read-backs start once
+ * every device of the wave acknowledged its curtail (or failed to), or
+ * ACK_HOLD_MAX_MS after the wave began, whichever is first. Mining load is
+ * shed by the commands; reading telemetry back sheds nothing, and its
+ * (large) answers would otherwise queue ahead of later devices' answers, in
+ * the devices' network and in this process. Real miners take seconds to
+ * wind down, so the first read-back loses nothing by waiting.
+ */
+export class WaveAcks {
+  readonly all: Promise<void>;
+  private left: number;
+  private release!: () => void;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(devices: number, maxMs = ACK_HOLD_MAX_MS) {
+    this.left = devices;
+    this.all = new Promise((r) => (this.release = r));
+    this.timer = setTimeout(() => this.release(), maxMs);
+    this.timer.unref();
+    if (devices === 0) this.done();
+  }
+
+  /** The acknowledgement of one device: call it when the device acknowledged (or its send failed for good); calls after the first count nothing. */
+  member(): () => void {
+    let called = false;
+    return () => {
+      if (called) return;
+      called = true;
+      if (--this.left <= 0) this.done();
+    };
+  }
+
+  private done(): void {
+    clearTimeout(this.timer);
+    this.release();
+  }
 }
 
 /**
@@ -117,11 +176,19 @@ async function confirmByPower(h: DeviceHandle, before: number | null, o: ExecOpt
 }
 
 /** One curtail attempt with read-back (and power) confirmation. */
-async function curtailOnce(h: DeviceHandle, o: ExecOptions, reads: PduReads, t: ShedOutcome, step: StepName): Promise<void> {
+async function curtailOnce(
+  h: DeviceHandle,
+  o: ExecOptions,
+  reads: PduReads,
+  t: ShedOutcome,
+  step: StepName,
+  fired?: FiredAction,
+  hold?: { all: Promise<void>; ack: () => void },
+): Promise<void> {
   const d = h.driver;
   if (!d.curtail) throw new RackpilotError('UNSUPPORTED', `${h.id}: no curtail`, { device: h.id });
   const started = Date.now();
-  const res = await bounded(`${h.id} curtail`, o.deadlineMs, o.signal, d.curtail.bind(d));
+  const res = await bounded(`${h.id} curtail`, o.deadlineMs, o.signal, fired ? (x) => fired.complete(x) : d.curtail.bind(d), hold);
   t.ackAt ??= ackAt(t.dispatchAt, res.ackMs);
   o.onReading(h.id, res.reading, res.reading.ts);
   if (o.confirmByPower && step !== 'alternative' && h.feeds.length > 0 && d.kind === 'asic') {
@@ -178,12 +245,13 @@ async function cutOutlets(h: DeviceHandle, o: ExecOptions, t: ShedOutcome): Prom
 /**
  * Sheds one device, climbing the ladder until a step confirms. The driver is
  * called synchronously from here (no await before the first send), so a
- * signal edge reaches the wire with nothing in between.
+ * signal edge reaches the wire with nothing in between. `fired`: its armed
+ * curtail is already on the wire; the first attempt finishes that one.
  */
-export async function shedDevice(h: DeviceHandle, opts: ExecOptions, reads: PduReads, signal?: AbortSignal): Promise<ShedOutcome> {
+export async function shedDevice(h: DeviceHandle, opts: ExecOptions, reads: PduReads, signal?: AbortSignal, fired?: Fired): Promise<ShedOutcome> {
   // a signal of its own (agent/abort-group.ts): no listener list shared by every device
   const o = signal ? { ...opts, signal } : opts;
-  const t: ShedOutcome = { id: h.id, action: 'curtail', ok: false, dispatchAt: hrNow(), steps: [] };
+  const t: ShedOutcome = { id: h.id, action: 'curtail', ok: false, dispatchAt: fired?.at ?? hrNow(), steps: [] };
   const record = (step: StepName, at: number, err?: unknown): void => {
     const e = err === undefined ? undefined : toRackpilotError(err, { device: h.id }).toJSON();
     const s = { step, at, ok: e === undefined, ...(e ? { error: e } : {}) };
@@ -191,16 +259,20 @@ export async function shedDevice(h: DeviceHandle, opts: ExecOptions, reads: PduR
     if (e) t.error = e;
     o.onStep(h.id, s);
   };
+  // a driver that does not report its acknowledgement is counted when its first attempt ends
+  const hold = o.acks ? { all: o.acks.all, ack: o.acks.member() } : undefined;
   const attempts: StepName[] = ['curtail'];
   for (let i = 0; i < o.retries; i++) attempts.push('retry');
-  for (const step of attempts) {
+  for (const [i, step] of attempts.entries()) {
     if (o.signal.aborted) break;
     try {
-      await curtailOnce(h, o, reads, t, step);
+      await curtailOnce(h, o, reads, t, step, i === 0 ? fired?.action : undefined, i === 0 ? hold : undefined);
       record(step, hrNow());
       return finish(t, 'curtail');
     } catch (err) {
       record(step, hrNow(), err);
+    } finally {
+      hold?.ack();
     }
   }
   if (!o.signal.aborted) {
@@ -287,19 +359,56 @@ export async function restoreDevice(h: DeviceHandle, shed: ShedRecord | undefine
 }
 
 const nextTick = (): Promise<void> => new Promise((r) => process.nextTick(r));
+const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
+/** Fired devices finished between two turns of the event loop (answers are read in between). */
+const FINISH_SLICE = 16;
 
 /**
- * Starts the action of every device after the first (already started), and
- * yields to the tick queue between devices: each device's send reaches the
- * OS as soon as its own driver has built it (drivers finish a send in
- * microtasks and ticks), instead of every send waiting for all the drivers'
- * synchronous parts. Same total work; the first and early sends go out at once.
+ * Phase one of a wave: fires every armed curtail in one synchronous loop, so
+ * the sends reach the OS one right after the other with nothing in between.
+ * Each armed action is used once (the engine arms again later).
  */
-export async function fanOut(first: Promise<ShedOutcome>, todo: readonly DeviceHandle[], start: (h: DeviceHandle) => Promise<ShedOutcome>): Promise<ShedOutcome[]> {
-  const jobs: Promise<ShedOutcome>[] = [first];
-  for (let i = 1; i < todo.length; i++) {
-    await nextTick();
-    jobs.push(start(todo[i] as DeviceHandle));
+export function fireArmed(todo: readonly DeviceHandle[]): (Fired | undefined)[] {
+  const fired = new Array<Fired | undefined>(todo.length);
+  for (let i = 0; i < todo.length; i++) {
+    const h = todo[i] as DeviceHandle;
+    const armed = h.armed;
+    if (armed === undefined) continue;
+    h.armed = undefined;
+    const at = hrNow();
+    const action = armed.fire();
+    if (action !== undefined) fired[i] = { action, at };
+  }
+  return fired;
+}
+
+/**
+ * Phase two: the devices not fired yet start their plain curtail first (they
+ * have sent nothing), yielding to the tick queue between devices so that each
+ * one's send reaches the OS as soon as its own driver has built it (drivers
+ * finish a send in microtasks and ticks) instead of every send waiting for
+ * all the drivers' synchronous parts. Then every fired device's action is
+ * finished (deadlines, answer, read-back). Results are in `todo` order.
+ */
+export async function fanOut(
+  todo: readonly DeviceHandle[],
+  fired: readonly (Fired | undefined)[],
+  start: (h: DeviceHandle, fired?: Fired) => Promise<ShedOutcome>,
+): Promise<ShedOutcome[]> {
+  const jobs = new Array<Promise<ShedOutcome>>(todo.length);
+  let plain = 0;
+  for (let i = 0; i < todo.length; i++) {
+    if (fired[i] !== undefined) continue;
+    if (plain++ > 0) await nextTick();
+    jobs[i] = start(todo[i] as DeviceHandle);
+  }
+  let n = 0;
+  for (let i = 0; i < todo.length; i++) {
+    const f = fired[i];
+    if (f === undefined) continue;
+    // the answers are coming in meanwhile: let the event loop take them every few devices
+    if (++n % FINISH_SLICE === 0) await nextTurn();
+    jobs[i] = start(todo[i] as DeviceHandle, f);
   }
   return Promise.all(jobs);
 }

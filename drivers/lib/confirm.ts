@@ -24,8 +24,25 @@ export interface ConfirmSpec {
   pollMs: number;
   /** Unused: ackMs and tookMs are taken with performance.now() (kept optional so existing specs still compile; drivers may stop passing it). */
   now?: () => number;
+  /**
+   * The first send, already on the wire (an armed action fired, see
+   * ArmedAction): its answer is awaited instead of a first `send`, and the
+   * times count from when it went out. A failed one is retried with `send`.
+   */
+  inFlight?: InFlightSend;
   /** Error codes retried on send besides the transport failures (for devices whose writes are idempotent whatever the failure, e.g. BUSY, READ_TIMEOUT). */
   retryAlso?: readonly string[];
+}
+
+export interface InFlightSend {
+  /** performance.now() when it was handed to the OS. */
+  sentAt: number;
+  /**
+   * Resolves when the device acknowledged it (rejects as `send` would), with
+   * the performance.now() at which its answer arrived when that is known
+   * (the answer may have been in before anyone waited for it).
+   */
+  wait(signal: AbortSignal): Promise<number | undefined>;
 }
 
 export function describeReading(r: Reading | undefined): string {
@@ -43,12 +60,14 @@ interface SendState {
 }
 
 /** Sends the write; a dropped connection or a garbled answer is retried with backoff until the deadline aborts. */
-async function sendWithRetry(spec: ConfirmSpec, signal: AbortSignal, st: SendState): Promise<void> {
+/** Resolves with when the answer arrived, when the sender knows it (else the caller takes now). */
+async function sendWithRetry(spec: ConfirmSpec, signal: AbortSignal, st: SendState): Promise<number | undefined> {
   for (;;) {
     st.attempts++;
     try {
+      if (st.attempts === 1 && spec.inFlight) return await spec.inFlight.wait(signal);
       await spec.send(signal);
-      return;
+      return undefined;
     } catch (err) {
       const e = toRackpilotError(err, { device: spec.deviceId });
       if ((!RETRY_SEND.has(e.code) && !spec.retryAlso?.includes(e.code)) || signal.aborted) throw e;
@@ -59,17 +78,25 @@ async function sendWithRetry(spec: ConfirmSpec, signal: AbortSignal, st: SendSta
 }
 
 export async function actAndConfirm(spec: ConfirmSpec, opts: ActionOptions): Promise<ActionResult> {
-  const started = performance.now();
+  const started = spec.inFlight?.sentAt ?? performance.now();
   let last: Reading | undefined;
   let ackMs: number | undefined;
   const sent: SendState = { attempts: 0 };
+  let acked = false;
+  const onAck = (): void => {
+    if (acked) return;
+    acked = true;
+    opts.onAck?.();
+  };
   try {
     return await withDeadline(
       `${spec.deviceId} ${spec.what}`,
       opts.deadlineMs,
       async (signal) => {
-        await sendWithRetry(spec, signal, sent);
-        ackMs = performance.now() - started;
+        const answeredAt = await sendWithRetry(spec, signal, sent);
+        ackMs = (answeredAt ?? performance.now()) - started;
+        onAck();
+        if (opts.confirmAfter) await opts.confirmAfter;
         for (;;) {
           const r = await spec.read({ deadlineMs: spec.readDeadlineMs, signal });
           if (r.freshness === 'fresh') {
@@ -83,6 +110,7 @@ export async function actAndConfirm(spec: ConfirmSpec, opts: ActionOptions): Pro
       opts.signal,
     );
   } catch (err) {
+    onAck();
     const e = toRackpilotError(err, { device: spec.deviceId });
     if (e.code !== 'DEADLINE_EXCEEDED') throw e;
     if (ackMs === undefined && sent.lastError) {

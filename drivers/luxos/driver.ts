@@ -7,6 +7,7 @@
 import type {
   ActionOptions,
   ActionResult,
+  ArmedAction,
   Capabilities,
   DeviceDriver,
   DeviceState,
@@ -16,7 +17,7 @@ import type {
 } from '../contract.js';
 import { CgminerClient, cgminerEndpoint, type CgminerReply } from '../lib/cgminer/client.js';
 import { maxOf, mean, num, sectionItems, str } from '../lib/cgminer/fields.js';
-import { actAndConfirm } from '../lib/confirm.js';
+import { actAndConfirm, type InFlightSend } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
@@ -131,13 +132,45 @@ export class LuxosDriver implements DeviceDriver {
     return this.act('wakeup', 'running', opts);
   }
 
-  /** Sends the curtail command, then polls read-back until the wanted state or the deadline. */
-  private act(action: 'sleep' | 'wakeup', want: DeviceState, opts: ActionOptions): Promise<ActionResult> {
+  /**
+   * `curtail <sid>,sleep` encoded with the session held now; fire() opens the
+   * connection and queues the bytes, nothing else. A session that ended
+   * meanwhile answers an error, which gets the plain path's one fresh logon.
+   */
+  armCurtail(): ArmedAction | undefined {
+    const sid = this.session.usable();
+    if (sid === undefined) return undefined;
+    const bytes = this.client.encode('curtail', `${sid},sleep`);
+    return {
+      fire: () => {
+        if (this.session.usable() !== sid) return undefined;
+        const ex = this.client.start(bytes);
+        let answer: CgminerReply | undefined;
+        const sent = { sid, reply: async (signal?: AbortSignal) => (answer = this.client.parse(await ex.result(signal), 'curtail')) };
+        return {
+          // an exchange nobody waited for (the action ended before its wait) is dropped, not left open
+          complete: (opts) =>
+            this.act('sleep', 'curtailed', opts, {
+              sentAt: ex.sentAt,
+              wait: async (signal) => {
+                const reply = await this.session.run('curtail', 'sleep', signal, sent);
+                // acknowledged by the prepared send itself, not by a retry after a fresh logon
+                return reply === answer ? ex.endedAt : undefined;
+              },
+            }).finally(() => ex.cancel()),
+        };
+      },
+    };
+  }
+
+  /** Sends the curtail command (or waits for the one in flight), then polls read-back until the wanted state or the deadline. */
+  private act(action: 'sleep' | 'wakeup', want: DeviceState, opts: ActionOptions, inFlight?: InFlightSend): Promise<ActionResult> {
     return actAndConfirm(
       {
         deviceId: this.id,
         what: `curtail ${action}`,
         want: `state "${want}"`,
+        ...(inFlight ? { inFlight } : {}),
         send: async (signal) => {
           await this.session.run('curtail', action, signal);
         },

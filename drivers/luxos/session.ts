@@ -14,7 +14,7 @@
  * poller reading every few seconds, curtail/restore find a live session and
  * never pay for a logon.
  */
-import type { CgminerClient } from '../lib/cgminer/client.js';
+import type { CgminerClient, CgminerReply } from '../lib/cgminer/client.js';
 import { checkStatus } from '../lib/cgminer/client.js';
 import { sectionItems, str } from '../lib/cgminer/fields.js';
 import { withDeadline } from '../lib/deadline.js';
@@ -125,11 +125,33 @@ export class LuxosSession {
     });
   }
 
-  /** Runs a privileged command with `<sid>,args`; re-logs on once if the session was invalid. */
-  async run(command: string, args: string, signal?: AbortSignal) {
+  /**
+   * The session to build a prepared command with (see LuxosDriver.armCurtail):
+   * the one held now while it is fresh and nobody is renewing it, else
+   * undefined (the command then goes the plain way, through `run`).
+   */
+  usable(): string | undefined {
+    return this.sid !== undefined && this.inflight === undefined && this.now() - this.lastUsed < REUSE_WITHIN_MS ? this.sid : undefined;
+  }
+
+  /**
+   * Runs a privileged command with `<sid>,args`; re-logs on once if the
+   * session was invalid. `sent`: the command already on the wire with
+   * session `sid` (a prepared one); its reply is checked the same way.
+   */
+  async run(command: string, args: string, signal?: AbortSignal, sent?: { sid: string; reply: (signal?: AbortSignal) => Promise<CgminerReply> }) {
     for (let attempt = 0; ; attempt++) {
-      const { sid, reused } = await this.acquire(signal);
-      const reply = await this.client.raw(command, `${sid},${args}`, signal);
+      let sid: string;
+      let reused: boolean;
+      let reply: CgminerReply;
+      if (attempt === 0 && sent) {
+        sid = sent.sid;
+        reused = true;
+        reply = await sent.reply(signal);
+      } else {
+        ({ sid, reused } = await this.acquire(signal));
+        reply = await this.client.raw(command, `${sid},${args}`, signal);
+      }
       try {
         checkStatus(reply, `${this.client.where} ${command}`);
         this.lastUsed = this.now();
@@ -139,7 +161,7 @@ export class LuxosSession {
         // (reboot, someone's `kill`): any device error on a reused session gets one fresh logon.
         const retry = reused && attempt === 0 && err instanceof RackpilotError && err.code === 'DEVICE_ERROR';
         if (!retry) throw err;
-        this.sid = undefined;
+        if (this.sid === sid) this.sid = undefined;
       }
     }
   }

@@ -35,106 +35,158 @@ export interface CgminerStatus {
 
 export type CgminerReply = Record<string, unknown> & { STATUS?: CgminerStatus[] | CgminerStatus };
 
-/** Sends raw bytes and returns the raw reply with trailing NULs stripped. */
-export function cgminerExchange(ep: CgminerEndpoint, request: string, signal?: AbortSignal): Promise<string> {
-  const where = `${ep.host}:${ep.port}`;
-  const max = ep.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
-  return new Promise<string>((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(new RackpilotError('CANCELLED', `${where}: request cancelled`));
+/**
+ * One request on its own connection, in two phases so that a prepared
+ * command can go out with nothing else on the path (see ArmedAction):
+ * `startExchange` connects and queues the bytes (Node sends them once
+ * connected) and only records what happens; `result()` applies the
+ * deadlines, counted from the start, and the abort signal.
+ */
+export class CgminerExchange {
+  /** performance.now() when the request was handed to the OS. */
+  readonly sentAt = performance.now();
+  private readonly where: string;
+  private readonly socket: net.Socket;
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  private connectedAt: number | undefined;
+  private outcome: { err: RackpilotError | null; text: string } | undefined;
+  /** performance.now() when the exchange ended (answer complete, failed or cancelled). */
+  endedAt: number | undefined;
+  private notify: (() => void) | undefined;
+
+  constructor(
+    private readonly ep: CgminerEndpoint,
+    request: string | Buffer,
+  ) {
+    this.where = `${ep.host}:${ep.port}`;
+    const socket = net.createConnection({ host: ep.host, port: ep.port });
+    this.socket = socket;
+    socket.setNoDelay(true);
+    socket.once('connect', () => {
+      this.connectedAt = performance.now();
+      this.notify?.();
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.once('end', () => this.onEnd());
+    socket.on('error', (err: NodeJS.ErrnoException) => this.onError(err));
+    socket.write(request);
+  }
+
+  private finish(err: RackpilotError | null, text = ''): void {
+    if (this.outcome) return;
+    this.endedAt = performance.now();
+    this.outcome = { err, text };
+    this.socket.destroy();
+    this.notify?.();
+  }
+
+  private onData(chunk: Buffer): void {
+    const max = this.ep.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    this.size += chunk.length;
+    if (this.size > max) {
+      this.finish(
+        new RackpilotError('RESPONSE_TOO_LARGE', `${this.where}: reply exceeds ${max} bytes; refusing to buffer more`, {
+          host: this.ep.host,
+          port: this.ep.port,
+          limit: max,
+        }),
+      );
       return;
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let settled = false;
-    let connected = false;
-    const socket = net.createConnection({ host: ep.host, port: ep.port });
-    socket.setNoDelay(true);
+    this.chunks.push(chunk);
+  }
 
-    const finish = (err: RackpilotError | null, value?: string): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(connectTimer);
-      clearTimeout(readTimer);
-      signal?.removeEventListener('abort', onAbort);
-      socket.destroy();
-      if (err) reject(err);
-      else resolve(value ?? '');
-    };
-    const onAbort = (): void => finish(new RackpilotError('CANCELLED', `${where}: request cancelled`));
-    signal?.addEventListener('abort', onAbort, { once: true });
+  private onEnd(): void {
+    const text = Buffer.concat(this.chunks).toString('utf8');
+    let end = text.length;
+    while (end > 0 && (text.charCodeAt(end - 1) === 0 || /\s/.test(text[end - 1] ?? ''))) end--;
+    this.finish(null, text.slice(0, end));
+  }
 
-    const connectTimer = setTimeout(() => {
-      finish(
+  private onError(err: NodeJS.ErrnoException): void {
+    const { host, port } = this.ep;
+    // A reset can surface before 'connect' is seen when the peer accepts and
+    // resets at once: the miner was reached, so it is a closed connection.
+    const reset = err.code === 'ECONNRESET' || err.code === 'EPIPE';
+    if (this.connectedAt === undefined && !reset) {
+      const refused = err.code === 'ECONNREFUSED';
+      this.finish(
         new RackpilotError(
-          'CONNECT_TIMEOUT',
-          `${where}: no TCP connection within ${ep.connectTimeoutMs} ms (is the miner powered and on this network?)`,
-          { host: ep.host, port: ep.port },
+          refused ? 'CONNECT_REFUSED' : 'UNREACHABLE',
+          refused ? `${this.where}: connection refused (is the API enabled on port ${port}?)` : `${this.where}: cannot connect (${err.code ?? err.message})`,
+          { host, port },
         ),
       );
-    }, ep.connectTimeoutMs);
-    let readTimer: NodeJS.Timeout | undefined;
+    } else {
+      this.finish(
+        new RackpilotError('CONNECTION_CLOSED', `${this.where}: the miner closed the connection before the reply completed (${err.code ?? err.message}); retry`, { host, port }),
+      );
+    }
+  }
 
-    socket.once('connect', () => {
-      connected = true;
-      clearTimeout(connectTimer);
-      readTimer = setTimeout(() => {
-        finish(
-          new RackpilotError(
-            'READ_TIMEOUT',
-            `${where}: connected but the reply did not complete within ${ep.readTimeoutMs} ms (${size} bytes received)`,
-            { host: ep.host, port: ep.port, bytes: size },
-          ),
-        );
-      }, ep.readTimeoutMs);
-      socket.write(request);
+  /** Drops the exchange (nobody waits for it). */
+  cancel(): void {
+    this.finish(new RackpilotError('CANCELLED', `${this.where}: request cancelled`));
+  }
+
+  /** The raw reply with trailing NULs and whitespace stripped; the connect and read deadlines count from the start. */
+  result(signal?: AbortSignal): Promise<string> {
+    return new Promise<string>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = (): void => this.cancel();
+      const check = (): void => {
+        const o = this.outcome;
+        if (o) {
+          clearTimeout(timer);
+          this.notify = undefined;
+          signal?.removeEventListener('abort', onAbort);
+          if (o.err) reject(o.err);
+          else resolve(o.text);
+          return;
+        }
+        // (re)arms the deadline of the phase the exchange is in
+        clearTimeout(timer);
+        const { host, port } = this.ep;
+        if (this.connectedAt === undefined) {
+          timer = setTimeout(
+            () =>
+              this.finish(
+                new RackpilotError('CONNECT_TIMEOUT', `${this.where}: no TCP connection within ${this.ep.connectTimeoutMs} ms (is the miner powered and on this network?)`, { host, port }),
+              ),
+            Math.max(0, this.sentAt + this.ep.connectTimeoutMs - performance.now()),
+          );
+        } else {
+          timer = setTimeout(
+            () =>
+              this.finish(
+                new RackpilotError('READ_TIMEOUT', `${this.where}: connected but the reply did not complete within ${this.ep.readTimeoutMs} ms (${this.size} bytes received)`, {
+                  host,
+                  port,
+                  bytes: this.size,
+                }),
+              ),
+            Math.max(0, this.connectedAt + this.ep.readTimeoutMs - performance.now()),
+          );
+        }
+      };
+      if (signal?.aborted) this.cancel();
+      else signal?.addEventListener('abort', onAbort, { once: true });
+      this.notify = check;
+      check();
     });
-    socket.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > max) {
-        finish(
-          new RackpilotError('RESPONSE_TOO_LARGE', `${where}: reply exceeds ${max} bytes; refusing to buffer more`, {
-            host: ep.host,
-            port: ep.port,
-            limit: max,
-          }),
-        );
-        return;
-      }
-      chunks.push(chunk);
-    });
-    socket.once('end', () => {
-      let text = Buffer.concat(chunks).toString('utf8');
-      let end = text.length;
-      while (end > 0 && (text.charCodeAt(end - 1) === 0 || /\s/.test(text[end - 1] ?? ''))) end--;
-      text = text.slice(0, end);
-      finish(null, text);
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => {
-      // A reset can surface before 'connect' is seen when the peer accepts and
-      // resets at once: the miner was reached, so it is a closed connection.
-      const reset = err.code === 'ECONNRESET' || err.code === 'EPIPE';
-      if (!connected && !reset) {
-        const refused = err.code === 'ECONNREFUSED';
-        finish(
-          new RackpilotError(
-            refused ? 'CONNECT_REFUSED' : 'UNREACHABLE',
-            refused
-              ? `${where}: connection refused (is the API enabled on port ${ep.port}?)`
-              : `${where}: cannot connect (${err.code ?? err.message})`,
-            { host: ep.host, port: ep.port },
-          ),
-        );
-      } else {
-        finish(
-          new RackpilotError('CONNECTION_CLOSED', `${where}: the miner closed the connection before the reply completed (${err.code ?? err.message}); retry`, {
-            host: ep.host,
-            port: ep.port,
-          }),
-        );
-      }
-    });
-  });
+  }
+}
+
+/** Starts one request (see CgminerExchange); `result()` gives its reply. */
+export function startExchange(ep: CgminerEndpoint, request: string | Buffer): CgminerExchange {
+  return new CgminerExchange(ep, request);
+}
+
+/** Sends raw bytes and returns the raw reply with trailing NULs stripped. */
+export function cgminerExchange(ep: CgminerEndpoint, request: string | Buffer, signal?: AbortSignal): Promise<string> {
+  if (signal?.aborted) return Promise.reject(new RackpilotError('CANCELLED', `${ep.host}:${ep.port}: request cancelled`));
+  return startExchange(ep, request).result(signal);
 }
 
 function statusOf(reply: CgminerReply): CgminerStatus | undefined {
@@ -172,10 +224,18 @@ export class CgminerClient {
     return `${this.ep.host}:${this.ep.port}`;
   }
 
-  /** Sends one command and returns the parsed reply (no STATUS check). */
-  async raw(command: string, parameter?: string, signal?: AbortSignal): Promise<CgminerReply> {
-    const req = parameter === undefined ? { command } : { command, parameter };
-    const text = await cgminerExchange(this.ep, JSON.stringify(req), signal);
+  /** The request bytes of one command (for a prepared send, see `start`). */
+  encode(command: string, parameter?: string): Buffer {
+    return Buffer.from(JSON.stringify(parameter === undefined ? { command } : { command, parameter }));
+  }
+
+  /** Starts a request encoded beforehand (`encode`); `result()` of the exchange gives the raw text for `parse`. */
+  start(request: Buffer): CgminerExchange {
+    return startExchange(this.ep, request);
+  }
+
+  /** The parsed reply of `command` from its raw text (no STATUS check). */
+  parse(text: string, command: string): CgminerReply {
     const where = `${this.where} ${command}`;
     if (text.length === 0) {
       throw new RackpilotError('CONNECTION_CLOSED', `${where}: the miner closed the connection without a reply`);
@@ -185,6 +245,12 @@ export class CgminerClient {
       throw new RackpilotError('MALFORMED_RESPONSE', `${where}: reply is not a JSON object`);
     }
     return parsed as CgminerReply;
+  }
+
+  /** Sends one command and returns the parsed reply (no STATUS check). */
+  async raw(command: string, parameter?: string, signal?: AbortSignal): Promise<CgminerReply> {
+    const req = parameter === undefined ? { command } : { command, parameter };
+    return this.parse(await cgminerExchange(this.ep, JSON.stringify(req), signal), command);
   }
 
   /** Sends one command and throws on an error STATUS. */

@@ -1,0 +1,139 @@
+/**
+ * The engine's two-phase dispatch: armed curtails (DeviceDriver.armCurtail)
+ * are fired in one loop before anything else, devices without one get their
+ * plain curtail, and a wave's read-backs wait for its acknowledgements
+ * (WaveAcks).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { ActionOptions, ActionResult, ArmedAction } from '../drivers/contract.js';
+import { sleep } from '../drivers/lib/deadline.js';
+import { WaveAcks } from '../agent/engine/executor.js';
+import type { Demand } from '../agent/engine/types.js';
+import { engineRig, FakeDevice } from '../hil/testing/engine-rig.js';
+
+const shed = (key: string): Demand => ({ key, source: 'command', kind: 'shed', since: Date.now(), holdOffMs: 0, commandId: key });
+
+/** A fake device whose curtail can be armed; every step is written to one shared log. */
+class ArmableDevice extends FakeDevice {
+  arms = 0;
+  /** fire() hands back nothing (what a driver does when its session ended since arming). */
+  staleFire = false;
+  seen: ActionOptions | undefined;
+  constructor(
+    id: string,
+    private readonly log: string[],
+  ) {
+    super(id, 5);
+  }
+  override curtail(o: ActionOptions): Promise<ActionResult> {
+    this.log.push(`plain:${this.id}`);
+    return super.curtail(o);
+  }
+  armCurtail(): ArmedAction | undefined {
+    this.arms++;
+    return {
+      fire: () => {
+        if (this.staleFire) return undefined;
+        this.log.push(`fire:${this.id}`);
+        return {
+          complete: async (o) => {
+            this.log.push(`complete:${this.id}`);
+            this.seen = o;
+            const t0 = performance.now();
+            o.onAck?.();
+            await o.confirmAfter;
+            this.state = 'curtailed';
+            return { confirmed: true, ackMs: 0, tookMs: performance.now() - t0, reading: this.reading() };
+          },
+        };
+      },
+    };
+  }
+}
+
+describe('engine: armed curtails', () => {
+  test('every armed send goes out before any other work; devices without one get the plain curtail', async () => {
+    const log: string[] = [];
+    const devs = [new ArmableDevice('a', log), new FakeDevice('p', 5), new ArmableDevice('b', log), new ArmableDevice('c', log)];
+    (devs[3] as ArmableDevice).staleFire = true;
+    const plainCalls = (): number => (devs[1] as FakeDevice).calls.length;
+    const rig = engineRig(devs);
+    rig.poll();
+    for (const d of [devs[0], devs[2], devs[3]] as ArmableDevice[]) assert.ok(d.arms >= 1, `${d.id} armed by the telemetry cycle`);
+    const w = rig.engine.raise(shed('command:all'));
+    assert.ok(w);
+    // synchronously, before anything awaited: the armed sends are out first, nothing is finished yet
+    const now = [...log];
+    assert.deepEqual(now.slice(0, 2), ['fire:a', 'fire:b'], now.join(' '));
+    assert.ok(!now.includes('fire:c'), 'c handed back nothing from fire(): it goes the plain way');
+    assert.ok(!now.some((l) => l.startsWith('complete')), now.join(' '));
+    const out = await w.done;
+    assert.equal(out.ok, true);
+    assert.deepEqual(devs.map((d) => d.state), ['curtailed', 'curtailed', 'curtailed', 'curtailed']);
+    assert.equal(plainCalls(), 1, 'the device that cannot be armed got its plain curtail');
+    assert.ok(log.includes('plain:c'), 'a stale arm falls back to the plain curtail');
+    assert.ok(!log.includes('plain:a') && !log.includes('plain:b'), 'a fired device is not sent again');
+    // the plain curtails start before the fired devices are finished (those have sent already)
+    assert.ok(log.indexOf('plain:c') < log.indexOf('complete:a'), log.join(' '));
+    const a = devs[0] as ArmableDevice;
+    assert.ok(a.seen?.confirmAfter instanceof Promise && typeof a.seen.onAck === 'function', 'a curtail wave hands its acknowledgement hold to the driver');
+    const rec = rig.activations[0];
+    assert.ok(rec);
+    assert.equal(rec.devices.length, 4);
+    await rig.stop();
+  });
+
+  test('shed devices are not armed; they are armed again once restored', async () => {
+    const log: string[] = [];
+    const a = new ArmableDevice('a', log);
+    const rig = engineRig([a]);
+    rig.poll();
+    const w = rig.engine.raise(shed('command:x'));
+    await w?.done;
+    const arms = a.arms;
+    rig.poll();
+    assert.equal(a.arms, arms, 'a shed device is not armed');
+    rig.engine.clear('command:x', 'test');
+    await rig.engine.restore('r1');
+    for (let i = 0; i < 100 && a.arms === arms; i++) await sleep(10);
+    assert.ok(a.arms > arms, 'armed again after the restore');
+    const w2 = rig.engine.raise(shed('command:y'));
+    assert.deepEqual(log.filter((l) => l.startsWith('fire')), ['fire:a', 'fire:a'], 'the second wave fires the new arm');
+    await w2?.done;
+    await rig.stop();
+  });
+});
+
+describe('WaveAcks: acknowledgements before confirmations', () => {
+  test('releases once every device acknowledged; a device counts once', async () => {
+    const acks = new WaveAcks(3, 10_000);
+    let released = false;
+    void acks.all.then(() => (released = true));
+    const [x, y, z] = [acks.member(), acks.member(), acks.member()];
+    x();
+    x();
+    y();
+    await sleep(5);
+    assert.equal(released, false, 'two of three devices acknowledged (one twice)');
+    z();
+    await sleep(0);
+    assert.equal(released, true);
+  });
+
+  test('a device that never acknowledges holds the others at most maxMs', async () => {
+    const acks = new WaveAcks(2, 60);
+    acks.member()();
+    const t0 = Date.now();
+    // the hold's own timer does not keep a process alive (unref): this test does
+    const keepAlive = setTimeout(() => undefined, 5_000);
+    await acks.all;
+    clearTimeout(keepAlive);
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 50, `held until the cap (${waited} ms)`);
+  });
+
+  test('an empty wave holds nothing', async () => {
+    await new WaveAcks(0, 10_000).all;
+  });
+});
