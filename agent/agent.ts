@@ -23,7 +23,7 @@ import { HealthEndpoint } from './health/endpoint.js';
 import { stateMessage, statusMessage, telemetryMessage } from './messages.js';
 import { MqttBridge } from './mqtt-bridge.js';
 import { Spool } from './spool.js';
-import { SparkplugEdgeNode } from './sparkplug/edge-node.js';
+import type { SparkplugEdgeNode } from './sparkplug/edge-node.js';
 import { Poller } from './poller.js';
 import { SignalMonitor, type SignalChange } from './signals.js';
 import { AGENT_VERSION } from './version.js';
@@ -40,8 +40,12 @@ export class Agent {
   readonly spool: Spool;
   readonly bridge: MqttBridge;
   readonly signals: SignalMonitor;
-  /** Sparkplug B edge node (config `sparkplug.enabled`), on its own MQTT connection. */
-  readonly sparkplug: SparkplugEdgeNode | undefined;
+  /**
+   * Sparkplug B edge node (config `sparkplug.enabled`), on its own MQTT
+   * connection; created at start(), and its module (with the Sparkplug
+   * protobuf codec) only loaded then, so an agent without it does not carry it.
+   */
+  sparkplug: SparkplugEdgeNode | undefined;
   /** Local /healthz and /metrics (config `health`); `health.address()` is the bound port. */
   readonly health: HealthEndpoint;
   private readonly commands: CommandHandler;
@@ -119,24 +123,6 @@ export class Agent {
       log.child({ component: 'mqtt' }),
     );
     this.spool = new Spool({ ...config.spool, dir: config.spool.dir ?? join(config.stateDir, 'spool') }, log.child({ component: 'spool' }));
-    // --- Sparkplug B (optional): fed below from onCycle() and publishState(); started/stopped with the bridge
-    this.sparkplug = config.sparkplug.enabled
-      ? new SparkplugEdgeNode({
-          config: config.sparkplug,
-          mqtt: config.mqtt,
-          site: config.site,
-          rack: config.rack,
-          stateDir: config.stateDir,
-          agentVersion: AGENT_VERSION,
-          devices: this.devices,
-          latest: this.poller.latest,
-          engine: this.engine,
-          rackState: () => this.rackState,
-          holdOffMs: config.engine.commandHoldOffMs,
-          requireSigned: config.security.requireSigned,
-          log: log.child({ component: 'sparkplug' }),
-        })
-      : undefined;
     this.health = new HealthEndpoint(
       config.health,
       {
@@ -162,9 +148,32 @@ export class Agent {
     return { site: this.config.site, rack: this.config.rack };
   }
 
+  /** The Sparkplug B edge node when configured (fed from onCycle() and publishState(); started/stopped with the bridge). */
+  private async createSparkplug(): Promise<SparkplugEdgeNode | undefined> {
+    const { config, log } = this;
+    if (!config.sparkplug.enabled) return undefined;
+    const { SparkplugEdgeNode } = await import('./sparkplug/edge-node.js');
+    return new SparkplugEdgeNode({
+      config: config.sparkplug,
+      mqtt: config.mqtt,
+      site: config.site,
+      rack: config.rack,
+      stateDir: config.stateDir,
+      agentVersion: AGENT_VERSION,
+      devices: this.devices,
+      latest: this.poller.latest,
+      engine: this.engine,
+      rackState: () => this.rackState,
+      holdOffMs: config.engine.commandHoldOffMs,
+      requireSigned: config.security.requireSigned,
+      log: log.child({ component: 'sparkplug' }),
+    });
+  }
+
   async start(): Promise<void> {
     // a TLS file that is unreadable or unsafe is a config error: refused before any device is touched
     this.bridge.loadTls();
+    this.sparkplug = await this.createSparkplug();
     // /healthz answers from here on: 503 with ready:false until the agent has started
     await this.health.start();
     await Promise.all(

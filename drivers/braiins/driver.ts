@@ -3,10 +3,13 @@
  * curtail = `ActionsService/PauseMining`, restore = `ResumeMining`, power
  * target = `PerformanceService/SetPowerTarget`, each confirmed by read-back.
  * Telemetry falls back to the legacy TCP API (4028) when gRPC is unreachable.
+ * The curtail can be armed: PauseMining encoded ahead with the warm token,
+ * fired as one HTTP/2 request on a session kept open for it (h2.ts).
  */
 import type {
   ActionOptions,
   ActionResult,
+  ArmedAction,
   Capabilities,
   DeviceDriver,
   DeviceState,
@@ -15,12 +18,13 @@ import type {
   Reading,
 } from '../contract.js';
 import { CgminerClient, cgminerEndpoint } from '../lib/cgminer/client.js';
-import { actAndConfirm } from '../lib/confirm.js';
+import { actAndConfirm, type InFlightSend } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError, type ErrorCode } from '../lib/errors.js';
 import { LazyTransport } from '../lib/lazy.js';
 import { ReadingTracker } from '../lib/reading.js';
 import type { BraiinsGrpc } from './grpc.js';
+import type { PreparedCall } from './h2.js';
 import type {
   GetConstraintsResponse,
   GetCoolingStateResponse,
@@ -51,6 +55,10 @@ interface Wire {
   saveAndApply: string;
 }
 
+const ACTIONS = 'braiins.bos.v1.ActionsService';
+
+type CallOpts = { deadlineMs: number; signal?: AbortSignal };
+
 /** A failed start-up setup is retried from read() at most this often. */
 const SETUP_RETRY_MS = 30_000;
 
@@ -66,6 +74,8 @@ export class BraiinsDriver implements DeviceDriver {
   private setupDone = false;
   private setupRunning = false;
   private lastSetupAt = Number.NEGATIVE_INFINITY;
+  /** PauseMining prepared with the token held when last armed (re-encoded when the token changes). */
+  private preparedPause: PreparedCall | undefined;
 
   constructor(
     private readonly cfg: BraiinsConfig,
@@ -209,16 +219,60 @@ export class BraiinsDriver implements DeviceDriver {
     return this.act('ResumeMining', 'running', opts);
   }
 
-  /** Sends the action with the warm token, then polls read-back until the wanted state or the deadline. */
-  private act(method: 'PauseMining' | 'ResumeMining', want: DeviceState, opts: ActionOptions): Promise<ActionResult> {
+  /**
+   * PauseMining prepared with the warm token, to go out as one HTTP/2 request
+   * on the prepared-calls session (h2.ts). Undefined until there is a warm
+   * token (start() or a read logs in) and that session is up (asked for here
+   * the first time, so only devices the engine may shed keep one open).
+   * fire() returns undefined once the token or the session it was armed with
+   * is gone. The answer is checked as the plain call's: a refused token gets
+   * one new login and the plain call; a lost connection, actAndConfirm's
+   * plain retries.
+   */
+  armCurtail(): ArmedAction | undefined {
+    const w = this.wire.loaded;
+    const token = w?.session.armable();
+    if (!w || token === undefined) return undefined;
+    const { grpc, session } = w;
+    const h2 = grpc.prepared.session();
+    if (!h2) return undefined;
+    if (this.preparedPause?.token !== token) {
+      this.preparedPause = grpc.prepared.prepare(ACTIONS, 'PauseMining', {}, token, grpc.where(ACTIONS, 'PauseMining'));
+    }
+    const call = this.preparedPause;
+    return {
+      fire: () => {
+        if (!session.holds(token)) return undefined;
+        const sent = grpc.prepared.send(h2, call);
+        if (!sent) return undefined;
+        return {
+          // an answer nobody waited for (the action ended first) is reset, not left open
+          complete: (opts) =>
+            this.act('PauseMining', 'curtailed', opts, {
+              sentAt: sent.sentAt,
+              wait: async (signal) => {
+                const first = { token, sentAt: sent.sentAt, reply: (o: CallOpts) => sent.result(o.deadlineMs, o.signal) };
+                await session.call(ACTIONS, 'PauseMining', {}, { deadlineMs: this.rpcMs, signal }, first);
+                // when the prepared call's own answer came in; a retry's is taken as now
+                return sent.answeredOkAt;
+              },
+            }).finally(() => sent.cancel()),
+        };
+      },
+    };
+  }
+
+  /** Sends the action with the warm token (or awaits the one in flight), then polls read-back until the wanted state or the deadline. */
+  private act(method: 'PauseMining' | 'ResumeMining', want: DeviceState, opts: ActionOptions, inFlight?: InFlightSend): Promise<ActionResult> {
     return actAndConfirm(
       {
         deviceId: this.id,
         what: method,
         want: `state "${want}"`,
+        ...(inFlight ? { inFlight } : {}),
         send: async (signal) => {
           const { session } = await this.wire.get();
-          await session.call('braiins.bos.v1.ActionsService', method, {}, { deadlineMs: this.rpcMs, signal });
+          await session.call(ACTIONS, method, {}, { deadlineMs: this.rpcMs, signal });
         },
         read: (o) => this.read(o),
         confirmed: (r) => r.state === want && r.fields.source === 'grpc',

@@ -3,10 +3,13 @@
  * @grpc/grpc-js. One channel (one HTTP/2 connection) per device, reused by
  * every call; every call carries a deadline and is cancelled when the
  * caller's signal aborts; replies are capped in size; gRPC statuses and
- * transport failures become RackpilotErrors with stable codes.
+ * transport failures become RackpilotErrors with stable codes. Calls
+ * prepared ahead (the armed curtail) go over a connection of their own,
+ * `prepared` (h2.ts), and their statuses map through the same `statusError`.
  */
 import * as grpc from '@grpc/grpc-js';
 import { RackpilotError } from '../lib/errors.js';
+import { PreparedCalls } from './h2.js';
 import { methodOf, type ServiceName } from './proto.js';
 
 export interface GrpcEndpoint {
@@ -35,6 +38,8 @@ export interface CallResult<T> {
 const S = grpc.status;
 
 export class BraiinsGrpc {
+  /** Calls encoded ahead and sent with one request on a raw HTTP/2 session (the armed curtail). */
+  readonly prepared: PreparedCalls;
   private client: grpc.Client | undefined;
   /** Why a channel was dropped after a timeout: its other calls time out the same way. */
   private readonly droppedAs = new WeakMap<grpc.Client, 'READ_TIMEOUT' | 'CONNECT_TIMEOUT'>();
@@ -42,6 +47,7 @@ export class BraiinsGrpc {
 
   constructor(private readonly ep: GrpcEndpoint) {
     this.target = ep.host.includes(':') ? `[${ep.host}]:${ep.port}` : `${ep.host}:${ep.port}`;
+    this.prepared = new PreparedCalls(ep, this.target, (code, details, where, deadlineMs) => this.statusError(code, details, where, deadlineMs, () => true));
   }
 
   get label(): string {
@@ -68,12 +74,17 @@ export class BraiinsGrpc {
 
   close(): void {
     this.reset();
+    this.prepared.close();
+  }
+
+  /** `Service/Method` with the device, as every message about a call starts. */
+  where(service: ServiceName, method: string): string {
+    return `${this.ep.label} ${service.slice(service.lastIndexOf('.') + 1)}/${method}`;
   }
 
   call<T>(service: ServiceName, method: string, request: object, opts: CallOptions): Promise<CallResult<T>> {
     const def = methodOf(service, method);
-    const rpc = `${service.slice(service.lastIndexOf('.') + 1)}/${method}`;
-    const where = `${this.ep.label} ${rpc}`;
+    const where = this.where(service, method);
     return new Promise<CallResult<T>>((resolve, reject) => {
       if (opts.signal?.aborted) {
         reject(new RackpilotError('CANCELLED', `${where}: cancelled before it was sent`));
@@ -119,9 +130,20 @@ export class BraiinsGrpc {
   }
 
   private toError(err: grpc.ServiceError, where: string, deadlineMs: number, client: grpc.Client): RackpilotError {
-    const details = err.details || err.message;
-    const ctx = { host: this.ep.host, port: this.ep.port, grpcStatus: err.code };
-    switch (err.code) {
+    return this.statusError(err.code, err.details || err.message, where, deadlineMs, () => {
+      const state = client.getChannel().getConnectivityState(false);
+      return state === grpc.connectivityState.READY || (state === grpc.connectivityState.SHUTDOWN && this.droppedAs.get(client) === 'READ_TIMEOUT');
+    });
+  }
+
+  /**
+   * A gRPC status (or a transport failure given one) as a RackpilotError with
+   * a stable code. `connected` tells, for DEADLINE_EXCEEDED, a peer that took
+   * the connection but did not answer from one that never completed it.
+   */
+  statusError(code: grpc.status, details: string, where: string, deadlineMs: number, connected: () => boolean): RackpilotError {
+    const ctx = { host: this.ep.host, port: this.ep.port, grpcStatus: code };
+    switch (code) {
       case S.UNAUTHENTICATED:
         return new RackpilotError('AUTH_FAILED', `${where}: not authenticated (${details})`, ctx);
       case S.PERMISSION_DENIED:
@@ -130,19 +152,14 @@ export class BraiinsGrpc {
           `${where}: permission denied by the miner (${details}); the account may lack write access or the API is read-only`,
           ctx,
         );
-      case S.DEADLINE_EXCEEDED: {
-        const state = client.getChannel().getConnectivityState(false);
-        const ready =
-          state === grpc.connectivityState.READY ||
-          (state === grpc.connectivityState.SHUTDOWN && this.droppedAs.get(client) === 'READ_TIMEOUT');
-        return ready
+      case S.DEADLINE_EXCEEDED:
+        return connected()
           ? new RackpilotError('READ_TIMEOUT', `${where}: connected but no reply within ${deadlineMs} ms`, ctx)
           : new RackpilotError(
               'CONNECT_TIMEOUT',
               `${where}: no gRPC connection within ${deadlineMs} ms (is the miner powered, and gRPC enabled on port ${this.ep.port}?)`,
               ctx,
             );
-      }
       case S.CANCELLED:
         return new RackpilotError('CANCELLED', `${where}: cancelled`, ctx);
       case S.RESOURCE_EXHAUSTED:
@@ -157,7 +174,7 @@ export class BraiinsGrpc {
       case S.NOT_FOUND:
       case S.ALREADY_EXISTS:
       case S.ABORTED:
-        return new RackpilotError('DEVICE_ERROR', `${where}: miner refused the request (${S[err.code]}: ${details})`, ctx);
+        return new RackpilotError('DEVICE_ERROR', `${where}: miner refused the request (${S[code]}: ${details})`, ctx);
       case S.UNAVAILABLE:
         return this.transportError(details, where, ctx);
       case S.INTERNAL:
@@ -168,7 +185,7 @@ export class BraiinsGrpc {
           return new RackpilotError('MALFORMED_RESPONSE', `${where}: reply is not valid gRPC/protobuf (${details})`, ctx);
         }
         if (/stream|closed|reset|RST_STREAM|socket/i.test(details)) return this.transportError(details, where, ctx);
-        return new RackpilotError('DEVICE_ERROR', `${where}: miner error (${S[err.code]}: ${details})`, ctx);
+        return new RackpilotError('DEVICE_ERROR', `${where}: miner error (${S[code]}: ${details})`, ctx);
     }
   }
 

@@ -5,6 +5,8 @@
  * The token expires after `timeout_s` (3600 s) idle, and every call renews
  * it: we reuse it while it is warm, log in again when it has gone cold, and
  * once more when a call with a reused token is refused as UNAUTHENTICATED.
+ * A call prepared with the token ahead (the armed curtail) is held to the
+ * same rule: its answer is checked here, and a refusal gets that one login.
  */
 import { RackpilotError } from '../lib/errors.js';
 import type { BraiinsGrpc, CallOptions } from './grpc.js';
@@ -16,6 +18,14 @@ const UNAUTHENTICATED = 16;
 export interface Credentials {
   username: string;
   password: string;
+}
+
+/** A call already sent with `token` (a prepared one); `reply` awaits its answer. */
+export interface SentCall<T> {
+  token: string;
+  /** performance.now() when it went out. */
+  sentAt: number;
+  reply: (opts: Omit<CallOptions, 'token'>) => Promise<T>;
 }
 
 export class BraiinsSession {
@@ -40,6 +50,16 @@ export class BraiinsSession {
 
   forget(): void {
     this.token = undefined;
+  }
+
+  /** The token to prepare a call with: the one held while it is warm and no login is replacing it. */
+  armable(): string | undefined {
+    return this.pending === undefined && this.warm ? this.token : undefined;
+  }
+
+  /** Whether `token` is still the one held (a call prepared with it may still go out). */
+  holds(token: string): boolean {
+    return this.token === token;
   }
 
   /** Logs in (concurrent callers share one Login). */
@@ -78,15 +98,20 @@ export class BraiinsSession {
     return token;
   }
 
-  /** An authenticated unary call: logs in when no warm token is held, and once more if a reused token is refused. */
-  async call<T>(service: ServiceName, method: string, request: object, opts: Omit<CallOptions, 'token'>): Promise<T> {
+  /**
+   * An authenticated unary call: logs in when no warm token is held, and once
+   * more if a reused token is refused. `sent`: its first attempt, already on
+   * the wire with a reused token; only its answer is awaited.
+   */
+  async call<T>(service: ServiceName, method: string, request: object, opts: Omit<CallOptions, 'token'>, sent?: SentCall<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
-      const reused = this.warm;
-      const token = reused ? (this.token as string) : await this.login(opts);
-      const sent = this.now();
+      const first = attempt === 0 ? sent : undefined;
+      const reused = first !== undefined || this.warm;
+      const token = first ? first.token : reused ? (this.token as string) : await this.login(opts);
+      const at = first ? this.now() - (performance.now() - first.sentAt) : this.now();
       try {
-        const { reply } = await this.grpc.call<T>(service, method, request, { ...opts, token });
-        if (this.token === token) this.lastUsed = Math.max(this.lastUsed, sent);
+        const reply = first ? await first.reply(opts) : (await this.grpc.call<T>(service, method, request, { ...opts, token })).reply;
+        if (this.token === token) this.lastUsed = Math.max(this.lastUsed, at);
         return reply;
       } catch (err) {
         const expired = err instanceof RackpilotError && err.context.grpcStatus === UNAUTHENTICATED;
