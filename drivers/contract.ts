@@ -148,7 +148,12 @@ export interface DeviceDriver {
   read(opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Reading>;
   /** Sheds the device's load; resolves once read-back confirms, throws NOT_CONFIRMED otherwise. */
   curtail?(opts: ActionOptions): Promise<ActionResult>;
-  /** The curtail, prepared to go out with one send (see ArmedAction); undefined when it cannot be prepared now (no session yet). */
+  /**
+   * The curtail, prepared to go out with one send (see ArmedAction); called
+   * every telemetry cycle, so cheap, and with no I/O beyond starting to open
+   * a connection the armed send needs. Undefined when it cannot be prepared
+   * now (no session yet, that connection not up yet).
+   */
   armCurtail?(): ArmedAction | undefined;
   /** Returns the device to normal operation; resolves once read-back confirms. */
   restore?(opts: ActionOptions): Promise<ActionResult>;
