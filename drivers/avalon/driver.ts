@@ -4,12 +4,13 @@
  * so nothing is sent in parallel), whose `MM ID0` bracketed string is parsed.
  * Curtail/restore: `ascset 0,softoff|softon,1:<unix ts>` (acts at that time),
  * confirmed by read-back. Work levels: `ascset 0,worklevel,set,<N>` as profiles.
+ * The curtail can be armed: encoded ahead, only its time stamped at the send.
  */
-import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Profile, Reading } from '../contract.js';
+import type { ActionOptions, ActionResult, ArmedAction, Capabilities, DeviceDriver, DeviceState, DriverContext, Profile, Reading } from '../contract.js';
 import { CgminerClient, cgminerEndpoint, cgminerExchange, checkStatus, type CgminerEndpoint, type CgminerReply } from '../lib/cgminer/client.js';
 import { mean, sectionItems } from '../lib/cgminer/fields.js';
 import { parseTolerantJson } from '../lib/cgminer/tolerant-json.js';
-import { actAndConfirm } from '../lib/confirm.js';
+import { actAndConfirm, type InFlightSend } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
@@ -108,8 +109,12 @@ export class AvalonDriver implements DeviceDriver {
    * decides). STATUS E/F is an error (code 45: access denied).
    */
   private async ascset(parameter: string, signal: AbortSignal): Promise<void> {
+    this.checkAscset(await cgminerExchange(this.ep, JSON.stringify({ command: 'ascset', parameter }), signal), parameter);
+  }
+
+  /** Checks the raw answer to `ascset <parameter>` (see `ascset`). */
+  private checkAscset(text: string, parameter: string): void {
     const where = `${this.id}: ${this.client.where} ascset ${parameter}`;
-    const text = await cgminerExchange(this.ep, JSON.stringify({ command: 'ascset', parameter }), signal);
     if (text.length === 0) {
       this.ctx.logger.debug({ parameter }, 'ascset closed without a reply; confirming by read-back');
       return;
@@ -121,13 +126,19 @@ export class AvalonDriver implements DeviceDriver {
     checkStatus(reply as CgminerReply, where);
   }
 
-  private soft(action: 'softoff' | 'softon', want: DeviceState, opts: ActionOptions): Promise<ActionResult> {
+  /** The unix second a soft action sent now is scheduled for. */
+  private scheduleAt(): number {
+    return Math.floor(this.ctx.now() / 1000) + this.cfg.scheduleOffsetS;
+  }
+
+  private soft(action: 'softoff' | 'softon', want: DeviceState, opts: ActionOptions, inFlight?: InFlightSend): Promise<ActionResult> {
     return actAndConfirm(
       {
         deviceId: this.id,
         what: `${action} (scheduled ${this.cfg.scheduleOffsetS} s ahead)`,
         want: `state "${want}"`,
-        send: (signal) => this.ascset(`0,${action},1:${Math.floor(this.ctx.now() / 1000) + this.cfg.scheduleOffsetS}`, signal),
+        ...(inFlight ? { inFlight } : {}),
+        send: (signal) => this.ascset(`0,${action},1:${this.scheduleAt()}`, signal),
         read: (o) => this.read(o),
         confirmed: (r) => r.state === want,
         readDeadlineMs: this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs,
@@ -144,6 +155,51 @@ export class AvalonDriver implements DeviceDriver {
 
   restore(opts: ActionOptions): Promise<ActionResult> {
     return this.soft('softon', 'running', opts);
+  }
+
+  /**
+   * `ascset 0,softoff,1:<ts>` encoded now; fire() writes the current
+   * schedule time (now + scheduleOffsetS, as the plain curtail sends) over
+   * the ts digits in place, then opens the connection and queues the bytes.
+   * The time is restamped rather than kept from arming because the miner
+   * acts at that second: kept, it would be up to one poll interval old, and
+   * with the usual 5 s offset and a 5 s poll often already past, and whether
+   * the firmware acts at once on a past time is unverified (README). Nothing
+   * to log on to, so an arm only goes stale when the clock's ts gains a digit.
+   */
+  armCurtail(): ArmedAction | undefined {
+    const armedTs = this.scheduleAt();
+    const digits = String(armedTs);
+    const bytes = this.client.encode('ascset', `0,softoff,1:${digits}`);
+    const end = bytes.lastIndexOf(digits) + digits.length;
+    // fire() rewrites the same number of digits: ts must stay within them
+    const lo = 10 ** (digits.length - 1);
+    const hi = 10 ** digits.length;
+    let fired = false;
+    return {
+      fire: () => {
+        let ts = this.scheduleAt();
+        if (fired || ts < lo || ts >= hi) return undefined;
+        fired = true;
+        const sentTs = ts;
+        for (let i = end - 1; i >= end - digits.length; i--) {
+          bytes[i] = 0x30 + (ts % 10);
+          ts = Math.floor(ts / 10);
+        }
+        const ex = this.client.start(bytes);
+        return {
+          // an exchange nobody waited for (the action ended before its wait) is dropped, not left open
+          complete: (opts) =>
+            this.soft('softoff', 'curtailed', opts, {
+              sentAt: ex.sentAt,
+              wait: async (signal) => {
+                this.checkAscset(await ex.result(signal), `0,softoff,1:${sentTs}`);
+                return ex.endedAt;
+              },
+            }).finally(() => ex.cancel()),
+        };
+      },
+    };
   }
 
   listProfiles(): Promise<Profile[]> {

@@ -3,7 +3,8 @@
  * both ways, is a 4-byte little-endian unsigned length followed by that many
  * bytes of UTF-8 JSON. One request per connection: connect (deadline), write
  * one frame, read one frame (deadline), close. The length header is checked
- * against the size cap BEFORE any body byte is buffered.
+ * against the size cap BEFORE any body byte is buffered. The request can be
+ * encoded beforehand and started on its own (`encodeFrame`, `startLpjson`).
  */
 import net from 'node:net';
 import { RackpilotError } from './errors.js';
@@ -106,102 +107,161 @@ export function parseFrame(body: Buffer, where: string): unknown {
   }
 }
 
-/** Sends one JSON frame and resolves to the parsed reply frame. */
-export function lpjsonExchange(ep: LpjsonEndpoint, request: unknown, signal?: AbortSignal): Promise<unknown> {
-  const where = `${ep.host}:${ep.port}`;
-  const reader = new FrameReader(ep.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES, where);
-  const frame = encodeFrame(request);
-  return new Promise<unknown>((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(new RackpilotError('CANCELLED', `${where}: request cancelled`));
+/**
+ * One request on its own connection, in two phases so that a prepared frame
+ * can go out with nothing else on the path (see ArmedAction): the
+ * constructor connects and queues the bytes (Node sends them once connected)
+ * and only records what happens; `result()` applies the deadlines, counted
+ * from the start, and the abort signal. The reply frame is parsed as it
+ * completes.
+ */
+export class LpjsonExchange {
+  /** performance.now() when the request was handed to the OS. */
+  readonly sentAt = performance.now();
+  /** performance.now() when the exchange ended (reply complete, failed or cancelled). */
+  endedAt: number | undefined;
+  private readonly where: string;
+  private readonly socket: net.Socket;
+  private readonly reader: FrameReader;
+  private connectedAt: number | undefined;
+  private outcome: { err: RackpilotError | null; value: unknown } | undefined;
+  private notify: (() => void) | undefined;
+
+  constructor(
+    private readonly ep: LpjsonEndpoint,
+    frame: Buffer,
+  ) {
+    this.where = `${ep.host}:${ep.port}`;
+    this.reader = new FrameReader(ep.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES, this.where);
+    const socket = net.createConnection({ host: ep.host, port: ep.port });
+    this.socket = socket;
+    socket.setNoDelay(true);
+    socket.once('connect', () => {
+      this.connectedAt = performance.now();
+      this.notify?.();
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.once('end', () => this.onEnd());
+    socket.on('error', (err: NodeJS.ErrnoException) => this.onError(err));
+    socket.write(frame);
+  }
+
+  private finish(err: RackpilotError | null, value?: unknown): void {
+    if (this.outcome) return;
+    this.endedAt = performance.now();
+    this.outcome = { err, value };
+    this.socket.destroy();
+    this.notify?.();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.outcome) return;
+    let body: Buffer | undefined;
+    try {
+      body = this.reader.push(chunk);
+    } catch (err) {
+      this.finish(err as RackpilotError);
       return;
     }
-    let settled = false;
-    let connected = false;
-    const socket = net.createConnection({ host: ep.host, port: ep.port });
-    socket.setNoDelay(true);
-    let readTimer: NodeJS.Timeout | undefined;
+    if (body === undefined) return;
+    try {
+      this.finish(null, parseFrame(body, this.where));
+    } catch (err) {
+      this.finish(err as RackpilotError);
+    }
+  }
 
-    const finish = (err: RackpilotError | null, value?: unknown): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(connectTimer);
-      clearTimeout(readTimer);
-      signal?.removeEventListener('abort', onAbort);
-      socket.destroy();
-      if (err) reject(err);
-      else resolve(value);
-    };
-    const onAbort = (): void => finish(new RackpilotError('CANCELLED', `${where}: request cancelled`));
-    signal?.addEventListener('abort', onAbort, { once: true });
+  private onEnd(): void {
+    const { host, port } = this.ep;
+    const reader = this.reader;
+    if (reader.received === 0) {
+      this.finish(new RackpilotError('CONNECTION_CLOSED', `${this.where}: the miner closed the connection without a reply; retry`, { host, port }));
+      return;
+    }
+    const what = reader.announced < 0 ? `${reader.received} of 4 header bytes` : `${reader.received - HEADER} of ${reader.announced} body bytes`;
+    this.finish(new RackpilotError('MALFORMED_RESPONSE', `${this.where}: reply frame is truncated (${what}, then the connection closed)`, { bytes: reader.received }));
+  }
 
-    const connectTimer = setTimeout(() => {
-      finish(
-        new RackpilotError('CONNECT_TIMEOUT', `${where}: no TCP connection within ${ep.connectTimeoutMs} ms (is the miner powered and on this network?)`, {
-          host: ep.host,
-          port: ep.port,
-        }),
+  private onError(err: NodeJS.ErrnoException): void {
+    const { host, port } = this.ep;
+    // a reset before 'connect' is seen still means the miner was reached (it accepted and reset)
+    const reset = err.code === 'ECONNRESET' || err.code === 'EPIPE';
+    if (this.connectedAt === undefined && !reset) {
+      const refused = err.code === 'ECONNREFUSED';
+      this.finish(
+        new RackpilotError(
+          refused ? 'CONNECT_REFUSED' : 'UNREACHABLE',
+          refused ? `${this.where}: connection refused (is the API enabled on port ${port}?)` : `${this.where}: cannot connect (${err.code ?? err.message})`,
+          { host, port },
+        ),
       );
-    }, ep.connectTimeoutMs);
+    } else {
+      this.finish(
+        new RackpilotError('CONNECTION_CLOSED', `${this.where}: the miner closed the connection before the reply completed (${err.code ?? err.message}); retry`, { host, port }),
+      );
+    }
+  }
 
-    socket.once('connect', () => {
-      connected = true;
-      clearTimeout(connectTimer);
-      readTimer = setTimeout(() => {
-        const what = reader.announced < 0 ? 'no complete length header' : `${reader.received - HEADER} of ${reader.announced} body bytes`;
-        finish(
-          new RackpilotError('READ_TIMEOUT', `${where}: connected but the reply frame did not complete within ${ep.readTimeoutMs} ms (${what})`, {
-            host: ep.host,
-            port: ep.port,
-            bytes: reader.received,
-          }),
-        );
-      }, ep.readTimeoutMs);
-      socket.write(frame);
+  /** Drops the exchange (nobody waits for it). */
+  cancel(): void {
+    this.finish(new RackpilotError('CANCELLED', `${this.where}: request cancelled`));
+  }
+
+  /** The parsed reply frame; the connect and read deadlines count from the start. */
+  result(signal?: AbortSignal): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = (): void => this.cancel();
+      const check = (): void => {
+        const o = this.outcome;
+        if (o) {
+          clearTimeout(timer);
+          this.notify = undefined;
+          signal?.removeEventListener('abort', onAbort);
+          if (o.err) reject(o.err);
+          else resolve(o.value);
+          return;
+        }
+        // (re)arms the deadline of the phase the exchange is in
+        clearTimeout(timer);
+        const { host, port } = this.ep;
+        if (this.connectedAt === undefined) {
+          timer = setTimeout(
+            () =>
+              this.finish(
+                new RackpilotError('CONNECT_TIMEOUT', `${this.where}: no TCP connection within ${this.ep.connectTimeoutMs} ms (is the miner powered and on this network?)`, { host, port }),
+              ),
+            Math.max(0, this.sentAt + this.ep.connectTimeoutMs - performance.now()),
+          );
+        } else {
+          timer = setTimeout(() => {
+            const r = this.reader;
+            const what = r.announced < 0 ? 'no complete length header' : `${r.received - HEADER} of ${r.announced} body bytes`;
+            this.finish(
+              new RackpilotError('READ_TIMEOUT', `${this.where}: connected but the reply frame did not complete within ${this.ep.readTimeoutMs} ms (${what})`, {
+                host,
+                port,
+                bytes: r.received,
+              }),
+            );
+          }, Math.max(0, this.connectedAt + this.ep.readTimeoutMs - performance.now()));
+        }
+      };
+      if (signal?.aborted) this.cancel();
+      else signal?.addEventListener('abort', onAbort, { once: true });
+      this.notify = check;
+      check();
     });
-    socket.on('data', (chunk: Buffer) => {
-      if (settled) return;
-      let body: Buffer | undefined;
-      try {
-        body = reader.push(chunk);
-      } catch (err) {
-        finish(err as RackpilotError);
-        return;
-      }
-      if (body === undefined) return;
-      try {
-        finish(null, parseFrame(body, where));
-      } catch (err) {
-        finish(err as RackpilotError);
-      }
-    });
-    socket.once('end', () => {
-      if (reader.received === 0) {
-        finish(new RackpilotError('CONNECTION_CLOSED', `${where}: the miner closed the connection without a reply; retry`, { host: ep.host, port: ep.port }));
-        return;
-      }
-      const what = reader.announced < 0 ? `${reader.received} of 4 header bytes` : `${reader.received - HEADER} of ${reader.announced} body bytes`;
-      finish(new RackpilotError('MALFORMED_RESPONSE', `${where}: reply frame is truncated (${what}, then the connection closed)`, { bytes: reader.received }));
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => {
-      const reset = err.code === 'ECONNRESET' || err.code === 'EPIPE';
-      if (!connected && !reset) {
-        const refused = err.code === 'ECONNREFUSED';
-        finish(
-          new RackpilotError(
-            refused ? 'CONNECT_REFUSED' : 'UNREACHABLE',
-            refused ? `${where}: connection refused (is the API enabled on port ${ep.port}?)` : `${where}: cannot connect (${err.code ?? err.message})`,
-            { host: ep.host, port: ep.port },
-          ),
-        );
-      } else {
-        finish(
-          new RackpilotError('CONNECTION_CLOSED', `${where}: the miner closed the connection before the reply completed (${err.code ?? err.message}); retry`, {
-            host: ep.host,
-            port: ep.port,
-          }),
-        );
-      }
-    });
-  });
+  }
+}
+
+/** Starts one request whose frame was encoded beforehand (`encodeFrame`); `result()` gives the parsed reply. */
+export function startLpjson(ep: LpjsonEndpoint, frame: Buffer): LpjsonExchange {
+  return new LpjsonExchange(ep, frame);
+}
+
+/** Sends one JSON frame and resolves to the parsed reply frame. */
+export function lpjsonExchange(ep: LpjsonEndpoint, request: unknown, signal?: AbortSignal): Promise<unknown> {
+  if (signal?.aborted) return Promise.reject(new RackpilotError('CANCELLED', `${ep.host}:${ep.port}: request cancelled`));
+  return startLpjson(ep, encodeFrame(request)).result(signal);
 }

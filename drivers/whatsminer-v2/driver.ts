@@ -3,17 +3,21 @@
  * `status`; curtail = encrypted `power_off` (respbefore), restore =
  * `power_on`, power target = `set_power_pct` (percent of the power limit),
  * each confirmed by read-back. `adjust_power_limit` is never sent: it reboots
- * the miner.
+ * the miner. The curtail can be armed: sealed ahead with the token held.
  */
-import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
+import type { ActionOptions, ActionResult, ArmedAction, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
 import { CgminerClient, cgminerEndpoint, checkStatus, type CgminerReply } from '../lib/cgminer/client.js';
 import { mean, num, sectionItems, type Obj } from '../lib/cgminer/fields.js';
-import { actAndConfirm } from '../lib/confirm.js';
+import { actAndConfirm, type InFlightSend } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
+import type { V2Token } from './crypto.js';
 import type { WhatsminerV2Config } from './schema.js';
-import { asFlat, checkFlat, V2TokenCache } from './token.js';
+import { asFlat, checkFlat, V2TokenCache, type FlatReply, type SentWrite } from './token.js';
+
+/** The curtail: power_off, answered before the miner acts (respbefore). */
+const CURTAIL_ARGS: Record<string, string> = { respbefore: 'true' };
 
 export class WhatsminerV2Driver implements DeviceDriver {
   readonly kind = 'asic' as const;
@@ -23,6 +27,8 @@ export class WhatsminerV2Driver implements DeviceDriver {
   private readonly tokens: V2TokenCache;
   private readonly tracker = new ReadingTracker();
   private learnedLimitW: number | undefined;
+  /** The curtail sealed with a token (AES-ECB is deterministic: one encryption per token, however often it is armed). */
+  private sealedCurtail: { t: V2Token; bytes: Buffer } | undefined;
 
   constructor(
     private readonly cfg: WhatsminerV2Config,
@@ -137,7 +143,42 @@ export class WhatsminerV2Driver implements DeviceDriver {
 
   curtail(opts: ActionOptions): Promise<ActionResult> {
     this.requireWrites('curtail');
-    return this.act('power_off', { respbefore: 'true' }, 'state "curtailed"', (r) => r.state === 'curtailed', opts);
+    return this.act('power_off', CURTAIL_ARGS, 'state "curtailed"', (r) => r.state === 'curtailed', opts);
+  }
+
+  /**
+   * `power_off` sealed with the token held while it is warm; fire() opens
+   * the connection and queues the bytes, nothing else. The sealed request
+   * carries no time of its own: it is good for as long as its token (30 min
+   * on the miner; renewed by read() after `tokenRefreshMs`). A token the
+   * miner refuses gets the plain path's fresh token and one retry.
+   */
+  armCurtail(): ArmedAction | undefined {
+    if (this.cfg.password === undefined) return undefined;
+    const t = this.tokens.usable();
+    if (t === undefined) return undefined;
+    if (this.sealedCurtail?.t !== t) this.sealedCurtail = { t, bytes: this.tokens.seal(t, 'power_off', CURTAIL_ARGS) };
+    const bytes = this.sealedCurtail.bytes;
+    return {
+      fire: () => {
+        if (!this.tokens.holds(t)) return undefined;
+        const ex = this.client.start(bytes);
+        let answer: FlatReply | undefined;
+        const sent: SentWrite = { token: t, reply: async (signal) => (answer = this.tokens.reply(t, await ex.result(signal), 'power_off')) };
+        return {
+          // an exchange nobody waited for (the action ended before its wait) is dropped, not left open
+          complete: (opts) =>
+            this.act('power_off', CURTAIL_ARGS, 'state "curtailed"', (r) => r.state === 'curtailed', opts, {
+              sentAt: ex.sentAt,
+              wait: async (signal) => {
+                const reply = await this.tokens.write('power_off', CURTAIL_ARGS, signal, sent);
+                // acknowledged by the prepared send itself, not by a retry with a fresh token
+                return reply === answer ? ex.endedAt : undefined;
+              },
+            }).finally(() => ex.cancel()),
+        };
+      },
+    };
   }
 
   restore(opts: ActionOptions): Promise<ActionResult> {
@@ -174,12 +215,20 @@ export class WhatsminerV2Driver implements DeviceDriver {
     );
   }
 
-  private act(cmd: string, args: Record<string, string>, want: string, confirmed: (r: Reading) => boolean, opts: ActionOptions): Promise<ActionResult> {
+  private act(
+    cmd: string,
+    args: Record<string, string>,
+    want: string,
+    confirmed: (r: Reading) => boolean,
+    opts: ActionOptions,
+    inFlight?: InFlightSend,
+  ): Promise<ActionResult> {
     return actAndConfirm(
       {
         deviceId: this.id,
         what: cmd,
         want,
+        ...(inFlight ? { inFlight } : {}),
         send: async (signal) => {
           await this.tokens.write(cmd, args, signal);
         },

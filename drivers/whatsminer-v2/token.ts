@@ -19,6 +19,17 @@ export interface FlatReply {
 /** Codes after which a fresh token is worth one retry (api-facts.md §3). */
 const TOKEN_CODES = new Set([23, 135, 136, 137]);
 
+/** How long the miner keeps a token (api-facts.md §1). */
+export const TOKEN_LIFE_MS = 30 * 60_000;
+/** A write prepared with a token goes out only while the token is at least this far from the end of its life. */
+const TOKEN_LIFE_MARGIN_MS = 60_000;
+
+/** A write already on the wire (a prepared one): the token it was sealed with and its parsed reply (see `reply`). */
+export interface SentWrite {
+  token: V2Token;
+  reply: (signal?: AbortSignal) => Promise<FlatReply>;
+}
+
 export function asFlat(reply: unknown, where: string): FlatReply {
   if (!reply || typeof reply !== 'object' || Array.isArray(reply) || typeof (reply as { STATUS?: unknown }).STATUS !== 'string') {
     throw new RackpilotError('MALFORMED_RESPONSE', `${where}: reply has no STATUS field`);
@@ -74,6 +85,16 @@ export class V2TokenCache {
     this.token = undefined;
   }
 
+  /** The token to prepare a write with: the one held while warm (no round trip needed), else undefined. */
+  usable(): V2Token | undefined {
+    return this.token !== undefined && this.warm ? this.token.t : undefined;
+  }
+
+  /** Whether `t` is still the token held and the miner still knows it (a write prepared with it may go out). */
+  holds(t: V2Token): boolean {
+    return this.token?.t === t && this.now() - this.token.at < TOKEN_LIFE_MS - TOKEN_LIFE_MARGIN_MS;
+  }
+
   /** A token: the held one while warm, else a fresh one (concurrent callers share one get_token). */
   async get(signal?: AbortSignal): Promise<V2Token> {
     if (this.token && this.warm) return this.token.t;
@@ -106,29 +127,47 @@ export class V2TokenCache {
     return t;
   }
 
-  /** Sends an encrypted write and returns its checked, decrypted reply. */
-  async write(cmd: string, args: Record<string, string>, signal?: AbortSignal): Promise<FlatReply> {
+  /** The request bytes of an encrypted write (for a prepared send). */
+  seal(t: V2Token, cmd: string, args: Record<string, string>): Buffer {
+    return Buffer.from(sealCommand(t, cmd, args), 'utf8');
+  }
+
+  /** The reply to a write sealed with `t`, from its raw text: decrypted when encrypted, not yet checked. */
+  reply(t: V2Token, text: string, cmd: string): FlatReply {
+    const where = `${this.where} ${cmd}`;
+    if (text.length === 0) throw new RackpilotError('CONNECTION_CLOSED', `${where}: the miner closed the connection without a reply`, { device: this.deviceId });
+    const outer = parseTolerantJson(text, where);
+    const enc = outer && typeof outer === 'object' ? (outer as { enc?: unknown }).enc : undefined;
+    if (typeof enc !== 'string') return asFlat(outer, where);
+    let plain: string;
+    try {
+      plain = decrypt(t.aesKey, enc);
+    } catch (err) {
+      throw new RackpilotError('MALFORMED_RESPONSE', `${where}: encrypted reply cannot be decrypted (${(err as Error).message})`, { device: this.deviceId });
+    }
+    return asFlat(parseTolerantJson(plain, `${where} (decrypted)`), where);
+  }
+
+  /**
+   * Sends an encrypted write and returns its checked, decrypted reply.
+   * `sent`: the write already on the wire (a prepared one); its reply is
+   * checked the same way, and a rejected token gets the same fresh retry.
+   */
+  async write(cmd: string, args: Record<string, string>, signal?: AbortSignal, sent?: SentWrite): Promise<FlatReply> {
     const where = `${this.where} ${cmd}`;
     for (let attempt = 0; ; attempt++) {
-      const t = await this.get(signal);
-      const text = await cgminerExchange(this.ep, sealCommand(t, cmd, args), signal);
-      if (text.length === 0) throw new RackpilotError('CONNECTION_CLOSED', `${where}: the miner closed the connection without a reply`, { device: this.deviceId });
-      const outer = parseTolerantJson(text, where);
+      let t: V2Token;
       let reply: FlatReply;
-      const enc = outer && typeof outer === 'object' ? (outer as { enc?: unknown }).enc : undefined;
-      if (typeof enc === 'string') {
-        let plain: string;
-        try {
-          plain = decrypt(t.aesKey, enc);
-        } catch (err) {
-          throw new RackpilotError('MALFORMED_RESPONSE', `${where}: encrypted reply cannot be decrypted (${(err as Error).message})`, { device: this.deviceId });
-        }
-        reply = asFlat(parseTolerantJson(plain, `${where} (decrypted)`), where);
+      if (attempt === 0 && sent) {
+        t = sent.token;
+        reply = await sent.reply(signal);
       } else {
-        reply = asFlat(outer, where);
+        t = await this.get(signal);
+        reply = this.reply(t, await cgminerExchange(this.ep, this.seal(t, cmd, args), signal), cmd);
       }
       if (reply.STATUS !== 'S' && reply.STATUS !== 'I' && !isWritesDisabled(reply) && TOKEN_CODES.has(reply.Code ?? -1)) {
-        this.invalidate();
+        // a newer token fetched meanwhile is not the one refused
+        if (this.token?.t === t) this.invalidate();
         if (attempt === 0) continue;
         throw new RackpilotError(
           'AUTH_FAILED',

@@ -5,14 +5,15 @@
  * target = `set.miner.power_percent`, each confirmed by read-back. The salt
  * for the write token is fetched once (start()/read()) and reused, so the
  * hot path is one frame; `set.miner.power_limit` (restarts) is never sent.
+ * The curtail can be armed: its frame encoded, token and all, ahead of time.
  */
 import { createHash } from 'node:crypto';
-import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
+import type { ActionOptions, ActionResult, ArmedAction, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
 import { maxOf, mean, num, type Obj } from '../lib/cgminer/fields.js';
-import { actAndConfirm } from '../lib/confirm.js';
+import { actAndConfirm, type InFlightSend } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
-import { lpjsonExchange, type LpjsonEndpoint } from '../lib/lpjson.js';
+import { encodeFrame, lpjsonExchange, startLpjson, type LpjsonEndpoint } from '../lib/lpjson.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import type { WhatsminerV3Config } from './schema.js';
 
@@ -20,6 +21,21 @@ interface V3Reply {
   code: number;
   msg: unknown;
   desc?: unknown;
+}
+
+/**
+ * An armed curtail's `ts` is the second it was armed in; fire() refuses one
+ * older than this (the plain curtail then signs afresh). The miner's accepted
+ * skew is not documented (api-facts.md): the engine re-arms every telemetry
+ * cycle, so a fired `ts` is normally a few seconds old, and a miner that
+ * refuses it (-4) gets the plain path's salt re-fetch and a freshly signed retry.
+ */
+export const ARMED_TS_MAX_AGE_S = 30;
+
+/** A write answered by a frame already on the wire (an armed send): the salt it was signed with and its reply. */
+interface SentWrite {
+  salt: string;
+  reply: (signal: AbortSignal) => Promise<V3Reply>;
 }
 
 /** token = first 8 characters of base64(sha256(cmd + password + salt + ts)). */
@@ -64,12 +80,16 @@ export class WhatsminerV3Driver implements DeviceDriver {
     return this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs;
   }
 
-  private async call(request: Record<string, unknown>, signal?: AbortSignal): Promise<V3Reply> {
-    const cmd = String(request.cmd);
+  private call(request: Record<string, unknown>, signal?: AbortSignal): Promise<V3Reply> {
+    return this.answer(String(request.cmd), lpjsonExchange(this.ep, request, signal));
+  }
+
+  /** The reply of `cmd` from its exchange, with the device named in every error. */
+  private async answer(cmd: string, exchange: Promise<unknown>): Promise<V3Reply> {
     const where = `${this.where} ${cmd}`;
     let raw: unknown;
     try {
-      raw = await lpjsonExchange(this.ep, request, signal);
+      raw = await exchange;
     } catch (err) {
       const e = toRackpilotError(err, { device: this.id });
       throw new RackpilotError(e.code, `${this.id}: ${e.message}`, { ...e.context, device: this.id }, { cause: e });
@@ -168,21 +188,37 @@ export class WhatsminerV3Driver implements DeviceDriver {
     return hashrateThs === null ? 'unknown' : 'transitioning';
   }
 
-  /** Sends a write; on access denied with a cached salt, fetches the salt again and retries once. */
-  private async write(cmd: string, param: unknown, signal: AbortSignal): Promise<void> {
+  /** A signed write request (the token covers cmd, salt and ts). */
+  private writeRequest(cmd: string, param: unknown, password: string, salt: string, ts: number): Record<string, unknown> {
+    return { cmd, param, ts, account: this.cfg.username, token: v3Token(cmd, password, salt, ts) };
+  }
+
+  /**
+   * Sends a write; on access denied with a cached salt, fetches the salt again
+   * and retries once. `sent`: the write already on the wire (an armed one),
+   * signed with `sent.salt`; its reply is checked the same way.
+   */
+  private async write(cmd: string, param: unknown, signal: AbortSignal, sent?: SentWrite): Promise<V3Reply> {
     const password = this.cfg.password;
     if (password === undefined) throw new RackpilotError('UNSUPPORTED', `${this.id}: writes need "password" in its config`, { device: this.id });
     for (let attempt = 0; ; attempt++) {
-      const cached = this.salt !== undefined;
-      const salt = this.salt ?? (await this.fetchSalt(signal));
-      const ts = Math.floor(this.ctx.now() / 1000);
-      const r = await this.call({ cmd, param, ts, account: this.cfg.username, token: v3Token(cmd, password, salt, ts) }, signal);
+      let r: V3Reply;
+      let salt: string;
+      let cached: boolean;
+      if (attempt === 0 && sent) {
+        ({ salt } = sent);
+        cached = true;
+        r = await sent.reply(signal);
+      } else {
+        cached = this.salt !== undefined;
+        salt = this.salt ?? (await this.fetchSalt(signal));
+        r = await this.call(this.writeRequest(cmd, param, password, salt, Math.floor(this.ctx.now() / 1000)), signal);
+      }
       if (r.code === -4 && cached && attempt === 0) {
-        this.salt = undefined;
+        if (this.salt === salt) this.salt = undefined;
         continue;
       }
-      this.check(r, cmd);
-      return;
+      return this.check(r, cmd);
     }
   }
 
@@ -195,6 +231,40 @@ export class WhatsminerV3Driver implements DeviceDriver {
   curtail(opts: ActionOptions): Promise<ActionResult> {
     this.requireWrites('curtail');
     return this.act('set.miner.service', 'stop', 'state "curtailed"', (r) => r.state === 'curtailed', opts);
+  }
+
+  /**
+   * `set.miner.service stop`, signed with the salt held and this second's
+   * `ts`, encoded as a frame now; fire() opens the connection and queues the
+   * frame, nothing else. Undefined without a password or a salt yet.
+   */
+  armCurtail(): ArmedAction | undefined {
+    const password = this.cfg.password;
+    const salt = this.salt;
+    if (password === undefined || salt === undefined) return undefined;
+    const ts = Math.floor(this.ctx.now() / 1000);
+    const frame = encodeFrame(this.writeRequest('set.miner.service', 'stop', password, salt, ts));
+    const staleAfterMs = (ts + ARMED_TS_MAX_AGE_S) * 1000;
+    return {
+      fire: () => {
+        if (this.salt !== salt || this.ctx.now() >= staleAfterMs) return undefined;
+        const ex = startLpjson(this.ep, frame);
+        let answer: V3Reply | undefined;
+        const sent: SentWrite = { salt, reply: async (signal) => (answer = await this.answer('set.miner.service', ex.result(signal))) };
+        return {
+          // an exchange nobody waited for (the action ended before its wait) is dropped, not left open
+          complete: (opts) =>
+            this.act('set.miner.service', 'stop', 'state "curtailed"', (r) => r.state === 'curtailed', opts, {
+              sentAt: ex.sentAt,
+              wait: async (signal) => {
+                const r = await this.write('set.miner.service', 'stop', signal, sent);
+                // acknowledged by the armed frame itself, not by a retry signed afresh
+                return r === answer ? ex.endedAt : undefined;
+              },
+            }).finally(() => ex.cancel()),
+        };
+      },
+    };
   }
 
   restore(opts: ActionOptions): Promise<ActionResult> {
@@ -224,14 +294,17 @@ export class WhatsminerV3Driver implements DeviceDriver {
     );
   }
 
-  private act(cmd: string, param: unknown, want: string, confirmed: (r: Reading) => boolean, opts: ActionOptions): Promise<ActionResult> {
+  private act(cmd: string, param: unknown, want: string, confirmed: (r: Reading) => boolean, opts: ActionOptions, inFlight?: InFlightSend): Promise<ActionResult> {
     const label = typeof param === 'string' ? `${cmd} ${param}` : cmd;
     return actAndConfirm(
       {
         deviceId: this.id,
         what: label,
         want,
-        send: (signal) => this.write(cmd, param, signal),
+        ...(inFlight ? { inFlight } : {}),
+        send: async (signal) => {
+          await this.write(cmd, param, signal);
+        },
         read: (o) => this.read(o),
         confirmed,
         readDeadlineMs: this.ioMs,
