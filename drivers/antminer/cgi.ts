@@ -5,7 +5,7 @@
  * kept nonce gets one fresh challenge, a second 401 is AUTH_FAILED.
  */
 import { RackpilotError } from '../lib/errors.js';
-import { HttpClient, type HttpEndpoint, type HttpResponse } from '../lib/http.js';
+import { HttpClient, type FiredRequest, type HttpEndpoint, type HttpRequest, type HttpResponse } from '../lib/http.js';
 import { DigestSession } from '../lib/http-digest.js';
 
 export const GET_CONF = '/cgi-bin/get_miner_conf.cgi';
@@ -16,6 +16,14 @@ export interface CgiOptions extends HttpEndpoint {
   deviceId: string;
   username: string;
   password: string;
+}
+
+/** A set_miner_conf POST made ready to go out with one write (AntminerCgi.armSetConf). */
+export interface ArmedSetConf {
+  /** Not fired yet, and the digest challenge it carries is still the one held. */
+  readonly usable: boolean;
+  /** Writes it now (see PreparedRequest.fire); undefined when no longer usable. */
+  fire(): FiredRequest | undefined;
 }
 
 export class AntminerCgi {
@@ -48,22 +56,34 @@ export class AntminerCgi {
     await this.request('GET', '/', { signal, anyStatus: true });
   }
 
+  /** The request with an Authorization of its own (the next nonce count of the kept challenge), if there is one. */
+  private build(method: 'GET' | 'POST', path: string, opts: { body?: object; timeoutMs?: number }): HttpRequest {
+    const auth = this.digest.authorization(method, path);
+    return {
+      method,
+      path,
+      headers: auth ? { authorization: auth } : {},
+      ...(opts.body !== undefined ? { body: opts.body } : {}),
+      ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+    };
+  }
+
+  /**
+   * `fired`: the request already on the wire (armSetConf); its answer is
+   * the first attempt's, checked the same way (a 401 gets the fresh
+   * challenge and one plain retry).
+   */
   private async request(
     method: 'GET' | 'POST',
     path: string,
-    opts: { body?: object; timeoutMs?: number; signal?: AbortSignal; anyStatus?: boolean } = {},
+    opts: { body?: object; timeoutMs?: number; signal?: AbortSignal; anyStatus?: boolean; fired?: FiredRequest } = {},
   ): Promise<HttpResponse> {
     const where = `${this.o.deviceId}: ${method} ${path} on ${this.o.host}:${this.o.port}`;
     for (let attempt = 0; ; attempt++) {
-      const auth = this.digest.authorization(method, path);
-      const res = await this.http.request({
-        method,
-        path,
-        headers: auth ? { authorization: auth } : {},
-        ...(opts.body !== undefined ? { body: opts.body } : {}),
-        ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
+      const res =
+        attempt === 0 && opts.fired
+          ? await opts.fired.result({ ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}), ...(opts.signal ? { signal: opts.signal } : {}) })
+          : await this.http.request({ ...this.build(method, path, opts), ...(opts.signal ? { signal: opts.signal } : {}) });
       if (res.status === 401) {
         if (!this.digest.accept(res.headers['www-authenticate'])) {
           this.digest.forget();
@@ -93,14 +113,45 @@ export class AntminerCgi {
     return j as Record<string, unknown>;
   }
 
-  /** Writes the whole config; resolves on {"stats":"success","code":"M000"}. */
-  async setConf(conf: Record<string, unknown>, timeoutMs: number): Promise<void> {
-    const res = await this.request('POST', SET_CONF, { body: conf, timeoutMs });
+  /**
+   * set_miner_conf.cgi with `conf`, encoded now for `fire()` later, with the
+   * Authorization of the challenge held now and a nonce count taken for it
+   * alone (so requests sent in between do not spoil it). Undefined before
+   * any challenge (start() gets one). Fires once, and only while the
+   * challenge it was built with is still the one held.
+   */
+  armSetConf(conf: Record<string, unknown>, timeoutMs: number): ArmedSetConf | undefined {
+    if (!this.digest.hasChallenge) return undefined;
+    const digest = this.digest;
+    const epoch = digest.epoch;
+    const prepared = this.http.prepare(this.build('POST', SET_CONF, { body: conf, timeoutMs }));
+    let spent = false;
+    return {
+      get usable() {
+        return !spent && digest.epoch === epoch;
+      },
+      fire: () => {
+        if (spent || digest.epoch !== epoch) return undefined;
+        const fired = prepared.fire();
+        spent = fired !== undefined;
+        return fired;
+      },
+    };
+  }
+
+  /**
+   * Writes the whole config; resolves on {"stats":"success","code":"M000"},
+   * with when that answer arrived (performance.now()). `fired`: the same
+   * POST already on the wire (armSetConf).
+   */
+  async setConf(conf: Record<string, unknown>, timeoutMs: number, fired?: FiredRequest): Promise<number> {
+    const res = await this.request('POST', SET_CONF, { body: conf, timeoutMs, ...(fired ? { fired } : {}) });
     const j = res.json() as { stats?: unknown; code?: unknown; msg?: unknown } | null;
     if (!j || typeof j !== 'object' || j.stats !== 'success' || j.code !== 'M000') {
       const code = j && typeof j === 'object' && (typeof j.code === 'string' || typeof j.code === 'number') ? String(j.code) : '?';
       const msg = j && typeof j === 'object' && typeof j.msg === 'string' ? j.msg : 'no message';
       throw new RackpilotError('DEVICE_ERROR', `${this.o.deviceId}: ${SET_CONF} refused the config (code ${code}: ${msg})`, { deviceCode: code });
     }
+    return res.receivedAt;
   }
 }

@@ -8,15 +8,15 @@
  * awaited beyond `ackWaitMs`: read-back decides (not hashing and power at
  * most sleepPowerMaxW).
  */
-import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Profile, Reading } from '../contract.js';
+import type { ActionOptions, ActionResult, ArmedAction, Capabilities, DeviceDriver, DeviceState, DriverContext, Profile, Reading } from '../contract.js';
 import { CgminerClient, cgminerEndpoint, type CgminerReply } from '../lib/cgminer/client.js';
 import { maxOf, mean, num, sectionItems } from '../lib/cgminer/fields.js';
 import { actAndConfirm } from '../lib/confirm.js';
 import { sleep, withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
-import { httpEndpoint } from '../lib/http.js';
+import { httpEndpoint, type FiredRequest } from '../lib/http.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
-import { AntminerCgi } from './cgi.js';
+import { AntminerCgi, type ArmedSetConf } from './cgi.js';
 import { ANTMINER_WORK_MODES, type AntminerConfig } from './schema.js';
 
 const TELEMETRY = ['summary', 'stats'] as const;
@@ -60,6 +60,8 @@ export class AntminerDriver implements DeviceDriver {
   private readonly tracker = new ReadingTracker();
   private conf: { value: Record<string, unknown>; at: number } | undefined;
   private refreshing: Promise<void> | undefined;
+  /** The sleep POST armed from the cached config `base` (re-armed when the cache or the digest challenge changes, or once fired). */
+  private armed: { base: Record<string, unknown>; next: Record<string, unknown>; shot: ArmedSetConf } | undefined;
 
   constructor(
     private readonly cfg: AntminerConfig,
@@ -157,6 +159,39 @@ export class AntminerDriver implements DeviceDriver {
     return this.setMode(ANTMINER_WORK_MODES.sleep, 'curtail (sleep mode)', 'state "curtailed"', (r) => r.state === 'curtailed', opts);
   }
 
+  /**
+   * The sleep POST (the cached config with both mode keys set) encoded with
+   * the digest challenge held now; fire() writes it on the warm web
+   * connection. Undefined until both the config cache and a challenge are
+   * there (start()/read() get them). Once fired, the POST runs to its answer
+   * or `setConfTimeoutMs` like the plain one, whatever the action's deadline.
+   */
+  armCurtail(): ArmedAction | undefined {
+    const base = this.conf?.value;
+    if (!base) return undefined;
+    let a = this.armed;
+    if (!a || a.base !== base || !a.shot.usable) {
+      const next = withMode(base, ANTMINER_WORK_MODES.sleep);
+      const shot = this.cgi.armSetConf(next, this.cfg.cgi.setConfTimeoutMs);
+      this.armed = a = shot && { base, next, shot };
+      if (!a) return undefined;
+    }
+    const { next, shot } = a;
+    return {
+      fire: () => {
+        const fired = shot.fire();
+        if (!fired) return undefined;
+        return {
+          complete: (opts) => {
+            // the answer is awaited (deadline from the send) even when the action does not wait for it
+            fired.result().catch(() => undefined);
+            return this.setMode(ANTMINER_WORK_MODES.sleep, 'curtail (sleep mode)', 'state "curtailed"', (r) => r.state === 'curtailed', opts, false, { next, fired });
+          },
+        };
+      },
+    };
+  }
+
   restore(opts: ActionOptions): Promise<ActionResult> {
     return this.setMode(ANTMINER_WORK_MODES.normal, 'restore (normal mode)', 'state "running"', (r) => r.state === 'running', opts);
   }
@@ -178,38 +213,53 @@ export class AntminerDriver implements DeviceDriver {
    * Echoes the config with both mode keys set. The POST runs with its own long
    * deadline; the action goes on to read-back once it answered or after
    * `ackWaitMs`. A definite refusal (auth, access denied, non-M000) ends the
-   * action with that error even while read-back is polling.
+   * action with that error even while read-back is polling. `armed`: the
+   * POST already on the wire (armCurtail) with the config it carries; its
+   * answer stands for the first send's.
    */
-  private setMode(mode: number, what: string, want: string, confirmed: (r: Reading) => boolean, opts: ActionOptions, readConf = false): Promise<ActionResult> {
+  private setMode(
+    mode: number,
+    what: string,
+    want: string,
+    confirmed: (r: Reading) => boolean,
+    opts: ActionOptions,
+    readConf = false,
+    armed?: { next: Record<string, unknown>; fired: FiredRequest },
+  ): Promise<ActionResult> {
     let refusal: RackpilotError | undefined;
     const readDeadlineMs = this.cfg.timeouts.connectMs + this.cfg.timeouts.readMs;
+    /** Resolves with when the CGI answered, if it did within ackWaitMs. */
+    const send = async (signal: AbortSignal, first?: typeof armed): Promise<number | undefined> => {
+      const next = first ? first.next : withMode(this.conf?.value ?? (await this.cgi.getConf(signal)), mode);
+      let answered: number | undefined;
+      const post = this.cgi.setConf(next, this.cfg.cgi.setConfTimeoutMs, first?.fired).then(
+        (at) => {
+          answered = at;
+          this.conf = { value: next, at: this.ctx.now() };
+        },
+        (err: unknown) => {
+          answered = performance.now();
+          const e = toRackpilotError(err, { device: this.id });
+          // a transport error after the write may just be the restart: read-back decides
+          if (e.code === 'AUTH_FAILED' || e.code === 'DEVICE_ERROR') refusal = e;
+          else this.ctx.logger.debug({ err: e.toJSON() }, 'set_miner_conf answer lost; confirming by read-back');
+        },
+      );
+      const waited = sleep(this.cfg.cgi.ackWaitMs, signal).catch(() => undefined);
+      await Promise.race([post, waited]);
+      if (refusal) throw refusal;
+      if (answered === undefined) this.ctx.logger.debug({ ackWaitMs: this.cfg.cgi.ackWaitMs }, 'set_miner_conf still pending; confirming by read-back');
+      return answered;
+    };
     return actAndConfirm(
       {
         deviceId: this.id,
         what,
         want,
         send: async (signal) => {
-          const base = this.conf?.value ?? (await this.cgi.getConf(signal));
-          const next = withMode(base, mode);
-          let answered = false;
-          const post = this.cgi.setConf(next, this.cfg.cgi.setConfTimeoutMs).then(
-            () => {
-              answered = true;
-              this.conf = { value: next, at: this.ctx.now() };
-            },
-            (err: unknown) => {
-              answered = true;
-              const e = toRackpilotError(err, { device: this.id });
-              // a transport error after the write may just be the restart: read-back decides
-              if (e.code === 'AUTH_FAILED' || e.code === 'DEVICE_ERROR') refusal = e;
-              else this.ctx.logger.debug({ err: e.toJSON() }, 'set_miner_conf answer lost; confirming by read-back');
-            },
-          );
-          const waited = sleep(this.cfg.cgi.ackWaitMs, signal).catch(() => undefined);
-          await Promise.race([post, waited]);
-          if (refusal) throw refusal;
-          if (!answered) this.ctx.logger.debug({ ackWaitMs: this.cfg.cgi.ackWaitMs }, 'set_miner_conf still pending; confirming by read-back');
+          await send(signal);
         },
+        ...(armed ? { inFlight: { sentAt: armed.fired.sentAt, wait: (signal: AbortSignal) => send(signal, armed) } } : {}),
         read: async (o) => {
           if (refusal) throw refusal;
           if (readConf) {

@@ -7,7 +7,7 @@
  * token (401, or STATUS E naming the token) gets one new token and one retry.
  */
 import { RackpilotError } from '../lib/errors.js';
-import type { HttpClient, HttpResponse } from '../lib/http.js';
+import type { FiredRequest, HttpClient, HttpRequest, HttpResponse, PreparedRequest } from '../lib/http.js';
 import { isObj, objs, str } from '../lib/json.js';
 
 export class AuradineApi {
@@ -47,20 +47,57 @@ export class AuradineApi {
     this.token = token;
   }
 
+  private callRequest(path: string, body: Record<string, unknown> | undefined): HttpRequest {
+    return {
+      method: body ? 'POST' : 'GET',
+      path,
+      headers: this.token ? { token: this.token } : {},
+      ...(body ? { body: { command: path.slice(1), ...body } } : {}),
+    };
+  }
+
+  /**
+   * A call encoded now with the token held now, to be fired later (see
+   * HttpClient.prepare) and finished by `call(..., fired)`; undefined without
+   * a token. `token` tells whether it is still the one held.
+   */
+  prepareCall(path: string, body: Record<string, unknown> | undefined): { token: string; prepared: PreparedRequest } | undefined {
+    const token = this.token;
+    if (token === undefined) return undefined;
+    try {
+      return { token, prepared: this.http.prepare(this.callRequest(path, body)) };
+    } catch {
+      // a token that cannot go in a header: the plain path reports it
+      return undefined;
+    }
+  }
+
+  /** Whether `token` is the one held now. */
+  holds(token: string): boolean {
+    return this.token === token;
+  }
+
   /** GET (body undefined) or POST `{command, ...body}`; returns the parsed answer after a STATUS check. */
   async call(path: string, body?: Record<string, unknown>, signal?: AbortSignal): Promise<Record<string, unknown>> {
+    return (await this.answer(path, body, signal)).parsed;
+  }
+
+  /**
+   * `call`, with when the accepted answer arrived (performance.now()).
+   * `fired`: the same call already on the wire (prepareCall, with the token
+   * held then); its answer is checked the same way.
+   */
+  async answer(
+    path: string,
+    body?: Record<string, unknown>,
+    signal?: AbortSignal,
+    fired?: FiredRequest,
+  ): Promise<{ parsed: Record<string, unknown>; receivedAt: number }> {
     const method = body ? 'POST' : 'GET';
-    const reused = this.token !== undefined;
+    const reused = fired !== undefined || this.token !== undefined;
     if (!reused) await this.login(signal);
-    const send = () =>
-      this.http.request({
-        method,
-        path,
-        headers: this.token ? { token: this.token } : {},
-        ...(body ? { body: { command: path.slice(1), ...body } } : {}),
-        ...(signal ? { signal } : {}),
-      });
-    let res = await send();
+    const send = () => this.http.request({ ...this.callRequest(path, body), ...(signal ? { signal } : {}) });
+    let res = fired ? await fired.result(signal ? { signal } : {}) : await send();
     if (reused && tokenRefused(res)) {
       await this.login(signal);
       res = await send();
@@ -74,7 +111,7 @@ export class AuradineApi {
     if (!isObj(parsed)) throw this.fail('MALFORMED_RESPONSE', `Auradine at ${this.http.where}: ${what} did not answer a JSON object`);
     const st = status(parsed);
     if (st?.STATUS === 'E') throw this.fail('DEVICE_ERROR', `Auradine at ${this.http.where} rejected ${what}: ${st.Msg ?? 'STATUS E'}`);
-    return parsed;
+    return { parsed, receivedAt: res.receivedAt };
   }
 }
 

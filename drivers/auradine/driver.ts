@@ -5,17 +5,19 @@
  * {"mode":"custom","tune":"power","power":W}`, each confirmed by read-back.
  * The token is obtained in start()/read() and reused on the hot path.
  */
-import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
+import type { ActionOptions, ActionResult, ArmedAction, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
 import { CgminerClient, cgminerEndpoint, type CgminerReply } from '../lib/cgminer/client.js';
 import { num as cgNum, sectionItems } from '../lib/cgminer/fields.js';
-import { actAndConfirm } from '../lib/confirm.js';
+import { actAndConfirm, type InFlightSend } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
-import { HttpClient, httpEndpoint } from '../lib/http.js';
+import { HttpClient, httpEndpoint, type FiredRequest, type PreparedRequest } from '../lib/http.js';
 import { maxOf, meanOf, num, objs, str } from '../lib/json.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import { AuradineApi } from './api.js';
 import type { AuradineConfig } from './schema.js';
+
+const SLEEP_ON = { sleep: 'on' } as const;
 
 export class AuradineDriver implements DeviceDriver {
   readonly kind = 'asic' as const;
@@ -26,6 +28,8 @@ export class AuradineDriver implements DeviceDriver {
   private readonly api: AuradineApi;
   private readonly cg: CgminerClient;
   private readonly tracker = new ReadingTracker();
+  /** The curtail POST encoded with the token it was armed with (re-encoded when the token changes). */
+  private armed: { token: string; prepared: PreparedRequest } | undefined;
 
   constructor(
     private readonly cfg: AuradineConfig,
@@ -133,7 +137,33 @@ export class AuradineDriver implements DeviceDriver {
   }
 
   curtail(opts: ActionOptions): Promise<ActionResult> {
-    return this.act({ sleep: 'on' }, 'sleep on', 'state "curtailed"', (r) => r.state === 'curtailed', opts);
+    return this.act(SLEEP_ON, 'sleep on', 'state "curtailed"', (r) => r.state === 'curtailed', opts);
+  }
+
+  /**
+   * `POST /mode {"sleep":"on"}` encoded with the token held now; fire()
+   * writes it on the warm connection. Undefined before a login gave a token
+   * (start()/read() get one). A token replaced since is no longer fired (the
+   * plain path runs); one the device dropped is refused, which gets the
+   * plain path's new login and one retry.
+   */
+  armCurtail(): ArmedAction | undefined {
+    let a = this.armed;
+    if (!a || !this.api.holds(a.token)) {
+      this.armed = a = this.api.prepareCall('/mode', SLEEP_ON);
+      if (!a) return undefined;
+    }
+    const { token, prepared } = a;
+    return {
+      fire: () => {
+        if (!this.api.holds(token)) return undefined;
+        const fired = prepared.fire();
+        if (!fired) return undefined;
+        return {
+          complete: (opts) => this.act(SLEEP_ON, 'sleep on', 'state "curtailed"', (r) => r.state === 'curtailed', opts, fired).finally(() => fired.cancel()),
+        };
+      },
+    };
   }
 
   restore(opts: ActionOptions): Promise<ActionResult> {
@@ -152,12 +182,25 @@ export class AuradineDriver implements DeviceDriver {
     return this.act({ mode: 'custom', tune: 'power', power: w }, `custom power ${w} W`, `mode custom with power ${w} W`, (r) => r.fields.modePowerW === w, opts);
   }
 
-  private act(body: Record<string, unknown>, what: string, want: string, confirmed: (r: Reading) => boolean, opts: ActionOptions): Promise<ActionResult> {
+  /** `fired`: the POST already on the wire (an armed curtail); its answer stands for the first send. */
+  private act(
+    body: Record<string, unknown>,
+    what: string,
+    want: string,
+    confirmed: (r: Reading) => boolean,
+    opts: ActionOptions,
+    fired?: FiredRequest,
+  ): Promise<ActionResult> {
+    const inFlight: InFlightSend | undefined = fired && {
+      sentAt: fired.sentAt,
+      wait: async (signal) => (await this.api.answer('/mode', body, signal, fired)).receivedAt,
+    };
     return actAndConfirm(
       {
         deviceId: this.id,
         what: `POST /mode ${what}`,
         want,
+        ...(inFlight ? { inFlight } : {}),
         send: async (signal) => {
           await this.api.call('/mode', body, signal);
         },

@@ -4,7 +4,7 @@
  * and answers `{"result": bool, "error": str|null}`. GETs need no password.
  */
 import { RackpilotError } from '../lib/errors.js';
-import type { HttpClient, HttpResponse } from '../lib/http.js';
+import type { FiredRequest, HttpClient, HttpRequest, HttpResponse, PreparedRequest } from '../lib/http.js';
 import { isObj } from '../lib/json.js';
 
 export class EpicApi {
@@ -24,9 +24,23 @@ export class EpicApi {
     return res.json();
   }
 
-  /** POST `{param, password}`; resolves once the device answered `result: true`. */
-  async post(path: string, param: unknown, signal?: AbortSignal): Promise<void> {
-    const res = await this.http.request({ method: 'POST', path, body: { param, password: this.password }, ...(signal ? { signal } : {}) });
+  private postRequest(path: string, param: unknown): HttpRequest {
+    return { method: 'POST', path, body: { param, password: this.password } };
+  }
+
+  /** The POST encoded now, to be fired later (see HttpClient.prepare) and finished by `post(..., fired)`. */
+  preparePost(path: string, param: unknown): PreparedRequest {
+    return this.http.prepare(this.postRequest(path, param));
+  }
+
+  /**
+   * POST `{param, password}`; resolves once the device answered `result:
+   * true`, with when that answer arrived (performance.now()). `fired`: the
+   * same POST already on the wire (preparePost); its answer is checked the
+   * same way.
+   */
+  async post(path: string, param: unknown, signal?: AbortSignal, fired?: FiredRequest): Promise<number> {
+    const res = fired ? await fired.result(signal ? { signal } : {}) : await this.http.request({ ...this.postRequest(path, param), ...(signal ? { signal } : {}) });
     if (res.status === 401) {
       throw this.fail('AUTH_FAILED', `ePIC at ${this.http.where} refused the password (HTTP 401 on POST ${path}${errText(res)}); check "password" in the config`);
     }
@@ -38,6 +52,7 @@ export class EpicApi {
     if (isObj(body) && body.result === false) {
       throw this.fail('DEVICE_ERROR', `ePIC at ${this.http.where} rejected POST ${path}: ${typeof body.error === 'string' ? body.error.slice(0, 200) : 'result false'}`);
     }
+    return res.receivedAt;
   }
 }
 

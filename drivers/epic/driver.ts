@@ -6,11 +6,11 @@
  * read-back. No login: the password rides in each POST body, and the
  * keep-alive connection is the warm path.
  */
-import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
-import { actAndConfirm } from '../lib/confirm.js';
+import type { ActionOptions, ActionResult, ArmedAction, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
+import { actAndConfirm, type InFlightSend } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
-import { HttpClient, httpEndpoint } from '../lib/http.js';
+import { HttpClient, httpEndpoint, type PreparedRequest } from '../lib/http.js';
 import { isObj, maxOf, meanOf, num, obj, objs, str } from '../lib/json.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import { EpicApi } from './api.js';
@@ -24,6 +24,8 @@ export class EpicDriver implements DeviceDriver {
   private readonly http: HttpClient;
   private readonly api: EpicApi;
   private readonly tracker = new ReadingTracker();
+  /** The curtail POST, encoded once (no session: the password rides in the body). */
+  private armedStop: PreparedRequest | undefined;
 
   constructor(
     private readonly cfg: EpicConfig,
@@ -110,6 +112,25 @@ export class EpicDriver implements DeviceDriver {
     return this.act('Stop', 'state "curtailed"', opts, (r) => r.state === 'curtailed', (s) => this.api.post('/miner', 'Stop', s));
   }
 
+  /**
+   * The curtail POST encoded once; fire() writes it on the warm connection
+   * (or a new one). Always available: there is no session to wait for.
+   */
+  armCurtail(): ArmedAction | undefined {
+    const p = (this.armedStop ??= this.api.preparePost('/miner', 'Stop'));
+    return {
+      fire: () => {
+        const fired = p.fire();
+        if (!fired) return undefined;
+        const inFlight: InFlightSend = { sentAt: fired.sentAt, wait: (signal) => this.api.post('/miner', 'Stop', signal, fired) };
+        return {
+          complete: (opts) =>
+            this.act('Stop', 'state "curtailed"', opts, (r) => r.state === 'curtailed', (s) => this.api.post('/miner', 'Stop', s), inFlight).finally(() => fired.cancel()),
+        };
+      },
+    };
+  }
+
   restore(opts: ActionOptions): Promise<ActionResult> {
     return this.act('Autostart', 'state "running"', opts, (r) => r.state === 'running', (s) => this.api.post('/miner', 'Autostart', s));
   }
@@ -143,14 +164,18 @@ export class EpicDriver implements DeviceDriver {
     want: string,
     opts: ActionOptions,
     confirmed: (r: Reading) => boolean,
-    send: (signal: AbortSignal) => Promise<void>,
+    send: (signal: AbortSignal) => Promise<unknown>,
+    inFlight?: InFlightSend,
   ): Promise<ActionResult> {
     return actAndConfirm(
       {
         deviceId: this.id,
         what: `POST ${what}`,
         want,
-        send,
+        send: async (signal) => {
+          await send(signal);
+        },
+        ...(inFlight ? { inFlight } : {}),
         read: (o) => this.read(o),
         confirmed,
         readDeadlineMs: this.ioDeadlineMs,

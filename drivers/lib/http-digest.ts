@@ -104,6 +104,7 @@ export class DigestSession {
   private challenge: DigestChallenge | undefined;
   private nc = 0;
   private cnonce = '';
+  private adopted = 0;
 
   constructor(
     private readonly username: string,
@@ -114,11 +115,26 @@ export class DigestSession {
     return this.challenge !== undefined;
   }
 
+  /**
+   * Changes whenever the challenge does (adopted or forgotten): an
+   * Authorization built before no longer carries the nonce held. Each
+   * `authorization()` takes a nonce count of its own, so one built ahead of
+   * time (a prepared request) stays valid while this holds, whatever was
+   * sent in between: RFC 7616 servers refuse a count seen twice (a replay),
+   * and lighttpd (the Antminer web server) checks only the nonce. A server
+   * that insists on counts in order answers 401, like one whose nonce went
+   * stale, and gets a fresh challenge.
+   */
+  get epoch(): number {
+    return this.adopted;
+  }
+
   /** Adopts a challenge from a 401; false when the header holds no usable Digest challenge. */
   accept(header: string | string[] | undefined): boolean {
     const c = parseDigestChallenge(header);
     if (!c) return false;
     this.challenge = c;
+    this.adopted++;
     this.nc = 0;
     this.cnonce = randomBytes(8).toString('hex');
     return true;
@@ -126,6 +142,7 @@ export class DigestSession {
 
   forget(): void {
     this.challenge = undefined;
+    this.adopted++;
   }
 
   /** The Authorization header for a request, or undefined before any challenge. */

@@ -6,12 +6,24 @@
  * thrown: auth handling differs per firmware. Optionally (`keepWarm`) a
  * pooled connection is kept open against the device's idle timeout, so an
  * action after minutes of quiet still finds one (http-keep-warm.ts).
+ *
+ * Two ways to send, one request encoding and one answer handling
+ * (http-exchange.ts) for both:
+ *  - `request()`: through Node's http client and its connection pool;
+ *  - `prepare()` then `fire()`: the request encoded beforehand, written at
+ *    fire time straight onto the most recently used pooled connection (or a
+ *    new one), for an armed action (see ArmedAction in drivers/contract.ts):
+ *    the send costs a socket write instead of a ClientRequest.
  */
 import http from 'node:http';
-import type net from 'node:net';
+import net from 'node:net';
 import { RackpilotError } from './errors.js';
+import { HttpExchange, StaleSocketError, type ExchangeLimits, type HttpResponse } from './http-exchange.js';
 import { KeepWarm, type KeepWarmOptions, type KeepWarmStats } from './http-keep-warm.js';
+import { encodeRequest, readAnswer } from './http-wire.js';
 import type { DeviceEndpointConfig } from './transports.js';
+
+export type { HttpResponse } from './http-exchange.js';
 
 export interface HttpEndpoint {
   host: string;
@@ -39,13 +51,33 @@ export interface HttpRequest {
   signal?: AbortSignal;
 }
 
-export interface HttpResponse {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Buffer;
-  text(): string;
-  /** Parses the body as JSON; MALFORMED_RESPONSE when it is not. */
-  json(): unknown;
+/** A request encoded once (`HttpClient.prepare`), to be sent later with nothing else on the path. */
+export interface PreparedRequest {
+  /** The bytes written on the wire. */
+  readonly bytes: Buffer;
+  /**
+   * Writes the bytes now: on the most recently used pooled connection,
+   * taken off the pool, or on a new one (the write is queued until it
+   * connects). Synchronous: the pool lookup, the listeners that collect the
+   * answer and the write; no timer, promise or encoding. Undefined once the
+   * client is closed. May be called again (a new send each time).
+   */
+  fire(): FiredRequest | undefined;
+}
+
+/** A prepared request on the wire. */
+export interface FiredRequest {
+  /** performance.now() when the bytes were handed to the OS. */
+  readonly sentAt: number;
+  /**
+   * The answer, as `request()` would give it; the deadline (`timeoutMs`,
+   * default the request's or the endpoint's) counts from `sentAt`. A send
+   * that died on a connection the device had closed is sent again the plain
+   * way, as `request()` does. Call it once.
+   */
+  result(opts?: { signal?: AbortSignal; timeoutMs?: number }): Promise<HttpResponse>;
+  /** Drops the request if still unanswered (its connection is destroyed). */
+  cancel(): void;
 }
 
 /** A device block's HTTP endpoint: its host, `port` (or another port of it, e.g. `webPort`), timeouts and reply cap. */
@@ -64,26 +96,70 @@ export interface HttpClientStats {
   keepWarm?: KeepWarmStats;
 }
 
-/** Internal: the request died on a reused keep-alive socket before any answer; sent again. */
-class StaleSocketError extends RackpilotError {
-  constructor(where: string) {
-    super('CONNECTION_CLOSED', `${where}: the kept-alive connection was closed by the device; retry`);
+interface Encoded {
+  method: string;
+  headers: Record<string, string>;
+  body: Buffer | undefined;
+}
+
+class Fired implements FiredRequest {
+  private pending: Promise<HttpResponse> | undefined;
+
+  constructor(
+    private readonly x: HttpExchange,
+    private readonly timeoutMs: number,
+    private readonly again: (opts: { signal?: AbortSignal; timeoutMs?: number }) => Promise<HttpResponse>,
+    /** The bookkeeping kept off fire() (see HttpClient.shoot). */
+    private readonly adopt: () => void,
+  ) {}
+
+  get sentAt(): number {
+    return this.x.sentAt;
+  }
+
+  result(opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<HttpResponse> {
+    this.pending ??= this.wait(opts);
+    return this.pending;
+  }
+
+  private async wait(opts: { signal?: AbortSignal; timeoutMs?: number }): Promise<HttpResponse> {
+    this.adopt();
+    try {
+      return await this.x.result(opts.timeoutMs ?? this.timeoutMs, opts.signal);
+    } catch (err) {
+      if (!(err instanceof StaleSocketError)) throw err;
+      return this.again(opts);
+    }
+  }
+
+  cancel(): void {
+    this.x.cancel();
   }
 }
 
 export class HttpClient {
   private readonly agent: http.Agent;
   private readonly warm: KeepWarm | undefined;
+  private readonly limits: ExchangeLimits;
+  /** The agent's key for this endpoint's pooled sockets. */
+  private readonly poolName: string;
+  /** Fired requests still unanswered (closed with the client). */
+  private readonly shots = new Set<HttpExchange>();
+  private readonly hint: ((h: http.IncomingHttpHeaders) => void) | undefined;
   private connects = 0;
   private staleRetries = 0;
+  private closed = false;
 
   constructor(private readonly ep: HttpEndpoint) {
     const idleMs = ep.idleSocketMs ?? DEFAULT_IDLE_SOCKET_MS;
     this.agent = new http.Agent({ keepAlive: true, maxSockets: ep.maxSockets ?? 2, maxFreeSockets: ep.maxSockets ?? 2, timeout: idleMs });
+    this.poolName = this.agent.getName({ host: ep.host, port: ep.port });
+    this.limits = { host: ep.host, port: ep.port, connectTimeoutMs: ep.connectTimeoutMs, maxResponseBytes: ep.maxResponseBytes ?? DEFAULT_MAX_HTTP_BYTES };
     if (ep.keepWarm) {
       const ping = ep.keepWarm.ping ?? ((signal: AbortSignal) => this.request({ path: '/', signal }));
       const warm = new KeepWarm(ping, ep.connectTimeoutMs + ep.readTimeoutMs, idleMs, ep.keepWarm);
       this.warm = warm;
+      this.hint = (h) => warm.hint(h['keep-alive']);
       // registered after the agent's own 'free' listener: the socket is pooled (or destroyed) by now
       this.agent.on('free', (s: net.Socket) => warm.pooled(s));
     }
@@ -97,9 +173,11 @@ export class HttpClient {
     return `${this.ep.host}:${this.ep.port}`;
   }
 
-  /** Closes kept-alive sockets and stops keeping one warm (for good). */
+  /** Closes kept-alive sockets and fired requests still in flight, and stops keeping one warm (for good). */
   close(): void {
+    this.closed = true;
     this.warm?.close();
+    for (const x of [...this.shots]) x.cancel();
     this.agent.destroy();
   }
 
@@ -131,13 +209,28 @@ export class HttpClient {
     }
   }
 
-  private once(req: HttpRequest): Promise<HttpResponse> {
-    const ep = this.ep;
-    const where = `${req.method ?? 'GET'} http://${this.where}${req.path}`;
-    const max = ep.maxResponseBytes ?? DEFAULT_MAX_HTTP_BYTES;
-    const timeoutMs = req.timeoutMs ?? ep.readTimeoutMs;
-    let body: Buffer | undefined;
+  /**
+   * Encodes a request for `fire()` later (no I/O). Throws (TypeError) on a
+   * header value or path that cannot be sent, as `request()` would.
+   */
+  prepare(req: Omit<HttpRequest, 'signal'>): PreparedRequest {
+    const e = this.encode(req);
+    const port = this.ep.port;
+    const host = net.isIPv6(this.ep.host) ? `[${this.ep.host}]` : this.ep.host;
+    const bytes = encodeRequest({ method: e.method, path: req.path, host: port === 80 ? host : `${host}:${port}`, headers: e.headers, body: e.body });
+    const where = this.whereOf(e.method, req.path);
+    const timeoutMs = req.timeoutMs ?? this.ep.readTimeoutMs;
+    const again = (opts: { signal?: AbortSignal; timeoutMs?: number }): Promise<HttpResponse> => {
+      this.staleRetries++;
+      return this.request({ ...req, ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) });
+    };
+    return { bytes, fire: () => this.shoot(bytes, where, timeoutMs, again) };
+  }
+
+  /** The one place a request's headers and body are decided, for both ways of sending. */
+  private encode(req: Omit<HttpRequest, 'signal'>): Encoded {
     const headers: Record<string, string> = { ...req.headers };
+    let body: Buffer | undefined;
     if (req.body !== undefined) {
       if (Buffer.isBuffer(req.body)) body = req.body;
       else if (typeof req.body === 'string') body = Buffer.from(req.body);
@@ -147,117 +240,112 @@ export class HttpClient {
       }
       headers['content-length'] = String(body.length);
     }
-    return new Promise<HttpResponse>((resolve, reject) => {
-      if (req.signal?.aborted) {
-        reject(new RackpilotError('CANCELLED', `${where}: cancelled`));
+    return { method: req.method ?? 'GET', headers, body };
+  }
+
+  private whereOf(method: string, path: string): string {
+    return `${method} http://${this.where}${path}`;
+  }
+
+  private once(req: HttpRequest): Promise<HttpResponse> {
+    const ep = this.ep;
+    const e = this.encode(req);
+    const where = this.whereOf(e.method, req.path);
+    if (req.signal?.aborted) return Promise.reject(new RackpilotError('CANCELLED', `${where}: cancelled`));
+    const r = http.request({ host: ep.host, port: ep.port, method: e.method, path: req.path, headers: e.headers, agent: this.agent });
+    const x = new HttpExchange(where, this.limits, (err) => {
+      // an answered request gives its socket back to the pool by itself
+      if (err) r.destroy();
+    });
+    r.on('socket', (s) => {
+      this.warm?.taken(s);
+      x.reused = r.reusedSocket;
+      if (!s.connecting) {
+        x.connect();
         return;
       }
-      let settled = false;
-      let connected = false;
-      let connectTimer: NodeJS.Timeout | undefined;
-      const finish = (err: RackpilotError | null, res?: HttpResponse): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(connectTimer);
-        clearTimeout(overall);
-        req.signal?.removeEventListener('abort', onAbort);
-        if (err) {
-          r.destroy();
-          reject(err);
-        } else resolve(res as HttpResponse);
-      };
-      const r = http.request({ host: ep.host, port: ep.port, method: req.method ?? 'GET', path: req.path, headers, agent: this.agent });
-      const onAbort = (): void => finish(new RackpilotError('CANCELLED', `${where}: cancelled`));
-      req.signal?.addEventListener('abort', onAbort, { once: true });
-      const overall = setTimeout(() => {
-        finish(
-          connected
-            ? new RackpilotError('READ_TIMEOUT', `${where}: no complete answer within ${timeoutMs} ms`, { host: ep.host, port: ep.port })
-            : new RackpilotError('CONNECT_TIMEOUT', `${where}: no TCP connection within ${timeoutMs} ms`, { host: ep.host, port: ep.port }),
-        );
-      }, timeoutMs);
-      r.on('socket', (s) => {
-        this.warm?.taken(s);
-        if (!s.connecting) {
-          connected = true;
-          return;
-        }
-        this.connects++;
-        connectTimer = setTimeout(() => {
-          finish(
-            new RackpilotError('CONNECT_TIMEOUT', `${where}: no TCP connection within ${ep.connectTimeoutMs} ms (is the device powered and on this network?)`, {
-              host: ep.host,
-              port: ep.port,
-            }),
-          );
-        }, ep.connectTimeoutMs);
-        s.once('connect', () => {
-          connected = true;
-          clearTimeout(connectTimer);
-        });
-      });
-      let answered = false;
-      r.on('error', (err: NodeJS.ErrnoException) => {
-        const code = err.code ?? err.message;
-        if (r.reusedSocket && !answered && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
-          finish(new StaleSocketError(where));
-        } else if (err.code?.startsWith('HPE_')) {
-          finish(new RackpilotError('MALFORMED_RESPONSE', `${where}: the answer is not valid HTTP (${code})`, { host: ep.host, port: ep.port }));
-        } else if (!connected && err.code === 'ECONNREFUSED') {
-          finish(new RackpilotError('CONNECT_REFUSED', `${where}: connection refused (is the web API enabled on port ${ep.port}?)`, { host: ep.host, port: ep.port }));
-        } else if (!connected && err.code !== 'ECONNRESET') {
-          finish(new RackpilotError('UNREACHABLE', `${where}: cannot connect (${code})`, { host: ep.host, port: ep.port }));
-        } else {
-          finish(new RackpilotError('CONNECTION_CLOSED', `${where}: connection closed before the answer completed (${code}); retry`, { host: ep.host, port: ep.port }));
-        }
-      });
-      r.on('response', (res) => {
-        answered = true;
-        this.warm?.hint(res.headers['keep-alive']);
-        const declared = Number(res.headers['content-length'] ?? '0');
-        if (declared > max) {
-          finish(new RackpilotError('RESPONSE_TOO_LARGE', `${where}: answer of ${declared} bytes exceeds ${max}`, { limit: max }));
-          res.destroy();
-          return;
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > max) {
-            finish(new RackpilotError('RESPONSE_TOO_LARGE', `${where}: answer exceeds ${max} bytes; refusing to buffer more`, { limit: max }));
-            res.destroy();
-            return;
-          }
-          chunks.push(c);
-        });
-        res.on('error', (err: NodeJS.ErrnoException) =>
-          finish(new RackpilotError('CONNECTION_CLOSED', `${where}: answer cut off (${err.code ?? err.message})`, { host: ep.host, port: ep.port })),
-        );
-        res.on('aborted', () => finish(new RackpilotError('CONNECTION_CLOSED', `${where}: answer cut off`, { host: ep.host, port: ep.port })));
-        res.on('end', () => {
-          if (!res.complete) {
-            finish(new RackpilotError('CONNECTION_CLOSED', `${where}: answer cut off after ${size} bytes`, { host: ep.host, port: ep.port }));
-            return;
-          }
-          const buf = Buffer.concat(chunks);
-          finish(null, {
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body: buf,
-            text: () => buf.toString('utf8'),
-            json: () => {
-              try {
-                return JSON.parse(buf.toString('utf8')) as unknown;
-              } catch {
-                const t = buf.toString('utf8');
-                throw new RackpilotError('MALFORMED_RESPONSE', `${where}: answer is not JSON: ${JSON.stringify(t.length > 80 ? `${t.slice(0, 80)}…` : t)}`);
-              }
-            },
-          });
-        });
-      });
-      r.end(body);
+      this.connects++;
+      x.connecting();
+      s.once('connect', () => x.connect());
     });
+    r.on('error', (err: NodeJS.ErrnoException) => x.fail(err));
+    r.on('response', (res) => {
+      this.warm?.hint(res.headers['keep-alive']);
+      if (!x.head(res.statusCode ?? 0, res.headers)) {
+        res.destroy();
+        return;
+      }
+      res.on('data', (c: Buffer) => {
+        if (!x.body(c)) res.destroy();
+      });
+      res.on('error', (err: NodeJS.ErrnoException) => x.cutOff(` (${err.code ?? err.message})`));
+      res.on('aborted', () => x.cutOff(''));
+      res.on('end', () => x.end(res.complete));
+    });
+    r.end(e.body);
+    return x.result(req.timeoutMs ?? ep.readTimeoutMs, req.signal);
+  }
+
+  /** The most recently used pooled socket, popped from the agent's free list; undefined when none is free. */
+  private takeFree(): net.Socket | undefined {
+    const pools = this.agent.freeSockets as Record<string, net.Socket[] | undefined>;
+    const free = pools[this.poolName];
+    if (!free) return undefined;
+    let s = free.pop();
+    // a socket destroyed but not yet reported closed: the agent forgets it on 'close'
+    while (s !== undefined && (s.destroyed || !s.writable)) s = free.pop();
+    if (free.length === 0) delete pools[this.poolName];
+    return s;
+  }
+
+  /**
+   * fire(): the bytes written on a pooled socket (or a new connection) with
+   * the listeners that collect the answer, and nothing else. What can wait,
+   * waits for `adopt` (in result(), or when the answer is in, whichever is
+   * first): detaching the socket from the agent for good (it can no longer
+   * hand it out: it is off the free list), keep-warm's accounting, and
+   * undoing what pooling did to the socket (unref, idle timeout).
+   */
+  private shoot(
+    bytes: Buffer,
+    where: string,
+    timeoutMs: number,
+    again: (opts: { signal?: AbortSignal; timeoutMs?: number }) => Promise<HttpResponse>,
+  ): FiredRequest | undefined {
+    if (this.closed) return undefined;
+    const pooled = this.takeFree();
+    const socket = pooled ?? net.connect({ host: this.ep.host, port: this.ep.port, noDelay: true });
+    let adopted = false;
+    const adopt = (): void => {
+      if (adopted) return;
+      adopted = true;
+      // (a socket whose 'close' the agent already saw is forgotten by it; 'agentRemove' would count it out twice)
+      if (pooled && !socket.closed) socket.emit('agentRemove');
+      if (!socket.destroyed) {
+        socket.ref();
+        socket.setTimeout(0);
+      }
+      this.warm?.begin();
+      this.warm?.taken(socket);
+    };
+    const x = new HttpExchange(where, this.limits, (err) => {
+      adopt();
+      // one request per connection taken: keep-warm opens the next one when the pool ran dry
+      socket.destroy();
+      this.shots.delete(x);
+      this.warm?.end(err === null);
+    });
+    this.shots.add(x);
+    if (pooled) {
+      x.reused = true;
+      x.connect();
+    } else {
+      this.connects++;
+      x.connecting();
+      socket.once('connect', () => x.connect());
+    }
+    readAnswer(socket, x, this.hint);
+    socket.write(bytes);
+    return new Fired(x, timeoutMs, again, adopt);
   }
 }

@@ -6,7 +6,7 @@
  * device refuses writes: AUTH_FAILED at once, no retry.
  */
 import { RackpilotError } from '../lib/errors.js';
-import type { HttpClient, HttpResponse } from '../lib/http.js';
+import type { FiredRequest, HttpClient, HttpRequest, HttpResponse, PreparedRequest } from '../lib/http.js';
 import { isObj } from '../lib/json.js';
 
 const BASE = '/api/v1';
@@ -59,13 +59,42 @@ export class VnishApi {
     return res.json();
   }
 
-  /** A privileged POST. Resolves once the device acknowledged it (2xx without `err`). */
-  async write(path: string, body: object | undefined, signal?: AbortSignal): Promise<void> {
-    const reused = this.token !== undefined;
+  private writeRequest(path: string, body: object | undefined): HttpRequest {
+    return { method: 'POST', path: `${BASE}${path}`, headers: this.headers(), ...(body ? { body } : {}) };
+  }
+
+  /**
+   * A privileged POST encoded now with the token held now, to be fired later
+   * (see HttpClient.prepare) and finished by `write(..., fired)`; undefined
+   * without a token. `token` tells whether it is still the one held.
+   */
+  prepareWrite(path: string, body: object | undefined): { token: string; prepared: PreparedRequest } | undefined {
+    const token = this.token;
+    if (token === undefined) return undefined;
+    try {
+      return { token, prepared: this.http.prepare(this.writeRequest(path, body)) };
+    } catch {
+      // a token that cannot go in a header: the plain path reports it
+      return undefined;
+    }
+  }
+
+  /** Whether `token` is the one held now. */
+  holds(token: string): boolean {
+    return this.token === token;
+  }
+
+  /**
+   * A privileged POST. Resolves once the device acknowledged it (2xx without
+   * `err`), with when that answer arrived (performance.now()). `fired`: the
+   * same POST already on the wire (prepared with the token held then, see
+   * prepareWrite); its answer is checked the same way.
+   */
+  async write(path: string, body: object | undefined, signal?: AbortSignal, fired?: FiredRequest): Promise<number> {
+    const reused = fired !== undefined || this.token !== undefined;
     if (!reused) await this.unlock(signal);
-    const post = () =>
-      this.http.request({ method: 'POST', path: `${BASE}${path}`, headers: this.headers(), ...(body ? { body } : {}), ...(signal ? { signal } : {}) });
-    let res = await post();
+    const post = () => this.http.request({ ...this.writeRequest(path, body), ...(signal ? { signal } : {}) });
+    let res = fired ? await fired.result(signal ? { signal } : {}) : await post();
     if (res.status === 401 && reused) {
       await this.unlock(signal);
       res = await post();
@@ -81,6 +110,7 @@ export class VnishApi {
     }
     const err = errField(res);
     if (err) throw this.fail('DEVICE_ERROR', `Vnish at ${this.http.where} rejected POST ${BASE}${path}: ${err}`);
+    return res.receivedAt;
   }
 }
 

@@ -5,11 +5,11 @@
  * confirmed by read-back. The bearer token is obtained off the hot path
  * (start()/read()) and reused.
  */
-import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
-import { actAndConfirm } from '../lib/confirm.js';
+import type { ActionOptions, ActionResult, ArmedAction, Capabilities, DeviceDriver, DeviceState, DriverContext, Reading } from '../contract.js';
+import { actAndConfirm, type InFlightSend } from '../lib/confirm.js';
 import { withDeadline } from '../lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
-import { HttpClient, httpEndpoint } from '../lib/http.js';
+import { HttpClient, httpEndpoint, type FiredRequest, type PreparedRequest } from '../lib/http.js';
 import { ReadingTracker, type Sample } from '../lib/reading.js';
 import { isObj, maxOf, num } from '../lib/json.js';
 import { VnishApi } from './api.js';
@@ -33,6 +33,8 @@ export class VnishDriver implements DeviceDriver {
   private readonly api: VnishApi;
   private readonly tracker = new ReadingTracker();
   private lastUnlockFailure = -Infinity;
+  /** The curtail POST encoded with the token it was armed with (re-encoded when the token or path changes). */
+  private armed: { token: string; path: string; prepared: PreparedRequest } | undefined;
 
   constructor(
     private readonly cfg: VnishConfig,
@@ -130,9 +132,40 @@ export class VnishDriver implements DeviceDriver {
     return hashing ? 'running' : 'unknown';
   }
 
+  private get curtailPath(): string {
+    return this.cfg.curtailMethod === 'pause' ? '/mining/pause' : '/mining/stop';
+  }
+
   curtail(opts: ActionOptions): Promise<ActionResult> {
-    const path = this.cfg.curtailMethod === 'pause' ? '/mining/pause' : '/mining/stop';
-    return this.act(path, undefined, 'state "curtailed"', (r) => r.state === 'curtailed', opts);
+    return this.act(this.curtailPath, undefined, 'state "curtailed"', (r) => r.state === 'curtailed', opts);
+  }
+
+  /**
+   * The curtail POST encoded with the bearer token held now; fire() writes it
+   * on the warm connection. Undefined before an unlock gave a token (read()
+   * gets one). A token replaced since is no longer fired (the plain path
+   * runs); one the device dropped answers 401, which gets the plain path's
+   * unlock and one retry.
+   */
+  armCurtail(): ArmedAction | undefined {
+    const path = this.curtailPath;
+    let a = this.armed;
+    if (!a || a.path !== path || !this.api.holds(a.token)) {
+      const p = this.api.prepareWrite(path, undefined);
+      this.armed = a = p && { ...p, path };
+      if (!a) return undefined;
+    }
+    const { token, prepared } = a;
+    return {
+      fire: () => {
+        if (!this.api.holds(token)) return undefined;
+        const fired = prepared.fire();
+        if (!fired) return undefined;
+        return {
+          complete: (opts) => this.act(path, undefined, 'state "curtailed"', (r) => r.state === 'curtailed', opts, fired).finally(() => fired.cancel()),
+        };
+      },
+    };
   }
 
   restore(opts: ActionOptions): Promise<ActionResult> {
@@ -157,13 +190,18 @@ export class VnishDriver implements DeviceDriver {
     return this.act('/mining/throttle', { percent }, `throttle ${percent} %`, (r) => r.fields.throttlePercent === percent, opts);
   }
 
-  private act(path: string, body: object | undefined, want: string, confirmed: (r: Reading) => boolean, opts: ActionOptions): Promise<ActionResult> {
+  /** `fired`: the POST already on the wire (an armed curtail); its answer stands for the first send. */
+  private act(path: string, body: object | undefined, want: string, confirmed: (r: Reading) => boolean, opts: ActionOptions, fired?: FiredRequest): Promise<ActionResult> {
+    const inFlight: InFlightSend | undefined = fired && { sentAt: fired.sentAt, wait: (signal) => this.api.write(path, body, signal, fired) };
     return actAndConfirm(
       {
         deviceId: this.id,
         what: `POST ${path}`,
         want,
-        send: (signal) => this.api.write(path, body, signal),
+        ...(inFlight ? { inFlight } : {}),
+        send: async (signal) => {
+          await this.api.write(path, body, signal);
+        },
         read: (o) => this.read(o),
         confirmed,
         readDeadlineMs: this.ioDeadlineMs,
