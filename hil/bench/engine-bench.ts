@@ -246,70 +246,83 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
       return v;
     };
     const gap = (): Promise<void> => (o.gapMs ? new Promise((r) => setTimeout(r, o.gapMs)) : Promise.resolve());
+    // Each trial runs the agent, the floor and the drivers alone one after the other; the order rotates
+    // from trial to trial, so that none of them always follows the same work (a busy or an idle rack,
+    // warm or cold caches) and the comparison carries no order bias.
+    const aut: AgentUnderTest = agent;
+    const fl: Floor = floor;
     for (let i = 0; i < o.trials; i++) {
-      // --- the agent ---
-      await gap();
-      probe.arm();
-      const t = agent.trigger();
-      const { acks, dispatched } = await agent.waitAcked();
-      probe.disarm();
-      const issued = issuedAt(probe, destsOf);
-      if (issued.size > 0) {
-        a.decision.push(earliest(issued) - t);
-        a.lastIssued.push(latest(issued).at - t);
-      }
-      if (dispatched.size > 0) {
-        a.engineFirst.push(earliest(dispatched) - t);
-        a.engineLast.push(latest(dispatched).at - t);
-      }
-      for (const [id, at] of issued) famOf(id).issued.push(at - t);
-      for (const [id, at] of acks) famOf(id).ack.push(at - t);
-      const lastAck = latest(acks);
-      if (acks.size > 0) a.lastAck.push(lastAck.at - t);
-      tally(a.lastAckBy, familyOf(lastAck.id));
-      if (issued.size < o.devices || acks.size < o.devices) a.incomplete++;
-      await agent.reset();
-
-      // --- the floor ---
-      await floor.prepare();
-      const r = await floor.trial();
-      if (r.sent.size > 0) {
-        f.first.push(Math.min(...r.sent.values()) - r.t0);
-        f.last.push(latest(r.sent).at - r.t0);
-      }
-      for (const [id, at] of r.sent) famOf(id).sent.push(at - r.t0);
-      for (const [id, at] of r.answered) famOf(id).answer.push(at - r.t0);
-      const lastAnswer = latest(r.answered);
-      if (r.answered.size > 0) f.answer.push(lastAnswer.at - r.t0);
-      tally(f.lastAnswerBy, familyOf(lastAnswer.id));
-      if (r.failed.size > 0 || r.answered.size < plan.size) f.incomplete++;
-      f.mismatched += r.mismatched.length;
-      if (i === 0 && (r.failed.size > 0 || r.mismatched.length > 0)) {
-        const why = [...r.failed].slice(0, 3).map(([d, e]) => `${d}: ${e}`);
-        say(`floor trial 1: ${r.failed.size} failed, ${r.mismatched.length} answered differently from the agent (${[...why, ...r.mismatched.slice(0, 3)].join('; ')})`);
-      }
-      await agent.restoreAll();
-
-      // --- the drivers alone ---
-      if (runDrivers && agent.curtailDriversOnly) {
+      const runAgent = async (): Promise<void> => {
         await gap();
         probe.arm();
-        const d = await agent.curtailDriversOnly();
+        const t = aut.trigger();
+        const { acks, dispatched } = await aut.waitAcked();
         probe.disarm();
-        const dIssued = issuedAt(probe, destsOf);
-        if (dIssued.size > 0) {
-          dr.first.push(earliest(dIssued) - d.t0);
-          dr.last.push(latest(dIssued).at - d.t0);
+        const issued = issuedAt(probe, destsOf);
+        if (issued.size > 0) {
+          a.decision.push(earliest(issued) - t);
+          a.lastIssued.push(latest(issued).at - t);
         }
-        for (const [id, at] of dIssued) famOf(id).dIssued.push(at - d.t0);
-        for (const [id, at] of d.acks) famOf(id).dAck.push(at - d.t0);
-        const dLast = latest(d.acks);
-        if (d.acks.size > 0) dr.ack.push(dLast.at - d.t0);
-        tally(dr.lastAckBy, familyOf(dLast.id));
-        if (dIssued.size < o.devices || d.acks.size < o.devices) dr.incomplete++;
-        if (i === 0 && d.failed.size > 0) say(`drivers-only trial 1: ${d.failed.size} failed (${[...d.failed].slice(0, 3).map(([k, e]) => `${k}: ${e}`).join('; ')})`);
-        await agent.restoreAll();
-      }
+        if (dispatched.size > 0) {
+          a.engineFirst.push(earliest(dispatched) - t);
+          a.engineLast.push(latest(dispatched).at - t);
+        }
+        for (const [id, at] of issued) famOf(id).issued.push(at - t);
+        for (const [id, at] of acks) famOf(id).ack.push(at - t);
+        const lastAck = latest(acks);
+        if (acks.size > 0) a.lastAck.push(lastAck.at - t);
+        tally(a.lastAckBy, familyOf(lastAck.id));
+        if (issued.size < o.devices || acks.size < o.devices) a.incomplete++;
+        await aut.reset();
+      };
+      const runFloor = async (): Promise<void> => {
+        await fl.prepare();
+        // the floor's sends are seen by the same probe as the agent's: both pay its cost, both are timed alike
+        probe.arm();
+        const r = await fl.trial();
+        probe.disarm();
+        const sent = issuedAt(probe, destsOf);
+        if (sent.size > 0) {
+          f.first.push(earliest(sent) - r.t0);
+          f.last.push(latest(sent).at - r.t0);
+        }
+        for (const [id, at] of sent) famOf(id).sent.push(at - r.t0);
+        for (const [id, at] of r.answered) famOf(id).answer.push(at - r.t0);
+        const lastAnswer = latest(r.answered);
+        if (r.answered.size > 0) f.answer.push(lastAnswer.at - r.t0);
+        tally(f.lastAnswerBy, familyOf(lastAnswer.id));
+        if (r.failed.size > 0 || r.answered.size < plan.size) f.incomplete++;
+        f.mismatched += r.mismatched.length;
+        if (i === 0 && (r.failed.size > 0 || r.mismatched.length > 0)) {
+          const why = [...r.failed].slice(0, 3).map(([d, e]) => `${d}: ${e}`);
+          say(`floor trial 1: ${r.failed.size} failed, ${r.mismatched.length} answered differently from the agent (${[...why, ...r.mismatched.slice(0, 3)].join('; ')})`);
+        }
+        await aut.restoreAll();
+      };
+      const runDriversAlone = async (): Promise<void> => {
+        if (runDrivers && aut.curtailDriversOnly) {
+          await gap();
+          probe.arm();
+          const d = await aut.curtailDriversOnly();
+          probe.disarm();
+          const dIssued = issuedAt(probe, destsOf);
+          if (dIssued.size > 0) {
+            dr.first.push(earliest(dIssued) - d.t0);
+            dr.last.push(latest(dIssued).at - d.t0);
+          }
+          for (const [id, at] of dIssued) famOf(id).dIssued.push(at - d.t0);
+          for (const [id, at] of d.acks) famOf(id).dAck.push(at - d.t0);
+          const dLast = latest(d.acks);
+          if (d.acks.size > 0) dr.ack.push(dLast.at - d.t0);
+          tally(dr.lastAckBy, familyOf(dLast.id));
+          if (dIssued.size < o.devices || d.acks.size < o.devices) dr.incomplete++;
+          if (i === 0 && d.failed.size > 0) say(`drivers-only trial 1: ${d.failed.size} failed (${[...d.failed].slice(0, 3).map(([k, e]) => `${k}: ${e}`).join('; ')})`);
+          await aut.restoreAll();
+        }
+      };
+      const order = [runAgent, runFloor, runDriversAlone];
+      for (let k = 0; k < i % order.length; k++) order.push(order.shift() as () => Promise<void>);
+      for (const run of order) await run();
       if ((i + 1) % 10 === 0 || i + 1 === o.trials) say(`trial ${i + 1}/${o.trials}`);
     }
     await floor.close();
