@@ -10,6 +10,7 @@
 import type { ActionOptions, ActionResult, ArmedAction, DeviceDriver, FiredAction, Reading } from '../../drivers/contract.js';
 import { sleep, withDeadline } from '../../drivers/lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../../drivers/lib/errors.js';
+import { sendBatch } from '../../drivers/lib/send-batch.js';
 import { hrNow } from './clock.js';
 import type { DeviceTiming } from './evidence.js';
 import type { ShedRecord } from './state-store.js';
@@ -370,15 +371,22 @@ const FINISH_SLICE = 16;
  */
 export function fireArmed(todo: readonly DeviceHandle[]): (Fired | undefined)[] {
   const fired = new Array<Fired | undefined>(todo.length);
-  for (let i = 0; i < todo.length; i++) {
-    const h = todo[i] as DeviceHandle;
-    const armed = h.armed;
-    if (armed === undefined) continue;
-    h.armed = undefined;
-    const at = hrNow();
-    const action = armed.fire();
-    if (action !== undefined) fired[i] = { action, at };
-  }
+  // the transports attach what reads each answer once every send is out (drivers/lib/send-batch.ts)
+  sendBatch(() => {
+    for (let i = 0; i < todo.length; i++) {
+      const h = todo[i] as DeviceHandle;
+      const armed = h.armed;
+      if (armed === undefined) continue;
+      h.armed = undefined;
+      const at = hrNow();
+      try {
+        const action = armed.fire();
+        if (action !== undefined) fired[i] = { action, at };
+      } catch {
+        // a driver bug must not cost the other devices their sends: this one gets its plain curtail
+      }
+    }
+  });
   return fired;
 }
 

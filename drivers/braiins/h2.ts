@@ -18,6 +18,7 @@
  * the next demand opens a new one, no sooner than REOPEN_MS after the last.
  * It never holds the process open (unref'd).
  */
+import { afterSends } from '../lib/send-batch.js';
 import http2 from 'node:http2';
 import { status as S } from '@grpc/grpc-js';
 import { toRackpilotError, type RackpilotError } from '../lib/errors.js';
@@ -132,9 +133,8 @@ export class PreparedCalls {
       // the session ended between the check and the request (GOAWAY, out of stream ids)
       return undefined;
     }
-    const sent = new InFlightCall(s, stream, call, sentAt, this.ep.maxResponseBytes, this.statusError, () => this.drop(s));
     stream.end(call.body);
-    return sent;
+    return new InFlightCall(s, stream, call, sentAt, this.ep.maxResponseBytes, this.statusError, () => this.drop(s));
   }
 
   /** Closes the session (driver stop); a later demand opens a new one. */
@@ -209,6 +209,11 @@ export class InFlightCall {
     private readonly statusError: StatusError,
     private readonly dropSession: () => void,
   ) {
+    // the request went out before this (see send): its answer is read from right after the batch of sends
+    afterSends(() => this.listen(stream, maxBytes));
+  }
+
+  private listen(stream: http2.ClientHttp2Stream, maxBytes: number): void {
     stream.on('response', (h, flags) => {
       this.httpStatus = Number(h[':status']);
       if (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) this.status(h);

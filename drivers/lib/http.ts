@@ -18,6 +18,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { RackpilotError } from './errors.js';
+import { afterSends } from './send-batch.js';
 import { HttpExchange, StaleSocketError, type ExchangeLimits, type HttpResponse } from './http-exchange.js';
 import { KeepWarm, type KeepWarmOptions, type KeepWarmStats } from './http-keep-warm.js';
 import { encodeRequest, readAnswer } from './http-wire.js';
@@ -342,10 +343,13 @@ export class HttpClient {
     } else {
       this.connects++;
       x.connecting();
-      socket.once('connect', () => x.connect());
     }
-    readAnswer(socket, x, this.hint);
     socket.write(bytes);
+    // every event of the socket comes later: its listeners can wait for the end of a batch of sends
+    afterSends(() => {
+      if (!pooled) socket.once('connect', () => x.connect());
+      readAnswer(socket, x, this.hint);
+    });
     return new Fired(x, timeoutMs, again, adopt);
   }
 }

@@ -8,6 +8,7 @@
  */
 import net from 'node:net';
 import { RackpilotError } from './errors.js';
+import { afterSends } from './send-batch.js';
 
 export interface LpjsonEndpoint {
   host: string;
@@ -136,14 +137,17 @@ export class LpjsonExchange {
     const socket = net.createConnection({ host: ep.host, port: ep.port });
     this.socket = socket;
     socket.setNoDelay(true);
-    socket.once('connect', () => {
-      this.connectedAt = performance.now();
-      this.notify?.();
-    });
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.once('end', () => this.onEnd());
-    socket.on('error', (err: NodeJS.ErrnoException) => this.onError(err));
     socket.write(frame);
+    // every event of the socket comes later: its listeners can wait for the end of a batch of sends
+    afterSends(() => {
+      socket.once('connect', () => {
+        this.connectedAt = performance.now();
+        this.notify?.();
+      });
+      socket.on('data', (chunk: Buffer) => this.onData(chunk));
+      socket.once('end', () => this.onEnd());
+      socket.on('error', (err: NodeJS.ErrnoException) => this.onError(err));
+    });
   }
 
   private finish(err: RackpilotError | null, value?: unknown): void {

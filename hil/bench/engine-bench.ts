@@ -29,7 +29,7 @@
  * The agent under test is driven through agent-under-test.ts.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { findDriver } from '../../drivers/registry.js';
@@ -185,10 +185,24 @@ function earliest(times: ReadonlyMap<string, number>): number {
   return at;
 }
 
+/** Puts a process at the lowest CPU priority (nice 19); says so when that is not allowed. */
+function lowerPriority(pid: number, say: (line: string) => void): void {
+  try {
+    setPriority(pid, 19);
+  } catch (err) {
+    say(`could not lower the simulators' priority (${err instanceof Error ? err.message : String(err)}): they compete with the agent for the CPU`);
+  }
+}
+
 /** Runs the benchmark and returns its figures (nothing printed but progress). */
 export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchReport> {
   const say = o.progress ?? ((): void => undefined);
   const sim = await startSimHost({ devices: o.devices, ...(o.families ? { families: o.families } : {}), antminerAckMs: o.antminerAckMs });
+  // On a rack the miners' firmware runs on the miners; here the simulators share this machine's cores with the
+  // agent. At the lowest priority they take the CPU only when the agent (and the floor, in this same process)
+  // leaves it, as the devices would: otherwise a simulator busy with the previous trial's reads preempts the
+  // agent in the middle of its hot path (milliseconds on a 2-core machine).
+  lowerPriority(sim.pid, say);
   const probe = new WireProbe();
   const stateDir = mkdtempSync(join(o.stateDir ?? tmpdir(), 'rackpilot-engine-bench-'));
   let agent: AgentUnderTest | undefined;

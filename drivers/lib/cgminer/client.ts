@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import { RackpilotError } from '../errors.js';
+import { afterSends } from '../send-batch.js';
 import type { DeviceEndpointConfig } from '../transports.js';
 import { parseTolerantJson } from './tolerant-json.js';
 
@@ -63,14 +64,17 @@ export class CgminerExchange {
     const socket = net.createConnection({ host: ep.host, port: ep.port });
     this.socket = socket;
     socket.setNoDelay(true);
-    socket.once('connect', () => {
-      this.connectedAt = performance.now();
-      this.notify?.();
-    });
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.once('end', () => this.onEnd());
-    socket.on('error', (err: NodeJS.ErrnoException) => this.onError(err));
     socket.write(request);
+    // every event of the socket comes later: its listeners can wait for the end of a batch of sends
+    afterSends(() => {
+      socket.once('connect', () => {
+        this.connectedAt = performance.now();
+        this.notify?.();
+      });
+      socket.on('data', (chunk: Buffer) => this.onData(chunk));
+      socket.once('end', () => this.onEnd());
+      socket.on('error', (err: NodeJS.ErrnoException) => this.onError(err));
+    });
   }
 
   private finish(err: RackpilotError | null, text = ''): void {
