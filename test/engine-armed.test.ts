@@ -19,6 +19,8 @@ class ArmableDevice extends FakeDevice {
   arms = 0;
   /** fire() hands back nothing (what a driver does when its session ended since arming). */
   staleFire = false;
+  /** fire() throws (a driver bug). */
+  brokenFire = false;
   seen: ActionOptions | undefined;
   constructor(
     id: string,
@@ -35,6 +37,7 @@ class ArmableDevice extends FakeDevice {
     return {
       fire: () => {
         if (this.staleFire) return undefined;
+        if (this.brokenFire) throw new Error('bug in fire()');
         this.log.push(`fire:${this.id}`);
         return {
           complete: async (o) => {
@@ -81,6 +84,22 @@ describe('engine: armed curtails', () => {
     const rec = rig.activations[0];
     assert.ok(rec);
     assert.equal(rec.devices.length, 4);
+    await rig.stop();
+  });
+
+  test('a fire() that throws costs the other devices nothing; that device gets its plain curtail', async () => {
+    const log: string[] = [];
+    const devs = [new ArmableDevice('a', log), new ArmableDevice('b', log), new ArmableDevice('c', log)];
+    (devs[1] as ArmableDevice).brokenFire = true;
+    const rig = engineRig(devs);
+    rig.poll();
+    const w = rig.engine.raise(shed('command:all'));
+    assert.ok(w);
+    const out = await w.done;
+    assert.equal(out.ok, true);
+    assert.deepEqual(devs.map((d) => d.state), ['curtailed', 'curtailed', 'curtailed']);
+    assert.deepEqual(log.filter((l) => l.startsWith('fire')).sort(), ['fire:a', 'fire:c']);
+    assert.ok(log.includes('plain:b'));
     await rig.stop();
   });
 
