@@ -39,6 +39,12 @@ export interface Fired {
   action: FiredAction;
   /** hrNow() when it was fired. */
   at: number;
+  /**
+   * hrNow() right after fire() returned: no earlier than the send, which the
+   * action's ackMs counts from, so acknowledgement times taken from it are
+   * never early (late by at most the fire's few microseconds).
+   */
+  sentBy: number;
 }
 
 export interface ExecOptions {
@@ -183,14 +189,16 @@ async function curtailOnce(
   reads: PduReads,
   t: ShedOutcome,
   step: StepName,
-  fired?: FiredAction,
+  fired?: Fired,
   hold?: { all: Promise<void>; ack: () => void },
 ): Promise<void> {
   const d = h.driver;
   if (!d.curtail) throw new RackpilotError('UNSUPPORTED', `${h.id}: no curtail`, { device: h.id });
   const started = Date.now();
-  const res = await bounded(`${h.id} curtail`, o.deadlineMs, o.signal, fired ? (x) => fired.complete(x) : d.curtail.bind(d), hold);
-  t.ackAt ??= ackAt(t.dispatchAt, res.ackMs);
+  // the driver's ackMs counts from its call, or for a fired action from its send
+  const calledAt = fired ? fired.sentBy : hrNow();
+  const res = await bounded(`${h.id} curtail`, o.deadlineMs, o.signal, fired ? (x) => fired.action.complete(x) : d.curtail.bind(d), hold);
+  t.ackAt ??= ackAt(calledAt, res.ackMs);
   o.onReading(h.id, res.reading, res.reading.ts);
   if (o.confirmByPower && step !== 'alternative' && h.feeds.length > 0 && d.kind === 'asic') {
     t.measuredW = await confirmByPower(h, o.powerBeforeW(h.id), o, reads, started + o.deadlineMs);
@@ -267,7 +275,7 @@ export async function shedDevice(h: DeviceHandle, opts: ExecOptions, reads: PduR
   for (const [i, step] of attempts.entries()) {
     if (o.signal.aborted) break;
     try {
-      await curtailOnce(h, o, reads, t, step, i === 0 ? fired?.action : undefined, i === 0 ? hold : undefined);
+      await curtailOnce(h, o, reads, t, step, i === 0 ? fired : undefined, i === 0 ? hold : undefined);
       record(step, hrNow());
       return finish(t, 'curtail');
     } catch (err) {
@@ -381,7 +389,7 @@ export function fireArmed(todo: readonly DeviceHandle[]): (Fired | undefined)[] 
       const at = hrNow();
       try {
         const action = armed.fire();
-        if (action !== undefined) fired[i] = { action, at };
+        if (action !== undefined) fired[i] = { action, at, sentBy: hrNow() };
       } catch {
         // a driver bug must not cost the other devices their sends: this one gets its plain curtail
       }

@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import { Agent } from '../../agent/agent.js';
 import { validateConfig } from '../../agent/config.js';
 import type { ActivationRecord } from '../../agent/engine/evidence.js';
-import type { DeviceDriver, Reading } from '../../drivers/contract.js';
+import type { DeviceDriver } from '../../drivers/contract.js';
 import { softGpio, type SoftLine } from '../../drivers/gpio/soft.js';
 import type { DeviceBlock } from '../sim/catalog.js';
 import { hrNow } from './stats.js';
@@ -56,8 +56,7 @@ export interface AgentUnderTest {
   stop(): Promise<void>;
   /**
    * Optional, around the untimed capture trial only: pause background work
-   * (telemetry polling) so that nothing but the dispatch goes over the wire
-   * and the acknowledgement times are exact.
+   * (telemetry polling) so that nothing but the dispatch goes over the wire.
    */
   quiesce?(on: boolean): Promise<void>;
 }
@@ -88,8 +87,6 @@ export class CurrentAgent implements AgentUnderTest {
   private readonly chip = `rackpilot-bench-${Math.random().toString(36).slice(2, 8)}`;
   private waiting: { resolve: (r: ActivationRecord) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | undefined;
   private record: Promise<ActivationRecord> | undefined;
-  /** While quiesced: each device's first read-back after the signal = its acknowledgement, exact (hr). */
-  private readHooks: Map<string, number> | undefined;
 
   constructor(private readonly o: CurrentAgentOptions) {
     this.line = softGpio.chip(this.chip).line(TRIP_OFFSET);
@@ -148,7 +145,6 @@ export class CurrentAgent implements AgentUnderTest {
       }, ACTION_DEADLINE_MS * 4);
       this.waiting = { resolve, reject, timer };
     });
-    this.readHooks?.clear();
     const at = hrNow();
     // the GPIO edge: signal monitor -> engine -> drivers, all on the agent's own path
     this.line.set(1);
@@ -166,8 +162,8 @@ export class CurrentAgent implements AgentUnderTest {
       dispatched.set(d.id, d.dispatchAt);
       if (d.ok && d.ackAt !== undefined) acks.set(d.id, d.ackAt);
     }
-    // ackAt is dispatchAt + the driver's ackMs (sub-millisecond, but from inside the driver); the read hook (capture trial) is exact
-    if (this.readHooks) for (const [id, at] of this.readHooks) if (acks.has(id)) acks.set(id, at);
+    // ackAt: when the device's answer arrived (an armed curtail), or when the driver's send resolved (a plain one).
+    // Not the first read-back: a wave's read-backs wait for all its acknowledgements (WaveAcks).
     return { acks, dispatched };
   }
 
@@ -226,23 +222,10 @@ export class CurrentAgent implements AgentUnderTest {
 
   async quiesce(on: boolean): Promise<void> {
     const a = this.a;
-    const hooked = a.devices.filter((d) => d.capabilities.curtail);
     if (on) {
       await a.poller.stop();
-      const seen = new Map<string, number>();
-      this.readHooks = seen;
-      for (const d of hooked) {
-        const proto = Object.getPrototypeOf(d) as DeviceDriver;
-        // every ASIC driver confirms by calling this.read() right after the device acknowledged
-        d.read = (opts: { deadlineMs: number; signal?: AbortSignal }): Promise<Reading> => {
-          if (!seen.has(d.id)) seen.set(d.id, hrNow());
-          return proto.read.call(d, opts);
-        };
-      }
       return;
     }
-    this.readHooks = undefined;
-    for (const d of hooked) delete (d as Partial<DeviceDriver>).read;
     const before = a.poller.lastCycle?.startedAt;
     a.poller.start();
     // let the cycle that start() runs at once finish before the next timed trial
