@@ -18,13 +18,15 @@
  * the last device's driver.
  *
  * Two baselines run in the same trials, each followed by a restore: the
- * drivers alone (the agent's own driver instances, their curtail() called in
- * a plain loop with no engine: what the engine adds is the difference) and
- * the floor.
+ * drivers alone (the agent's own driver instances, their plain curtail()
+ * called in a loop with no engine and no armed sends) and the floor. The
+ * order of the three rotates from trial to trial, so none of them always
+ * follows the same work.
  *
  * The floor (floor.ts) replays the very bytes the agent sent, raw, to the
- * same simulators, alternating with the agent's trials; the ratios agent /
- * floor say what the agent's software adds. A last phase (rss-phase.ts) runs
+ * same simulators, its sends timed by the same wire probe; the ratios agent
+ * / floor say what the agent's software adds. The simulators run at nice 19:
+ * on a rack the devices do not share the controller's CPU. A last phase (rss-phase.ts) runs
  * the agent as its own process polling the rack and reports its RSS and CPU.
  * The agent under test is driven through agent-under-test.ts.
  */
