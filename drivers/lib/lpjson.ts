@@ -6,9 +6,8 @@
  * against the size cap BEFORE any body byte is buffered. The request can be
  * encoded beforehand and started on its own (`encodeFrame`, `startLpjson`).
  */
-import net from 'node:net';
 import { RackpilotError } from './errors.js';
-import { afterSends } from './send-batch.js';
+import { TcpExchange } from './tcp-exchange.js';
 
 export interface LpjsonEndpoint {
   host: string;
@@ -108,58 +107,16 @@ export function parseFrame(body: Buffer, where: string): unknown {
   }
 }
 
-/**
- * One request on its own connection, in two phases so that a prepared frame
- * can go out with nothing else on the path (see ArmedAction): the
- * constructor connects and queues the bytes (Node sends them once connected)
- * and only records what happens; `result()` applies the deadlines, counted
- * from the start, and the abort signal. The reply frame is parsed as it
- * completes.
- */
-export class LpjsonExchange {
-  /** performance.now() when the request was handed to the OS. */
-  readonly sentAt = performance.now();
-  /** performance.now() when the exchange ended (reply complete, failed or cancelled). */
-  endedAt: number | undefined;
-  private readonly where: string;
-  private readonly socket: net.Socket;
+/** One request on its own connection (see TcpExchange): the reply is one length-prefixed JSON frame, parsed as it completes. */
+export class LpjsonExchange extends TcpExchange<unknown> {
   private readonly reader: FrameReader;
-  private connectedAt: number | undefined;
-  private outcome: { err: RackpilotError | null; value: unknown } | undefined;
-  private notify: (() => void) | undefined;
 
-  constructor(
-    private readonly ep: LpjsonEndpoint,
-    frame: Buffer,
-  ) {
-    this.where = `${ep.host}:${ep.port}`;
+  constructor(ep: LpjsonEndpoint, frame: Buffer) {
+    super(ep, frame);
     this.reader = new FrameReader(ep.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES, this.where);
-    const socket = net.createConnection({ host: ep.host, port: ep.port });
-    this.socket = socket;
-    socket.setNoDelay(true);
-    socket.write(frame);
-    // every event of the socket comes later: its listeners can wait for the end of a batch of sends
-    afterSends(() => {
-      socket.once('connect', () => {
-        this.connectedAt = performance.now();
-        this.notify?.();
-      });
-      socket.on('data', (chunk: Buffer) => this.onData(chunk));
-      socket.once('end', () => this.onEnd());
-      socket.on('error', (err: NodeJS.ErrnoException) => this.onError(err));
-    });
   }
 
-  private finish(err: RackpilotError | null, value?: unknown): void {
-    if (this.outcome) return;
-    this.endedAt = performance.now();
-    this.outcome = { err, value };
-    this.socket.destroy();
-    this.notify?.();
-  }
-
-  private onData(chunk: Buffer): void {
-    if (this.outcome) return;
+  protected onData(chunk: Buffer): void {
     let body: Buffer | undefined;
     try {
       body = this.reader.push(chunk);
@@ -175,7 +132,7 @@ export class LpjsonExchange {
     }
   }
 
-  private onEnd(): void {
+  protected onEnd(): void {
     const { host, port } = this.ep;
     const reader = this.reader;
     if (reader.received === 0) {
@@ -186,75 +143,14 @@ export class LpjsonExchange {
     this.finish(new RackpilotError('MALFORMED_RESPONSE', `${this.where}: reply frame is truncated (${what}, then the connection closed)`, { bytes: reader.received }));
   }
 
-  private onError(err: NodeJS.ErrnoException): void {
-    const { host, port } = this.ep;
-    // a reset before 'connect' is seen still means the miner was reached (it accepted and reset)
-    const reset = err.code === 'ECONNRESET' || err.code === 'EPIPE';
-    if (this.connectedAt === undefined && !reset) {
-      const refused = err.code === 'ECONNREFUSED';
-      this.finish(
-        new RackpilotError(
-          refused ? 'CONNECT_REFUSED' : 'UNREACHABLE',
-          refused ? `${this.where}: connection refused (is the API enabled on port ${port}?)` : `${this.where}: cannot connect (${err.code ?? err.message})`,
-          { host, port },
-        ),
-      );
-    } else {
-      this.finish(
-        new RackpilotError('CONNECTION_CLOSED', `${this.where}: the miner closed the connection before the reply completed (${err.code ?? err.message}); retry`, { host, port }),
-      );
-    }
-  }
-
-  /** Drops the exchange (nobody waits for it). */
-  cancel(): void {
-    this.finish(new RackpilotError('CANCELLED', `${this.where}: request cancelled`));
-  }
-
-  /** The parsed reply frame; the connect and read deadlines count from the start. */
-  result(signal?: AbortSignal): Promise<unknown> {
-    return new Promise<unknown>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const onAbort = (): void => this.cancel();
-      const check = (): void => {
-        const o = this.outcome;
-        if (o) {
-          clearTimeout(timer);
-          this.notify = undefined;
-          signal?.removeEventListener('abort', onAbort);
-          if (o.err) reject(o.err);
-          else resolve(o.value);
-          return;
-        }
-        // (re)arms the deadline of the phase the exchange is in
-        clearTimeout(timer);
-        const { host, port } = this.ep;
-        if (this.connectedAt === undefined) {
-          timer = setTimeout(
-            () =>
-              this.finish(
-                new RackpilotError('CONNECT_TIMEOUT', `${this.where}: no TCP connection within ${this.ep.connectTimeoutMs} ms (is the miner powered and on this network?)`, { host, port }),
-              ),
-            Math.max(0, this.sentAt + this.ep.connectTimeoutMs - performance.now()),
-          );
-        } else {
-          timer = setTimeout(() => {
-            const r = this.reader;
-            const what = r.announced < 0 ? 'no complete length header' : `${r.received - HEADER} of ${r.announced} body bytes`;
-            this.finish(
-              new RackpilotError('READ_TIMEOUT', `${this.where}: connected but the reply frame did not complete within ${this.ep.readTimeoutMs} ms (${what})`, {
-                host,
-                port,
-                bytes: r.received,
-              }),
-            );
-          }, Math.max(0, this.connectedAt + this.ep.readTimeoutMs - performance.now()));
-        }
-      };
-      if (signal?.aborted) this.cancel();
-      else signal?.addEventListener('abort', onAbort, { once: true });
-      this.notify = check;
-      check();
+  protected readTimeout(): RackpilotError {
+    const { host, port, readTimeoutMs } = this.ep;
+    const r = this.reader;
+    const what = r.announced < 0 ? 'no complete length header' : `${r.received - HEADER} of ${r.announced} body bytes`;
+    return new RackpilotError('READ_TIMEOUT', `${this.where}: connected but the reply frame did not complete within ${readTimeoutMs} ms (${what})`, {
+      host,
+      port,
+      bytes: r.received,
     });
   }
 }

@@ -3,9 +3,8 @@
  * reply is read to EOF and ends in a NUL byte. Every call has a connect
  * deadline and a read deadline, and replies are capped in size.
  */
-import net from 'node:net';
 import { RackpilotError } from '../errors.js';
-import { afterSends } from '../send-batch.js';
+import { TcpExchange } from '../tcp-exchange.js';
 import type { DeviceEndpointConfig } from '../transports.js';
 import { parseTolerantJson } from './tolerant-json.js';
 
@@ -36,63 +35,26 @@ export interface CgminerStatus {
 
 export type CgminerReply = Record<string, unknown> & { STATUS?: CgminerStatus[] | CgminerStatus };
 
-/**
- * One request on its own connection, in two phases so that a prepared
- * command can go out with nothing else on the path (see ArmedAction):
- * `startExchange` connects and queues the bytes (Node sends them once
- * connected) and only records what happens; `result()` applies the
- * deadlines, counted from the start, and the abort signal.
- */
-export class CgminerExchange {
-  /** performance.now() when the request was handed to the OS. */
-  readonly sentAt = performance.now();
-  private readonly where: string;
-  private readonly socket: net.Socket;
+/** One cgminer request on its own connection (see TcpExchange): the reply is read to EOF, trailing NULs stripped. */
+export class CgminerExchange extends TcpExchange<string> {
   private readonly chunks: Buffer[] = [];
   private size = 0;
-  private connectedAt: number | undefined;
-  private outcome: { err: RackpilotError | null; text: string } | undefined;
-  /** performance.now() when the exchange ended (answer complete, failed or cancelled). */
-  endedAt: number | undefined;
-  private notify: (() => void) | undefined;
 
   constructor(
-    private readonly ep: CgminerEndpoint,
+    private readonly cep: CgminerEndpoint,
     request: string | Buffer,
   ) {
-    this.where = `${ep.host}:${ep.port}`;
-    const socket = net.createConnection({ host: ep.host, port: ep.port });
-    this.socket = socket;
-    socket.setNoDelay(true);
-    socket.write(request);
-    // every event of the socket comes later: its listeners can wait for the end of a batch of sends
-    afterSends(() => {
-      socket.once('connect', () => {
-        this.connectedAt = performance.now();
-        this.notify?.();
-      });
-      socket.on('data', (chunk: Buffer) => this.onData(chunk));
-      socket.once('end', () => this.onEnd());
-      socket.on('error', (err: NodeJS.ErrnoException) => this.onError(err));
-    });
+    super(cep, request);
   }
 
-  private finish(err: RackpilotError | null, text = ''): void {
-    if (this.outcome) return;
-    this.endedAt = performance.now();
-    this.outcome = { err, text };
-    this.socket.destroy();
-    this.notify?.();
-  }
-
-  private onData(chunk: Buffer): void {
-    const max = this.ep.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+  protected onData(chunk: Buffer): void {
+    const max = this.cep.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.size += chunk.length;
     if (this.size > max) {
       this.finish(
         new RackpilotError('RESPONSE_TOO_LARGE', `${this.where}: reply exceeds ${max} bytes; refusing to buffer more`, {
-          host: this.ep.host,
-          port: this.ep.port,
+          host: this.cep.host,
+          port: this.cep.port,
           limit: max,
         }),
       );
@@ -101,83 +63,19 @@ export class CgminerExchange {
     this.chunks.push(chunk);
   }
 
-  private onEnd(): void {
+  protected onEnd(): void {
     const text = Buffer.concat(this.chunks).toString('utf8');
     let end = text.length;
     while (end > 0 && (text.charCodeAt(end - 1) === 0 || /\s/.test(text[end - 1] ?? ''))) end--;
     this.finish(null, text.slice(0, end));
   }
 
-  private onError(err: NodeJS.ErrnoException): void {
-    const { host, port } = this.ep;
-    // A reset can surface before 'connect' is seen when the peer accepts and
-    // resets at once: the miner was reached, so it is a closed connection.
-    const reset = err.code === 'ECONNRESET' || err.code === 'EPIPE';
-    if (this.connectedAt === undefined && !reset) {
-      const refused = err.code === 'ECONNREFUSED';
-      this.finish(
-        new RackpilotError(
-          refused ? 'CONNECT_REFUSED' : 'UNREACHABLE',
-          refused ? `${this.where}: connection refused (is the API enabled on port ${port}?)` : `${this.where}: cannot connect (${err.code ?? err.message})`,
-          { host, port },
-        ),
-      );
-    } else {
-      this.finish(
-        new RackpilotError('CONNECTION_CLOSED', `${this.where}: the miner closed the connection before the reply completed (${err.code ?? err.message}); retry`, { host, port }),
-      );
-    }
-  }
-
-  /** Drops the exchange (nobody waits for it). */
-  cancel(): void {
-    this.finish(new RackpilotError('CANCELLED', `${this.where}: request cancelled`));
-  }
-
-  /** The raw reply with trailing NULs and whitespace stripped; the connect and read deadlines count from the start. */
-  result(signal?: AbortSignal): Promise<string> {
-    return new Promise<string>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const onAbort = (): void => this.cancel();
-      const check = (): void => {
-        const o = this.outcome;
-        if (o) {
-          clearTimeout(timer);
-          this.notify = undefined;
-          signal?.removeEventListener('abort', onAbort);
-          if (o.err) reject(o.err);
-          else resolve(o.text);
-          return;
-        }
-        // (re)arms the deadline of the phase the exchange is in
-        clearTimeout(timer);
-        const { host, port } = this.ep;
-        if (this.connectedAt === undefined) {
-          timer = setTimeout(
-            () =>
-              this.finish(
-                new RackpilotError('CONNECT_TIMEOUT', `${this.where}: no TCP connection within ${this.ep.connectTimeoutMs} ms (is the miner powered and on this network?)`, { host, port }),
-              ),
-            Math.max(0, this.sentAt + this.ep.connectTimeoutMs - performance.now()),
-          );
-        } else {
-          timer = setTimeout(
-            () =>
-              this.finish(
-                new RackpilotError('READ_TIMEOUT', `${this.where}: connected but the reply did not complete within ${this.ep.readTimeoutMs} ms (${this.size} bytes received)`, {
-                  host,
-                  port,
-                  bytes: this.size,
-                }),
-              ),
-            Math.max(0, this.connectedAt + this.ep.readTimeoutMs - performance.now()),
-          );
-        }
-      };
-      if (signal?.aborted) this.cancel();
-      else signal?.addEventListener('abort', onAbort, { once: true });
-      this.notify = check;
-      check();
+  protected readTimeout(): RackpilotError {
+    const { host, port, readTimeoutMs } = this.cep;
+    return new RackpilotError('READ_TIMEOUT', `${this.where}: connected but the reply did not complete within ${readTimeoutMs} ms (${this.size} bytes received)`, {
+      host,
+      port,
+      bytes: this.size,
     });
   }
 }
