@@ -7,11 +7,11 @@
 import { afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import type { ActionOptions, ActionResult, DeviceDriver } from '../contract.js';
-import { RackpilotError } from '../lib/errors.js';
+import type { DeviceDriver } from '../contract.js';
 import { parseAuthParams } from '../lib/http-digest.js';
 import { AntminerSim, ANTMINER_REALM, type AntminerSimOptions } from '../../hil/sim/antminer-sim.js';
 import type { SimResponse } from '../../hil/sim/http-server.js';
+import { fireArmed, outcome } from '../../hil/testing/armed.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { fdsBackTo, openFds } from '../../hil/testing/fds.js';
 import { antminerDriver } from './index.js';
@@ -82,24 +82,7 @@ async function warmRig(simOpts: AntminerSimOptions = {}, cgi: Record<string, unk
   return r;
 }
 
-function fireArmed(driver: DeviceDriver): { complete(opts: ActionOptions): Promise<ActionResult> } {
-  const armed = driver.armCurtail?.();
-  assert.ok(armed, 'armed');
-  const fired = armed.fire();
-  assert.ok(fired, 'fired');
-  return fired;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function outcome(run: () => Promise<ActionResult>): Promise<string> {
-  try {
-    await run();
-    return 'ok';
-  } catch (err) {
-    return err instanceof RackpilotError ? err.code : String(err);
-  }
-}
 
 describe('antminer armed curtail', () => {
   test('not armed before the config cache and a digest challenge are there', async () => {

@@ -5,10 +5,10 @@
 import { afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import type { ActionOptions, ActionResult, DeviceDriver } from '../contract.js';
-import { RackpilotError } from '../lib/errors.js';
+import type { DeviceDriver } from '../contract.js';
 import type { Fault } from '../../hil/sim/cgminer-server.js';
 import { VnishSim } from '../../hil/sim/vnish-sim.js';
+import { fireArmed, outcome } from '../../hil/testing/armed.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { fdsBackTo, openFds } from '../../hil/testing/fds.js';
 import { vnishDriver } from './index.js';
@@ -56,25 +56,7 @@ async function warmRig(cfgOver: Record<string, unknown> = {}): Promise<Rig> {
   return r;
 }
 
-function fireArmed(driver: DeviceDriver): { complete(opts: ActionOptions): Promise<ActionResult> } {
-  const armed = driver.armCurtail?.();
-  assert.ok(armed, 'armed');
-  const fired = armed.fire();
-  assert.ok(fired, 'fired');
-  return fired;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** What the plain curtail and the armed one end in, with `fault` set (a code, or "ok"). */
-async function outcome(run: () => Promise<ActionResult>): Promise<string> {
-  try {
-    await run();
-    return 'ok';
-  } catch (err) {
-    return err instanceof RackpilotError ? err.code : String(err);
-  }
-}
 
 describe('vnish armed curtail', () => {
   test('not armed before an unlock gave a token', async () => {
