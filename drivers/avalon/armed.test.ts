@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
 import { AvalonSim, type AvalonSimOptions } from '../../hil/sim/avalon-sim.js';
+import { armedSilentThenAborted } from '../../hil/testing/armed.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { avalonDriver } from './index.js';
 import { avalonConfigSchema } from './schema.js';
@@ -47,14 +48,6 @@ async function rig(simOpts: AvalonSimOptions = {}, over: Record<string, unknown>
 }
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-const openSockets = (): number => process.getActiveResourcesInfo().filter((x) => x === 'TCPSocketWrap').length;
-
-/** Waits until no more TCP sockets are open than `baseline` (both ends of ours closed). */
-async function socketsBackTo(baseline: number): Promise<void> {
-  for (let i = 0; i < 100 && openSockets() > baseline; i++) await delay(10);
-  assert.ok(openSockets() <= baseline, `${openSockets()} sockets open, ${baseline} before`);
-}
 
 const softoffs = (r: Rig) => r.sim.actions.filter((a) => a.startsWith('0,softoff,'));
 
@@ -160,23 +153,6 @@ describe('avalon armed curtail', () => {
   test('a silent miner ends in the deadline; an aborted action is CANCELLED and leaves no socket open', async () => {
     const r = await rig();
     r.sim.setFault({ kind: 'silent' });
-    const f1 = r.driver.armCurtail!()?.fire();
-    assert.ok(f1);
-    const t0 = Date.now();
-    const err = await f1.complete({ deadlineMs: 600 }).then(
-      () => assert.fail('a silent miner cannot confirm'),
-      (e: unknown) => e as { code: string },
-    );
-    assert.ok(['READ_TIMEOUT', 'NOT_CONFIRMED', 'DEADLINE_EXCEEDED'].includes(err.code), `code ${err.code}`);
-    assert.ok(Date.now() - t0 < 3000, 'settles near the deadline');
-
-    await delay(50);
-    const baseline = openSockets();
-    const f2 = r.driver.armCurtail!()?.fire();
-    assert.ok(f2);
-    const ctl = new AbortController();
-    setTimeout(() => ctl.abort(), 50);
-    await expectCode(f2.complete({ deadlineMs: 30_000, signal: ctl.signal }), 'CANCELLED');
-    await socketsBackTo(baseline);
+    await armedSilentThenAborted(r.driver);
   });
 });

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
 import { WhatsminerV2Sim, type WhatsminerV2SimOptions } from '../../hil/sim/whatsminer-v2-sim.js';
+import { armedSilentThenAborted } from '../../hil/testing/armed.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { whatsminerV2Driver } from './index.js';
 import { whatsminerV2ConfigSchema } from './schema.js';
@@ -58,14 +59,6 @@ async function rig(simOpts: WhatsminerV2SimOptions = {}, cfg: Record<string, unk
 }
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-const openSockets = (): number => process.getActiveResourcesInfo().filter((x) => x === 'TCPSocketWrap').length;
-
-/** Waits until no more TCP sockets are open than `baseline` (both ends of ours closed). */
-async function socketsBackTo(baseline: number): Promise<void> {
-  for (let i = 0; i < 100 && openSockets() > baseline; i++) await delay(10);
-  assert.ok(openSockets() <= baseline, `${openSockets()} sockets open, ${baseline} before`);
-}
 
 describe('whatsminer-v2 armed curtail', () => {
   test('nothing is armed before a token is held, nor without a password; arming does no I/O', async () => {
@@ -188,23 +181,6 @@ describe('whatsminer-v2 armed curtail', () => {
     const r = await rig();
     await r.driver.start();
     r.sim.setFault({ kind: 'silent' });
-    const f1 = r.driver.armCurtail!()?.fire();
-    assert.ok(f1);
-    const t0 = Date.now();
-    const err = await f1.complete({ deadlineMs: 600 }).then(
-      () => assert.fail('a silent miner cannot confirm'),
-      (e: unknown) => e as { code: string },
-    );
-    assert.ok(['READ_TIMEOUT', 'NOT_CONFIRMED', 'DEADLINE_EXCEEDED'].includes(err.code), `code ${err.code}`);
-    assert.ok(Date.now() - t0 < 3000, 'settles near the deadline');
-
-    await delay(50);
-    const baseline = openSockets();
-    const f2 = r.driver.armCurtail!()?.fire();
-    assert.ok(f2);
-    const ctl = new AbortController();
-    setTimeout(() => ctl.abort(), 50);
-    await expectCode(f2.complete({ deadlineMs: 30_000, signal: ctl.signal }), 'CANCELLED');
-    await socketsBackTo(baseline);
+    await armedSilentThenAborted(r.driver);
   });
 });

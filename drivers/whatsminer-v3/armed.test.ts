@@ -10,6 +10,7 @@ import type net from 'node:net';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
 import { WhatsminerV3Sim, type WhatsminerV3SimOptions } from '../../hil/sim/whatsminer-v3-sim.js';
+import { armedSilentThenAborted } from '../../hil/testing/armed.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { ARMED_TS_MAX_AGE_S } from './driver.js';
 import { whatsminerV3Driver } from './index.js';
@@ -64,14 +65,6 @@ async function rig(simOpts: WhatsminerV3SimOptions = {}, cfg: Record<string, unk
 }
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-const openSockets = (): number => process.getActiveResourcesInfo().filter((x) => x === 'TCPSocketWrap').length;
-
-/** Waits until no more TCP sockets are open than `baseline` (both ends of ours closed). */
-async function socketsBackTo(baseline: number): Promise<void> {
-  for (let i = 0; i < 100 && openSockets() > baseline; i++) await delay(10);
-  assert.ok(openSockets() <= baseline, `${openSockets()} sockets open, ${baseline} before`);
-}
 
 describe('whatsminer-v3 armed curtail', () => {
   test('nothing is armed before the salt is held, nor without a password; arming does no I/O', async () => {
@@ -193,23 +186,6 @@ describe('whatsminer-v3 armed curtail', () => {
     const r = await rig();
     await r.driver.start();
     r.sim.setFault({ kind: 'silent' });
-    const f1 = r.driver.armCurtail!()?.fire();
-    assert.ok(f1);
-    const t0 = Date.now();
-    const err = await f1.complete({ deadlineMs: 600 }).then(
-      () => assert.fail('a silent miner cannot confirm'),
-      (e: unknown) => e as { code: string },
-    );
-    assert.ok(['READ_TIMEOUT', 'NOT_CONFIRMED', 'DEADLINE_EXCEEDED'].includes(err.code), `code ${err.code}`);
-    assert.ok(Date.now() - t0 < 3000, 'settles near the deadline');
-
-    await delay(50);
-    const baseline = openSockets();
-    const f2 = r.driver.armCurtail!()?.fire();
-    assert.ok(f2);
-    const ctl = new AbortController();
-    setTimeout(() => ctl.abort(), 50);
-    await expectCode(f2.complete({ deadlineMs: 30_000, signal: ctl.signal }), 'CANCELLED');
-    await socketsBackTo(baseline);
+    await armedSilentThenAborted(r.driver);
   });
 });
