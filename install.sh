@@ -347,6 +347,10 @@ Restart=always
 RestartSec=2s
 LimitNOFILE=65536
 UMask=0027
+# the curtailment path comes first on a busy controller (log shippers, package updates): a
+# higher CPU priority, and among the last processes the kernel kills when memory runs out
+Nice=-10
+OOMScoreAdjust=-500
 
 # hardening: the file system is read-only but for the state directory
 ProtectSystem=strict

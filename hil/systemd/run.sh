@@ -109,6 +109,12 @@ put_config "$work/config.yaml"
 t0=$(date +%s%N)
 "${N[@]}" systemctl start rackpilot; check $? "systemctl start returns once the agent sent READY=1 ($(( ($(date +%s%N) - t0) / 1000000 )) ms)"
 [ "$(show SubState)" = running ] && [ "$(show WatchdogUSec)" = 10s ]; check $? "running, WatchdogSec 10s, under the hardened unit"
+pid=$(show MainPID)
+# field 19 of /proc/PID/stat is the nice value (the command name, field 2, is "node": no spaces). The
+# OOMScoreAdjust setting is checked as systemd reads it: systemd in this PID namespace leaves the
+# process's oom_score_adj at 0 (it is applied on a host)
+nice=$("${N[@]}" cat "/proc/$pid/stat" 2>&1 | awk '{print $19}' || true) oom=$(show OOMScoreAdjust)
+if [ "$nice" = -10 ] && [ "$oom" = -500 ]; then check 0 "the agent runs at nice -10; OOMScoreAdjust -500"; else check 1 "the agent runs at nice -10; OOMScoreAdjust -500 (nice $nice, OOMScoreAdjust $oom)"; fi
 curl -sf 127.0.0.1:9108/healthz | grep -q '"ready":true'; check $? "/healthz ready"
 mosquitto_pub -p 18830 -t rackpilot/v1/bench/r1/cmd -m '{"id":"b-1","command":"curtail"}'
 sleep 2
