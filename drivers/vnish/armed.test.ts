@@ -6,11 +6,10 @@ import { afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
-import type { Fault } from '../../hil/sim/cgminer-server.js';
 import { VnishSim } from '../../hil/sim/vnish-sim.js';
-import { fireArmed, outcome } from '../../hil/testing/armed.js';
+import { fireArmed } from '../../hil/testing/armed.js';
+import { tokenHttpArmedTests } from '../../hil/testing/armed-token-http.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
-import { fdsBackTo, openFds } from '../../hil/testing/fds.js';
 import { vnishDriver } from './index.js';
 import { vnishConfigSchema } from './schema.js';
 
@@ -56,8 +55,6 @@ async function warmRig(cfgOver: Record<string, unknown> = {}): Promise<Rig> {
   return r;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 describe('vnish armed curtail', () => {
   test('not armed before an unlock gave a token', async () => {
     const { driver, sim } = await rig();
@@ -83,18 +80,6 @@ describe('vnish armed curtail', () => {
     assert.equal(connectionsAtStop, connections, 'the stop went over the pooled connection');
   });
 
-  test('the stop is on the wire before any await; ackMs counts from fire() to its answer', async () => {
-    const { driver, sim } = await warmRig();
-    const fired = fireArmed(driver);
-    await sleep(200);
-    assert.deepEqual(sim.actions, ['mining/stop'], 'the device got it before complete()');
-    const res = await fired.complete(ACT);
-    assert.equal(res.confirmed, true);
-    assert.ok(res.ackMs < 200, `ackMs ${res.ackMs} is the answer's arrival, not complete()'s wait`);
-    assert.ok(res.tookMs >= 200);
-    assert.deepEqual(sim.actions, ['mining/stop']);
-  });
-
   test('arming again is cheap and keeps the encoded request; curtailMethod "pause" arms pause', async () => {
     const { driver, sim } = await warmRig({ curtailMethod: 'pause' });
     const a = driver.armCurtail?.();
@@ -104,94 +89,19 @@ describe('vnish armed curtail', () => {
     assert.deepEqual(sim.actions, ['mining/pause']);
   });
 
-  test('a token replaced since arming: fire() gives undefined (the plain path runs)', async () => {
-    const { driver, sim } = await warmRig();
-    const armed = driver.armCurtail?.();
-    assert.ok(armed);
-    // the device forgets the token; the next plain write unlocks a new one
-    sim.expireTokens();
-    await driver.restore!(ACT);
-    assert.equal(sim.unlocks, 2);
-    assert.equal(armed.fire(), undefined);
-    const again = driver.armCurtail?.();
-    assert.ok(again, 'armed anew with the new token');
-    await again.fire()!.complete(ACT);
-    assert.deepEqual(sim.actions, ['mining/start', 'mining/stop']);
-  });
-
-  test('a token the device dropped without our knowing: 401, one unlock, one plain retry', async () => {
-    const { driver, sim } = await warmRig();
-    const armed = driver.armCurtail?.();
-    sim.expireTokens();
-    const res = await armed!.fire()!.complete(ACT);
-    assert.equal(res.confirmed, true);
-    assert.equal(sim.unlocks, 2);
-    assert.deepEqual(sim.actions, ['mining/stop']);
-  });
-
-  test('the warm connection closed by the device before fire(): a new one carries it', async () => {
-    const { driver, sim } = await warmRig();
-    sim.server.keepAliveMs = 50;
-    await driver.read(READ);
-    await sleep(200);
-    const connections = sim.server.connections;
-    const res = await fireArmed(driver).complete(ACT);
-    assert.equal(res.confirmed, true);
-    assert.ok(sim.server.connections > connections);
-    assert.deepEqual(sim.actions, ['mining/stop']);
-  });
-
-  test('faults end as the plain curtail ends', async () => {
-    const cases: { fault: Fault; deadlineMs: number }[] = [
-      { fault: { kind: 'garbage' }, deadlineMs: 600 },
-      { fault: { kind: 'reset' }, deadlineMs: 600 },
-      { fault: { kind: 'silent' }, deadlineMs: 2500 },
-      { fault: { kind: 'truncate' }, deadlineMs: 600 },
-    ];
-    for (const { fault, deadlineMs } of cases) {
-      const plain = await warmRig();
-      plain.sim.setFault(fault);
-      const armedRig = await warmRig();
-      const armed = armedRig.driver.armCurtail?.();
-      armedRig.sim.setFault(fault);
-      const want = await outcome(() => plain.driver.curtail!({ deadlineMs }));
-      const got = await outcome(() => armed!.fire()!.complete({ deadlineMs }));
-      assert.notEqual(want, 'ok', fault.kind);
-      assert.equal(got, want, `${fault.kind}: armed ${got}, plain ${want}`);
-    }
+  test('refusals are reported as the plain curtail reports them', async () => {
     const denied = await warmRig();
     const armed = denied.driver.armCurtail?.();
     denied.sim.behaviour.writesDenied = true;
     await expectCode(armed!.fire()!.complete(ACT), 'AUTH_FAILED', /^v1: .*refused POST \/api\/v1\/mining\/stop \(HTTP 403: Forbidden\)/);
   });
 
-  test('a garbled first answer is retried the plain way and succeeds', async () => {
-    const { driver, sim } = await warmRig();
-    const armed = driver.armCurtail?.();
-    sim.setFault({ kind: 'garbage' });
-    const fired = armed!.fire()!;
-    setTimeout(() => sim.setFault({ kind: 'none' }), 30);
-    const res = await fired.complete(ACT);
-    assert.equal(res.confirmed, true);
-    assert.deepEqual(sim.actions, ['mining/stop'], 'the garbled one never reached the handler');
-  });
-
-  test('aborted by opts.signal: CANCELLED, the connection closed, no unhandled rejection', async () => {
-    const { driver, sim } = await warmRig();
-    const before = openFds();
-    sim.setFault({ kind: 'silent' });
-    const ctl = new AbortController();
-    const fired = fireArmed(driver);
-    setTimeout(() => ctl.abort(), 50);
-    await expectCode(fired.complete({ deadlineMs: 5000, signal: ctl.signal }), 'CANCELLED');
-    assert.ok((await fdsBackTo(before - 1)) <= before - 1, 'the taken connection is closed');
-    // a signal aborted before complete(): the send is dropped too
-    sim.setFault({ kind: 'none' });
-    await driver.read(READ);
-    const base = openFds();
-    sim.setFault({ kind: 'silent' });
-    const late = fireArmed(driver);
-    await expectCode(late.complete({ deadlineMs: 5000, signal: AbortSignal.abort() }), 'CANCELLED');
-    assert.ok((await fdsBackTo(base - 1)) <= base - 1);
+  tokenHttpArmedTests({
+    warmRig: () => warmRig(),
+    web: (sim) => sim.server,
+    logins: (sim) => sim.unlocks,
+    curtailed: 'mining/stop',
+    restored: 'mining/start',
+    read: READ,
   });
 });
