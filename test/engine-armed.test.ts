@@ -129,7 +129,7 @@ describe('WaveAcks: acknowledgements before confirmations', () => {
     const acks = new WaveAcks(3, 10_000);
     let released = false;
     void acks.all.then(() => (released = true));
-    const [x, y, z] = [acks.member(), acks.member(), acks.member()];
+    const [x, y, z] = [acks.member().ack, acks.member().ack, acks.member().ack];
     x();
     x();
     y();
@@ -142,7 +142,7 @@ describe('WaveAcks: acknowledgements before confirmations', () => {
 
   test('a device that never acknowledges holds the others at most maxMs', async () => {
     const acks = new WaveAcks(2, 60);
-    acks.member()();
+    acks.member().ack();
     const t0 = Date.now();
     // the hold's own timer does not keep a process alive (unref): this test does
     const keepAlive = setTimeout(() => undefined, 5_000);

@@ -511,7 +511,8 @@ export class Engine {
   /**
    * Prepares, for each signal, the handles its raise would dispatch given the
    * other demands, and arms the curtail of every device that could be shed
-   * (no I/O: drivers encode their request with the session they hold).
+   * (drivers encode their request with the session they hold; no I/O beyond
+   * starting a connection an armed send needs, see DeviceDriver.armCurtail).
    */
   private prepare(): void {
     for (const h of this.handles.values()) {

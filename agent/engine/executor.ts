@@ -106,10 +106,18 @@ function bounded(
   deadlineMs: number,
   signal: AbortSignal,
   fn: (o: ActionOptions) => Promise<ActionResult>,
-  hold?: { all: Promise<void>; ack: () => void },
+  hold?: AckHold,
 ): Promise<ActionResult> {
   // the driver enforces deadlineMs itself; this outer bound only guards against a driver bug
   return withDeadline(what, deadlineMs + DRIVER_GRACE_MS, (s) => fn(hold ? { deadlineMs, signal: s, confirmAfter: hold.all, onAck: hold.ack } : { deadlineMs, signal: s }), signal);
+}
+
+/** One device's part in a wave's acknowledgement hold (WaveAcks.member). */
+export interface AckHold {
+  /** Settles when the wave's read-backs may start. */
+  all: Promise<void>;
+  /** The device acknowledged (or its send failed for good); calls after the first count nothing. */
+  ack: () => void;
 }
 
 /** How long a wave's read-backs wait at most for the rest of the wave to acknowledge. */
@@ -138,14 +146,15 @@ export class WaveAcks {
     if (devices === 0) this.done();
   }
 
-  /** The acknowledgement of one device: call it when the device acknowledged (or its send failed for good); calls after the first count nothing. */
-  member(): () => void {
+  /** One device's part in the hold. */
+  member(): AckHold {
     let called = false;
-    return () => {
+    const ack = (): void => {
       if (called) return;
       called = true;
       if (--this.left <= 0) this.done();
     };
+    return { all: this.all, ack };
   }
 
   private done(): void {
@@ -190,7 +199,7 @@ async function curtailOnce(
   t: ShedOutcome,
   step: StepName,
   fired?: Fired,
-  hold?: { all: Promise<void>; ack: () => void },
+  hold?: AckHold,
 ): Promise<void> {
   const d = h.driver;
   if (!d.curtail) throw new RackpilotError('UNSUPPORTED', `${h.id}: no curtail`, { device: h.id });
@@ -269,7 +278,7 @@ export async function shedDevice(h: DeviceHandle, opts: ExecOptions, reads: PduR
     o.onStep(h.id, s);
   };
   // a driver that does not report its acknowledgement is counted when its first attempt ends
-  const hold = o.acks ? { all: o.acks.all, ack: o.acks.member() } : undefined;
+  const hold = o.acks?.member();
   const attempts: StepName[] = ['curtail'];
   for (let i = 0; i < o.retries; i++) attempts.push('retry');
   for (const [i, step] of attempts.entries()) {
