@@ -25,6 +25,12 @@ export default tseslint.config(
     },
   },
   {
+    // build scripts in plain JavaScript (scripts/bundle-agent.mjs): not in the TypeScript project
+    files: ['**/*.mjs'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: { globals: { process: 'readonly' }, parserOptions: { projectService: false, project: false } },
+  },
+  {
     files: ['test/**/*.ts', '**/*.test.ts'],
     rules: {
       '@typescript-eslint/no-explicit-any': 'off',

@@ -4,7 +4,8 @@
 #   scripts/bundle.sh [--out DIR] [--version V] [--skip-build]
 #
 # Writes DIR/rackpilot-<version>-linux-<arch>.tar.gz (default DIR: release/)
-# holding rackpilot-<version>/ with the built JavaScript (tests left out), the
+# holding rackpilot-<version>/ with the built JavaScript (tests left out; the
+# agent itself bundled by scripts/bundle-agent.mjs into dist/agent/cli.js), the
 # production node_modules of THIS machine's architecture and Node ABI (native
 # bindings included: koffi, serialport, epoll), install.sh, the example
 # configs, the protocol docs and BUNDLE.json (version, arch, Node ABI, commit,
@@ -32,6 +33,7 @@ cd "$here"
 [ -d node_modules ] || { echo "bundle: node_modules is missing: run npm ci first" >&2; exit 1; }
 if [ "$build" = 1 ]; then npm run --silent build; fi
 [ -f dist/agent/cli.js ] || { echo "bundle: dist/ is missing: run npm run build (or drop --skip-build)" >&2; exit 1; }
+[ -f dist/bundle/agent/cli.js ] || { echo "bundle: dist/bundle/ is missing: run npm run build (or drop --skip-build)" >&2; exit 1; }
 
 [ -n "$version" ] || version="$(node -p "require('./package.json').version")"
 case "$version" in *[!A-Za-z0-9._+-]*|"") echo "bundle: bad version \"$version\"" >&2; exit 2 ;; esac
@@ -44,10 +46,13 @@ trap 'rm -rf "$stage"' EXIT
 root="$stage/$name"
 mkdir -p "$root"
 
-# the built JavaScript, without tests and test helpers
+# the built JavaScript, without tests (the demo's simulators use hil/testing: it stays)
 tar -C "$here" -cf - \
-  --exclude='dist/test' --exclude='*.test.js' --exclude='*.test.js.map' --exclude='dist/hil/testing' \
+  --exclude='dist/test' --exclude='*.test.js' --exclude='*.test.js.map' --exclude='dist/bundle' \
   dist | tar -C "$root" -xf -
+# the agent as it runs: the esbuild bundle (scripts/bundle-agent.mjs) in place of tsc's dist/agent/cli.js; the
+# simulators and benchmarks it can start stay the separate files beside it
+cp dist/bundle/agent/*.js "$root/dist/agent/"
 mkdir -p "$root/drivers/braiins" "$root/protocol"
 cp -r drivers/braiins/proto "$root/drivers/braiins/"
 cp -r protocol/README.md protocol/schema "$root/protocol/"

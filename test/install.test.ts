@@ -114,6 +114,12 @@ describe('install.sh', () => {
     assert.ok(existsSync(join(root, o, version, 'dist', 'agent', 'cli.js')));
     assert.ok(existsSync(join(root, o, version, 'node_modules', 'epoll', 'build', 'Release', 'epoll.node')), 'native bindings are in the bundle');
     assert.ok(!existsSync(join(root, o, version, 'dist', 'test')), 'tests are not shipped');
+    // the agent runs as the esbuild bundle (scripts/bundle-agent.mjs): its entry imports chunks, not tsc's modules
+    const entry = readFileSync(join(root, o, version, 'dist', 'agent', 'cli.js'), 'utf8');
+    const chunks = [...entry.matchAll(/from\s*"\.\/(chunk-[A-Z0-9]+\.js)"/g)].map((m) => m[1] as string);
+    assert.ok(chunks.length > 0, 'the installed cli.js is the bundle');
+    for (const c of chunks) assert.ok(existsSync(join(root, o, version, 'dist', 'agent', c)), `bundle chunk ${c} is installed`);
+    assert.doesNotMatch(entry, /from\s*["']\.\/service\.js["']/, 'not the unbundled tsc output');
     assert.equal(mode(join(root, 'etc/rackpilot')), '750');
     assert.equal(mode(join(root, 'etc/rackpilot/config.yaml')), '640');
     assert.equal(mode(join(root, 'etc/rackpilot/config.example.yaml')), '640');

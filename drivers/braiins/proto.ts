@@ -5,9 +5,8 @@
  * kept in snake_case as on the wire, 64-bit integers as numbers, enums as
  * their names, absent messages as undefined).
  */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../lib/package-root.js';
 import { loadSync, type MethodDefinition, type PackageDefinition } from '@grpc/proto-loader';
 
 const PROTO_FILES = [
@@ -21,17 +20,14 @@ const PROTO_FILES = [
 ];
 
 /**
- * drivers/braiins/proto/ under the package root. Found by walking up from this
- * module to package.json, so it works from the sources and from dist/ alike
- * (tsc does not copy .proto files; package.json "files" ships them).
+ * drivers/braiins/proto/ under the package root (tsc does not copy .proto
+ * files; package.json "files" ships them).
  */
 export function protoDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'package.json'))) return join(dir, 'drivers', 'braiins', 'proto');
-    const up = dirname(dir);
-    if (up === dir) throw new Error('braiins driver: package.json not found above the module; cannot locate the .proto files');
-    dir = up;
+  try {
+    return join(packageRoot(import.meta.url), 'drivers', 'braiins', 'proto');
+  } catch (err) {
+    throw new Error(`braiins driver: cannot locate the .proto files (${err instanceof Error ? err.message : String(err)})`, { cause: err });
   }
 }
 

@@ -28,7 +28,7 @@ import { familiesArg } from './families-arg.js';
 import { LuxosSim } from '../sim/luxos-sim.js';
 import { MqttWatch } from '../testing/mqtt-watch.js';
 import { freePort } from '../testing/ports.js';
-import { repoRoot } from '../testing/root.js';
+import { agentCli } from './agent-cli.js';
 import { fdLimitProblem, nofile, portRangeProblem } from './limits.js';
 
 const { values } = parseArgs({
@@ -149,7 +149,7 @@ async function main(): Promise<void> {
     }),
   );
   const watch = await MqttWatch.connect(broker.url, `${t.root}/#`);
-  const agent = spawn(process.execPath, [join(repoRoot(), 'dist', 'agent', 'cli.js'), 'run', '--config', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const agent = spawn(process.execPath, [agentCli().path, 'run', '--config', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
   const pid = agent.pid ?? 0;
   try {
     await watch.waitFor((m) => m.topic === t.telemetry && (m.json as TelemetryMessage).summary.online === miners, 60_000, 'first full telemetry');

@@ -481,7 +481,7 @@ export function formatReport(r: EngineBenchReport): string {
   if (r.rss) {
     out.push('');
     out.push(
-      `agent process polling every ${r.pollMs} ms, over ${r.rss.seconds} s: RSS peak ${r.rss.peakMiB.toFixed(1)} MiB, steady ${r.rss.steadyMiB.toFixed(1)} MiB; CPU ${r.rss.cpuPercent.toFixed(1)} %`,
+      `agent process (${r.rss.build} build) polling every ${r.pollMs} ms, over ${r.rss.seconds} s: RSS peak ${r.rss.peakMiB.toFixed(1)} MiB, steady ${r.rss.steadyMiB.toFixed(1)} MiB; CPU ${r.rss.cpuPercent.toFixed(1)} %`,
     );
     if (r.rssLow) {
       out.push(

@@ -8,12 +8,12 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { TelemetryMessage } from '../../protocol/messages.js';
 import { rackTopics } from '../../protocol/topics.js';
 import { MqttWatch } from '../testing/mqtt-watch.js';
 import type { SimHost } from './sim-host.js';
 import { hrNow } from './stats.js';
+import { agentCli } from './agent-cli.js';
 
 export interface RssPhaseOptions {
   devices: number;
@@ -27,6 +27,8 @@ export interface RssPhaseOptions {
 }
 
 export interface RssFigures {
+  /** Which build of the agent ran (agent-cli.ts). */
+  build: 'bundled' | 'unbundled';
   seconds: number;
   peakMiB: number;
   steadyMiB: number;
@@ -65,7 +67,7 @@ export async function rssPhase(sim: Pick<SimHost, 'devices' | 'brokerUrl'>, o: R
   );
   const t = rackTopics(site, rack);
   const watch = await MqttWatch.connect(sim.brokerUrl, t.telemetry);
-  const cli = fileURLToPath(new URL('../../agent/cli.js', import.meta.url));
+  const { path: cli, build } = agentCli();
   const child = spawn(process.execPath, [...(o.flags ?? []), cli, 'run', '--config', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
   const pid = child.pid ?? 0;
   // the agent's own log (warnings) is kept for when it exits early, not printed over the report
@@ -102,7 +104,7 @@ export async function rssPhase(sim: Pick<SimHost, 'devices' | 'brokerUrl'>, o: R
     const wall = hrNow() - w0;
     const late = samples.slice(Math.floor(samples.length / 2)).sort((a, b) => a - b);
     const steady = late[Math.floor(late.length / 2)] ?? s1.rssKiB;
-    return { seconds: Math.round(wall / 1000), peakMiB: peakKiB / 1024, steadyMiB: steady / 1024, cpuPercent: ((s1.cpuMs - s0.cpuMs) / wall) * 100 };
+    return { build, seconds: Math.round(wall / 1000), peakMiB: peakKiB / 1024, steadyMiB: steady / 1024, cpuPercent: ((s1.cpuMs - s0.cpuMs) / wall) * 100 };
   } finally {
     clearInterval(sampler);
     if (child.exitCode === null && child.signalCode === null) {

@@ -112,10 +112,12 @@ async function main(): Promise<void> {
   );
   const watch = await MqttWatch.connect(broker.url, t.telemetry);
   const flags = [...(values.bare ? [] : LOW_MEMORY_NODE_FLAGS), ...values['node-flag']];
-  const args = [...flags, '--import', fileURLToPath(import.meta.url), fileURLToPath(new URL('../../agent/cli.js', import.meta.url)), 'run', '--config', cfg];
+  const { agentCli } = await import('./agent-cli.js');
+  const cli = agentCli();
+  const args = [...flags, '--import', fileURLToPath(import.meta.url), cli.path, 'run', '--config', cfg];
   const agent = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, [CHILD_ENV]: heapFile } });
   const pid = agent.pid ?? 0;
-  console.log(`rss probe: ${miners} simulated miners of ${families.length} families, poll every ${intervalMs} ms, ${durationS} s, node ${process.version} ${flags.join(' ')}`);
+  console.log(`rss probe: ${miners} simulated miners of ${families.length} families, poll every ${intervalMs} ms, ${durationS} s, ${cli.build} agent, node ${process.version} ${flags.join(' ')}`);
   console.log('     s  online   seq    rss   anon   file | heapUsed heapTotal external arrayBuf (MiB)');
   const rss: number[] = [];
   const t0 = Date.now();

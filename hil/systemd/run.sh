@@ -149,7 +149,11 @@ mk_variant() { # version, broken?
   tar -xzf "$bundle" -C "$work" && mv "$work"/rackpilot-*/ "$d"
   sed -i "s/\"version\": \"[^\"]*\"/\"version\": \"$1\"/" "$d/package.json" "$d/BUNDLE.json"
   sed -i "s/\"buildId\": \"[^\"]*\"/\"buildId\": \"bench-$1\"/" "$d/BUNDLE.json"
-  [ "${2:-}" != broken ] || sed -i 's/await this.agentNow.start();/await this.agentNow.start(); throw new Error("bench: never ready");/' "$d/dist/agent/service.js"
+  # broken: the agent's start fails after it is up (in the bundled agent's chunk, wherever esbuild put it)
+  if [ "${2:-}" = broken ]; then
+    sed -i 's/await this\.agentNow\.start()/await this.agentNow.start().then(()=>{throw new Error("bench: never ready")})/g' "$d"/dist/agent/*.js
+    grep -q 'bench: never ready' "$d"/dist/agent/*.js || { echo "mk_variant: the agent's start was not found to break" >&2; return 1; }
+  fi
   echo "$d"
 }
 before="$("${N[@]}" readlink /opt/rackpilot/current)"
