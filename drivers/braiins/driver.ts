@@ -4,7 +4,7 @@
  * target = `PerformanceService/SetPowerTarget`, each confirmed by read-back.
  * Telemetry falls back to the legacy TCP API (4028) when gRPC is unreachable.
  * The curtail can be armed: PauseMining encoded ahead with the warm token,
- * fired as one HTTP/2 request on a session kept open for it (h2.ts).
+ * fired as one HTTP/2 request on the device's session (h2.ts).
  */
 import type {
   ActionOptions,
@@ -48,7 +48,7 @@ const TRANSPORT: ReadonlySet<ErrorCode> = new Set([
   'MALFORMED_RESPONSE',
 ]);
 
-/** The gRPC channel, its session and the proto constant writes need: grpc-js and proto-loader load with them. */
+/** The device's gRPC connection, its login session and the proto constant writes need: the codec (proto-loader) loads with them. */
 interface Wire {
   grpc: BraiinsGrpc;
   session: BraiinsSession;
@@ -82,7 +82,7 @@ export class BraiinsDriver implements DeviceDriver {
     private readonly ctx: DriverContext,
   ) {
     this.id = cfg.id;
-    this.wire = new LazyTransport('gRPC client (@grpc/grpc-js)', async () => {
+    this.wire = new LazyTransport('gRPC client (h2.ts, proto-loader codec)', async () => {
       const [{ BraiinsGrpc }, { SAVE_AND_APPLY }] = await Promise.all([import('./grpc.js'), import('./proto.js')]);
       const grpc = new BraiinsGrpc({ host: cfg.host, port: cfg.port, maxResponseBytes: cfg.maxResponseBytes, label: `${cfg.id} (${cfg.host}:${cfg.port})` });
       return { grpc, session: new BraiinsSession(grpc, { username: cfg.username, password: cfg.password }, ctx.now), saveAndApply: SAVE_AND_APPLY };
@@ -221,9 +221,9 @@ export class BraiinsDriver implements DeviceDriver {
 
   /**
    * PauseMining prepared with the warm token, to go out as one HTTP/2 request
-   * on the prepared-calls session (h2.ts). Undefined until there is a warm
-   * token (start() or a read logs in) and that session is up (asked for here
-   * the first time, so only devices the engine may shed keep one open).
+   * on the device's HTTP/2 session (h2.ts), the one its polls use. Undefined
+   * until there is a warm token (start() or a read logs in) and that session
+   * is up.
    * fire() returns undefined once the token or the session it was armed with
    * is gone. The answer is checked as the plain call's: a refused token gets
    * one new login and the plain call; a lost connection, actAndConfirm's
@@ -234,16 +234,16 @@ export class BraiinsDriver implements DeviceDriver {
     const token = w?.session.armable();
     if (!w || token === undefined) return undefined;
     const { grpc, session } = w;
-    const h2 = grpc.prepared.session();
+    const h2 = grpc.h2.session();
     if (!h2) return undefined;
     if (this.preparedPause?.token !== token) {
-      this.preparedPause = grpc.prepared.prepare(ACTIONS, 'PauseMining', {}, token, grpc.where(ACTIONS, 'PauseMining'));
+      this.preparedPause = grpc.h2.prepare(ACTIONS, 'PauseMining', {}, token, grpc.where(ACTIONS, 'PauseMining'));
     }
     const call = this.preparedPause;
     return {
       fire: () => {
         if (!session.holds(token)) return undefined;
-        const sent = grpc.prepared.send(h2, call);
+        const sent = grpc.h2.send(h2, call);
         if (!sent) return undefined;
         return {
           // an answer nobody waited for (the action ended first) is reset, not left open

@@ -1,16 +1,15 @@
 /**
- * Unary gRPC calls to the Braiins OS API over plaintext HTTP/2 (h2c), with
- * @grpc/grpc-js. One channel (one HTTP/2 connection) per device, reused by
- * every call; every call carries a deadline and is cancelled when the
- * caller's signal aborts; replies are capped in size; gRPC statuses and
- * transport failures become RackpilotErrors with stable codes. Calls
- * prepared ahead (the armed curtail) go over a connection of their own,
- * `prepared` (h2.ts), and their statuses map through the same `statusError`.
+ * Unary gRPC calls to the Braiins OS API over plaintext HTTP/2 (h2c): one
+ * session per device (h2.ts), shared by every call, the polls' and the armed
+ * curtail's alike; every call carries a deadline (sent to the server as
+ * `grpc-timeout` too) and is cancelled when the caller's signal aborts;
+ * replies are capped in size; gRPC statuses and transport failures become
+ * RackpilotErrors with stable codes (statusError).
  */
-import * as grpc from '@grpc/grpc-js';
+import type http2 from 'node:http2';
 import { RackpilotError } from '../lib/errors.js';
-import { PreparedCalls } from './h2.js';
-import { methodOf, type ServiceName } from './proto.js';
+import { H2Connection, S, statusName, type GrpcStatus } from './h2.js';
+import type { ServiceName } from './proto.js';
 
 export interface GrpcEndpoint {
   host: string;
@@ -32,49 +31,25 @@ export interface CallOptions {
 export interface CallResult<T> {
   reply: T;
   /** Response headers (initial metadata): older firmware puts the login token here. */
-  headers: grpc.Metadata;
+  headers: http2.IncomingHttpHeaders;
 }
 
-const S = grpc.status;
-
 export class BraiinsGrpc {
-  /** Calls encoded ahead and sent with one request on a raw HTTP/2 session (the armed curtail). */
-  readonly prepared: PreparedCalls;
-  private client: grpc.Client | undefined;
-  /** Why a channel was dropped after a timeout: its other calls time out the same way. */
-  private readonly droppedAs = new WeakMap<grpc.Client, 'READ_TIMEOUT' | 'CONNECT_TIMEOUT'>();
+  /** The device's HTTP/2 session: plain calls go through call(), the armed curtail prepares and sends on it directly. */
+  readonly h2: H2Connection;
   private readonly target: string;
 
   constructor(private readonly ep: GrpcEndpoint) {
     this.target = ep.host.includes(':') ? `[${ep.host}]:${ep.port}` : `${ep.host}:${ep.port}`;
-    this.prepared = new PreparedCalls(ep, this.target, (code, details, where, deadlineMs) => this.statusError(code, details, where, deadlineMs, () => true));
+    this.h2 = new H2Connection(ep, this.target, (code, details, where, deadlineMs, connected) => this.statusError(code, details, where, deadlineMs, connected));
   }
 
   get label(): string {
     return this.ep.label;
   }
 
-  private channel(): grpc.Client {
-    this.client ??= new grpc.Client(this.target, grpc.credentials.createInsecure(), {
-      'grpc.max_receive_message_length': this.ep.maxResponseBytes,
-      // a miner back from an outage is found within seconds, not grpc's default 2 minutes
-      'grpc.initial_reconnect_backoff_ms': 250,
-      'grpc.max_reconnect_backoff_ms': 2000,
-      'grpc.enable_retries': 0,
-      'grpc.service_config_disable_resolution': 1,
-    });
-    return this.client;
-  }
-
-  /** Drops the channel (and its connection); the next call opens a new one. */
-  reset(): void {
-    this.client?.close();
-    this.client = undefined;
-  }
-
   close(): void {
-    this.reset();
-    this.prepared.close();
+    this.h2.close();
   }
 
   /** `Service/Method` with the device, as every message about a call starts. */
@@ -82,66 +57,26 @@ export class BraiinsGrpc {
     return `${this.ep.label} ${service.slice(service.lastIndexOf('.') + 1)}/${method}`;
   }
 
-  call<T>(service: ServiceName, method: string, request: object, opts: CallOptions): Promise<CallResult<T>> {
-    const def = methodOf(service, method);
+  async call<T>(service: ServiceName, method: string, request: object, opts: CallOptions): Promise<CallResult<T>> {
     const where = this.where(service, method);
-    return new Promise<CallResult<T>>((resolve, reject) => {
-      if (opts.signal?.aborted) {
-        reject(new RackpilotError('CANCELLED', `${where}: cancelled before it was sent`));
-        return;
-      }
-      const client = this.channel();
-      const md = new grpc.Metadata();
-      if (opts.token !== undefined) md.set('authorization', opts.token);
-      let headers = new grpc.Metadata();
-      const onAbort = (): void => call.cancel();
-      const call = client.makeUnaryRequest<object, T>(
-        def.path,
-        def.requestSerialize,
-        def.responseDeserialize as (b: Buffer) => T,
-        request,
-        md,
-        { deadline: Date.now() + opts.deadlineMs },
-        (err, reply) => {
-          opts.signal?.removeEventListener('abort', onAbort);
-          if (err) {
-            const e = this.toError(err, where, opts.deadlineMs, client);
-            // a peer that stopped answering on an open connection: start afresh next time
-            const stuck = e.code === 'READ_TIMEOUT' || e.code === 'CONNECT_TIMEOUT' || e.code === 'MALFORMED_RESPONSE';
-            if (stuck && this.client === client) {
-              if (e.code !== 'MALFORMED_RESPONSE') this.droppedAs.set(client, e.code);
-              this.reset();
-            }
-            reject(e);
-            return;
-          }
-          if (reply === undefined) {
-            reject(new RackpilotError('MALFORMED_RESPONSE', `${where}: empty reply`));
-            return;
-          }
-          resolve({ reply, headers });
-        },
-      );
-      call.on('metadata', (m) => {
-        headers = m;
-      });
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  private toError(err: grpc.ServiceError, where: string, deadlineMs: number, client: grpc.Client): RackpilotError {
-    return this.statusError(err.code, err.details || err.message, where, deadlineMs, () => {
-      const state = client.getChannel().getConnectivityState(false);
-      return state === grpc.connectivityState.READY || (state === grpc.connectivityState.SHUTDOWN && this.droppedAs.get(client) === 'READ_TIMEOUT');
-    });
+    if (opts.signal?.aborted) throw new RackpilotError('CANCELLED', `${where}: cancelled before it was sent`);
+    const started = performance.now();
+    const session = await this.h2.ready(opts.deadlineMs, where, opts.signal);
+    // what is left of the deadline after connecting; the server is told the same
+    const left = Math.max(1, opts.deadlineMs - (performance.now() - started));
+    const sent = this.h2.send(session, this.h2.prepare(service, method, request, opts.token, where, left));
+    if (!sent) throw this.statusError(S.UNAVAILABLE, 'Connection dropped before the call was sent', where, opts.deadlineMs, true);
+    const reply = (await sent.result(left, opts.signal)) as T;
+    return { reply, headers: sent.headers };
   }
 
   /**
    * A gRPC status (or a transport failure given one) as a RackpilotError with
    * a stable code. `connected` tells, for DEADLINE_EXCEEDED, a peer that took
-   * the connection but did not answer from one that never completed it.
+   * the connection but did not answer from one that never completed the
+   * HTTP/2 handshake.
    */
-  statusError(code: grpc.status, details: string, where: string, deadlineMs: number, connected: () => boolean): RackpilotError {
+  statusError(code: GrpcStatus, details: string, where: string, deadlineMs: number, connected: boolean): RackpilotError {
     const ctx = { host: this.ep.host, port: this.ep.port, grpcStatus: code };
     switch (code) {
       case S.UNAUTHENTICATED:
@@ -153,7 +88,7 @@ export class BraiinsGrpc {
           ctx,
         );
       case S.DEADLINE_EXCEEDED:
-        return connected()
+        return connected
           ? new RackpilotError('READ_TIMEOUT', `${where}: connected but no reply within ${deadlineMs} ms`, ctx)
           : new RackpilotError(
               'CONNECT_TIMEOUT',
@@ -174,7 +109,7 @@ export class BraiinsGrpc {
       case S.NOT_FOUND:
       case S.ALREADY_EXISTS:
       case S.ABORTED:
-        return new RackpilotError('DEVICE_ERROR', `${where}: miner refused the request (${S[code]}: ${details})`, ctx);
+        return new RackpilotError('DEVICE_ERROR', `${where}: miner refused the request (${statusName(code)}: ${details})`, ctx);
       case S.UNAVAILABLE:
         return this.transportError(details, where, ctx);
       case S.INTERNAL:
@@ -185,7 +120,7 @@ export class BraiinsGrpc {
           return new RackpilotError('MALFORMED_RESPONSE', `${where}: reply is not valid gRPC/protobuf (${details})`, ctx);
         }
         if (/stream|closed|reset|RST_STREAM|socket/i.test(details)) return this.transportError(details, where, ctx);
-        return new RackpilotError('DEVICE_ERROR', `${where}: miner error (${S[code]}: ${details})`, ctx);
+        return new RackpilotError('DEVICE_ERROR', `${where}: miner error (${statusName(code)}: ${details})`, ctx);
     }
   }
 

@@ -1,48 +1,90 @@
 /**
- * Calls prepared ahead and sent with one HTTP/2 request, for the armed
- * curtail. grpc-js spends tens of microseconds per call before the send
- * (metadata, interceptors, a filter stack, deadline timers) and takes no
- * prebuilt bytes, so the request is encoded here once (the gRPC
- * length-prefixed message, with the codec grpc-js uses, see proto.ts) and
- * goes out as `session.request(headers)` + `stream.end(body)` on a
- * node:http2 session of our own to the same port. The answer is read as
- * grpc-js reads one (HTTP status, grpc-status in the trailers or in a
- * trailers-only answer, one message, the size cap) and its status becomes an
- * error through the same mapping as a plain call's (BraiinsGrpc.statusError).
+ * The Braiins OS API's gRPC transport: unary calls over one plaintext HTTP/2
+ * (h2c) session per miner, on node:http2.
  *
- * The session opens on demand (`session()`: the caller prepares once it is
- * up, i.e. once the peer has sent its HTTP/2 SETTINGS), is kept alive with a
- * PING every PING_MS (one still unanswered at the next is the end of it),
- * and is dropped when the peer closes it, errs, or lets a call time out, or
- * when nobody has asked for it for IDLE_MS (the device is no longer armed);
- * the next demand opens a new one, no sooner than REOPEN_MS after the last.
- * It never holds the process open (unref'd).
+ * Why not @grpc/grpc-js here: its client spends tens of microseconds per call
+ * before the send (metadata, interceptors, a filter stack, deadline timers)
+ * and takes no prebuilt bytes, so the armed curtail needed a session of its
+ * own beside grpc-js's channel: two HTTP/2 sessions per miner, each ~30 KiB
+ * of native memory, plus grpc-js's per-channel state and ~2.5 MiB of code.
+ * The unary subset the driver uses is small (the gRPC length-prefixed
+ * message, `grpc-status`/`grpc-message` in the trailers or a trailers-only
+ * answer, the HTTP status mapping), and grpc-js remains the reference: the
+ * simulator serves with it, and h2.test.ts puts every answer this reads,
+ * good or bad, to a grpc-js client as well and requires the same status.
+ *
+ * Every call is encoded once (`prepare`, with the codec proto-loader builds
+ * from the .proto files, see proto.ts) and goes out as
+ * `session.request(headers)` + `stream.end(body)` (`send`); a plain call
+ * (`BraiinsGrpc.call`) does the two at once after waiting for the session
+ * (`ready`), the armed curtail prepares ahead and sends in the engine's
+ * batch. The answer is read as grpc-js reads one (InFlightCall), and its
+ * status becomes an error through one mapping (BraiinsGrpc.statusError).
+ *
+ * The session opens on demand and is up once the peer has sent its HTTP/2
+ * SETTINGS. It is kept alive with a PING every PING_MS (one still unanswered
+ * at the next is the end of it), and dropped when the peer closes it, errs,
+ * or lets a call time out, or when nobody has used it for IDLE_MS. A session
+ * that came up is reopened at once on the next demand; one that never came
+ * up (refused, not HTTP/2, silent) is retried after a backoff of 250 ms
+ * doubling to 2 s, as grpc-js reconnects, so a dead peer is not hammered. It
+ * never holds the process open (unref'd).
  */
 import { afterSends } from '../lib/send-batch.js';
 import http2 from 'node:http2';
-import { status as S } from '@grpc/grpc-js';
-import { toRackpilotError, type RackpilotError } from '../lib/errors.js';
+import { RackpilotError, toRackpilotError } from '../lib/errors.js';
 import type { GrpcEndpoint } from './grpc.js';
 import { methodOf, type ServiceName } from './proto.js';
+
+/** gRPC status codes (grpc/doc/statuscodes.md). */
+export const S = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+export type GrpcStatus = (typeof S)[keyof typeof S];
+const STATUS_NAMES = Object.fromEntries(Object.entries(S).map(([k, v]) => [v, k])) as Record<GrpcStatus, string>;
+/** A status's name, e.g. FAILED_PRECONDITION. */
+export const statusName = (code: GrpcStatus): string => STATUS_NAMES[code];
 
 /** Keep-alive PING interval of an open session. */
 const PING_MS = 20_000;
 /** A session the peer has not answered with SETTINGS by then is given up. */
 const OPEN_TIMEOUT_MS = 5_000;
-/** At most one new session per this interval (a peer that refuses or is not HTTP/2 is not hammered). */
-const REOPEN_MS = 2_000;
-/** A session nobody has asked for in this long (the device is no longer armed) is closed. */
+/** Backoff after a session that never came up: the first retry after this, doubling... */
+const BACKOFF_FIRST_MS = 250;
+/** ...up to this. */
+const BACKOFF_MAX_MS = 2_000;
+/** A session nobody has used in this long (not polled, not armed) is closed. */
 const IDLE_MS = 3 * PING_MS;
 const { NGHTTP2_CANCEL } = http2.constants;
 
-/** The gRPC status of an answer as a RackpilotError (BraiinsGrpc.statusError, connected). */
-export type StatusError = (code: S, details: string, where: string, deadlineMs: number) => RackpilotError;
+/**
+ * The gRPC status of an answer as a RackpilotError (BraiinsGrpc.statusError).
+ * `connected`: for DEADLINE_EXCEEDED, whether the session was up (READ_TIMEOUT)
+ * or never came up (CONNECT_TIMEOUT).
+ */
+export type StatusError = (code: GrpcStatus, details: string, where: string, deadlineMs: number, connected: boolean) => RackpilotError;
 
 /** A unary call encoded ahead with one token. */
 export interface PreparedCall {
   /** e.g. "m1 (10.0.0.5:50051) ActionsService/PauseMining", for messages. */
   readonly where: string;
-  readonly token: string;
+  readonly token: string | undefined;
   readonly headers: http2.OutgoingHttpHeaders;
   /** The length-prefixed request message. */
   readonly body: Buffer;
@@ -50,7 +92,7 @@ export interface PreparedCall {
 }
 
 /** HTTP statuses of a non-gRPC answer, as grpc-js reads them (gRPC's http-grpc-status-mapping). */
-function fromHttpStatus(code: number): S {
+function fromHttpStatus(code: number): GrpcStatus {
   switch (code) {
     case 400:
       return S.INTERNAL;
@@ -70,16 +112,30 @@ function fromHttpStatus(code: number): S {
   }
 }
 
-function text(v: string | string[] | undefined): string | undefined {
+export function text(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-export class PreparedCalls {
+/** Why the last session never came up, and when. */
+interface OpenFailure {
+  at: number;
+  code: GrpcStatus;
+  details: string;
+}
+
+export class H2Connection {
   private current: http2.ClientHttp2Session | undefined;
   /** Whether the peer of `current` has sent its SETTINGS (it speaks HTTP/2). */
   private up = false;
   private openedAt = Number.NEGATIVE_INFINITY;
-  private askedAt = Number.NEGATIVE_INFINITY;
+  private usedAt = Number.NEGATIVE_INFINITY;
+  /** No new session before this (performance.now()); see the backoff above. */
+  private nextOpenAt = Number.NEGATIVE_INFINITY;
+  /** Sessions in a row that never came up. */
+  private failures = 0;
+  private lastFailure: OpenFailure | undefined;
+  /** Calls waiting for the session (ready()): told of every change. */
+  private readonly waiters = new Set<() => void>();
 
   constructor(
     private readonly ep: GrpcEndpoint,
@@ -87,21 +143,73 @@ export class PreparedCalls {
     private readonly statusError: StatusError,
   ) {}
 
-  /** The session to send prepared calls on once it is up; else undefined, and one is being opened. */
+  /** The session to send on if it is up; else undefined, and one is opened unless it is opening or backing off. */
   session(): http2.ClientHttp2Session | undefined {
-    this.askedAt = performance.now();
+    this.usedAt = performance.now();
     const s = this.current;
     if (s && !s.closed && !s.destroyed) {
       if (this.up) return s;
       if (performance.now() - this.openedAt < OPEN_TIMEOUT_MS) return undefined;
-      this.drop(s);
+      this.failed(s, S.DEADLINE_EXCEEDED, `no HTTP/2 SETTINGS from the peer within ${OPEN_TIMEOUT_MS} ms`);
     }
-    if (performance.now() - this.openedAt >= REOPEN_MS) this.open();
+    if (performance.now() >= this.nextOpenAt) this.open();
     return undefined;
   }
 
-  /** Encodes `request` for `service/method` with `token`; the result is sent by `send`, as often as wanted. */
-  prepare(service: ServiceName, method: string, request: object, token: string, where: string): PreparedCall {
+  /**
+   * The session once it is up, for a plain call: waits for it within
+   * `deadlineMs` (CONNECT_TIMEOUT after that), fails with the reason when a
+   * session opened meanwhile does not come up (CONNECT_REFUSED,
+   * MALFORMED_RESPONSE for a peer that is not HTTP/2, ...), at once when the
+   * backoff outlasts the deadline, and with CANCELLED when `signal` aborts.
+   */
+  ready(deadlineMs: number, where: string, signal?: AbortSignal): Promise<http2.ClientHttp2Session> {
+    const now = this.session();
+    if (now) return Promise.resolve(now);
+    const since = performance.now();
+    const end = since + deadlineMs;
+    return new Promise((resolve, reject) => {
+      let retry: NodeJS.Timeout | undefined;
+      const failure = (): RackpilotError | undefined => {
+        const f = this.lastFailure;
+        return f ? this.statusError(f.code, f.details, where, deadlineMs, false) : undefined;
+      };
+      const finish = (s: http2.ClientHttp2Session | undefined, err?: RackpilotError): void => {
+        clearTimeout(timer);
+        clearTimeout(retry);
+        this.waiters.delete(check);
+        signal?.removeEventListener('abort', onAbort);
+        if (s) resolve(s);
+        else reject(err ?? this.statusError(S.DEADLINE_EXCEEDED, 'no connection', where, deadlineMs, false));
+      };
+      const check = (): void => {
+        const s = this.session();
+        if (s) return finish(s);
+        if (this.current) return; // opening: the next change tells
+        // a session opened for this call failed, or the next may not open before the deadline
+        if ((this.lastFailure && this.lastFailure.at >= since) || this.nextOpenAt >= end) return finish(undefined, failure());
+        clearTimeout(retry);
+        retry = setTimeout(check, this.nextOpenAt - performance.now());
+      };
+      const onAbort = (): void => finish(undefined, new RackpilotError('CANCELLED', `${where}: cancelled while connecting`));
+      // a deadline that passes while the session is opening is a timeout, whatever failed before
+      const timer = setTimeout(() => finish(undefined, this.current ? undefined : failure()), deadlineMs);
+      if (signal?.aborted) {
+        onAbort();
+        return;
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /**
+   * Encodes `request` for `service/method` with `token` (none: no
+   * `authorization`); the result is sent by `send`, as often as wanted.
+   * `timeoutMs`: told to the server as `grpc-timeout` (a plain call's deadline).
+   */
+  prepare(service: ServiceName, method: string, request: object, token: string | undefined, where: string, timeoutMs?: number): PreparedCall {
     const def = methodOf(service, method);
     const message = def.requestSerialize(request);
     const body = Buffer.allocUnsafe(5 + message.length);
@@ -113,8 +221,10 @@ export class PreparedCalls {
       ':path': def.path,
       'content-type': 'application/grpc',
       te: 'trailers',
-      authorization: token,
     };
+    if (token !== undefined) headers.authorization = token;
+    // at most 8 digits (the gRPC spec); a deadline that long is never one of ours
+    if (timeoutMs !== undefined) headers['grpc-timeout'] = `${Math.min(99_999_999, Math.max(1, Math.ceil(timeoutMs)))}m`;
     return { where, token, headers, body, decode: def.responseDeserialize };
   }
 
@@ -134,7 +244,7 @@ export class PreparedCalls {
       return undefined;
     }
     stream.end(call.body);
-    return new InFlightCall(s, stream, call, sentAt, this.ep.maxResponseBytes, this.statusError, () => this.drop(s));
+    return new InFlightCall(s, stream, call, sentAt, this.ep.maxResponseBytes, this.statusError, () => this.retire(s));
   }
 
   /** Closes the session (driver stop); a later demand opens a new one. */
@@ -150,7 +260,7 @@ export class PreparedCalls {
     s.unref();
     let pingOut = false;
     const pinger = setInterval(() => {
-      if (pingOut || s !== this.current || !this.up || performance.now() - this.askedAt > IDLE_MS) {
+      if (pingOut || s !== this.current || !this.up || performance.now() - this.usedAt > IDLE_MS) {
         this.drop(s);
         return;
       }
@@ -160,19 +270,66 @@ export class PreparedCalls {
     }, PING_MS);
     pinger.unref();
     s.once('remoteSettings', () => {
-      if (s === this.current) this.up = true;
+      if (s !== this.current) return;
+      this.up = true;
+      this.failures = 0;
+      this.lastFailure = undefined;
+      this.changed();
     });
-    // every session error ends the session ('close' follows); the next demand opens another
-    s.on('error', () => undefined);
+    // every session error ends the session ('close' follows); one that never came up says why
+    s.on('error', (err: Error) => {
+      if (s === this.current && !this.up) this.failed(s, S.UNAVAILABLE, err.message);
+    });
     s.once('close', () => {
       clearInterval(pinger);
-      if (s === this.current) this.current = undefined;
+      if (s !== this.current) return;
+      if (this.up) this.drop(s);
+      else this.failed(s, S.UNAVAILABLE, 'Connection dropped before the HTTP/2 handshake');
     });
   }
 
-  private drop(s: http2.ClientHttp2Session): void {
-    if (s === this.current) this.current = undefined;
+  /** A session that never came up: the next one waits out the backoff. */
+  private failed(s: http2.ClientHttp2Session, code: GrpcStatus, details: string): void {
+    if (s === this.current) {
+      this.failures++;
+      this.lastFailure = { at: performance.now(), code, details };
+      this.nextOpenAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (this.failures - 1));
+      this.current = undefined;
+    }
     if (!s.destroyed) s.destroy();
+    this.changed();
+  }
+
+  /** Ends a session that was up (or one we no longer want): the next demand opens another at once. */
+  private drop(s: http2.ClientHttp2Session): void {
+    if (s === this.current) {
+      this.current = undefined;
+      this.nextOpenAt = performance.now();
+    }
+    if (!s.destroyed) s.destroy();
+    this.changed();
+  }
+
+  /**
+   * A session whose peer let a call time out: no new call goes on it (the
+   * next opens another at once), and it closes once the calls still on it
+   * have ended, each by its own answer or deadline, as grpc-js lets the
+   * calls of a channel it drops finish; at the latest after OPEN_TIMEOUT_MS.
+   */
+  private retire(s: http2.ClientHttp2Session): void {
+    if (s === this.current) {
+      this.current = undefined;
+      this.nextOpenAt = performance.now();
+    }
+    if (!s.closed && !s.destroyed) {
+      s.close();
+      setTimeout(() => s.destroy(), OPEN_TIMEOUT_MS).unref();
+    }
+    this.changed();
+  }
+
+  private changed(): void {
+    for (const w of [...this.waiters]) w();
   }
 }
 
@@ -198,6 +355,8 @@ export class InFlightCall {
   /** performance.now() when a good answer arrived, once `result` has read it as one. */
   answeredOkAt: number | undefined;
   private onClose: (() => void) | undefined;
+  /** The answer's response headers (gRPC initial metadata: older firmware puts the login token there). */
+  headers: http2.IncomingHttpHeaders = {};
 
   constructor(
     private readonly session: http2.ClientHttp2Session,
@@ -207,7 +366,7 @@ export class InFlightCall {
     readonly sentAt: number,
     private readonly maxBytes: number,
     private readonly statusError: StatusError,
-    private readonly dropSession: () => void,
+    private readonly retireSession: () => void,
   ) {
     // the request went out before this (see send): its answer is read from right after the batch of sends
     afterSends(() => this.listen(stream, maxBytes));
@@ -215,6 +374,7 @@ export class InFlightCall {
 
   private listen(stream: http2.ClientHttp2Stream, maxBytes: number): void {
     stream.on('response', (h, flags) => {
+      this.headers = h;
       this.httpStatus = Number(h[':status']);
       if (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) this.status(h);
     });
@@ -262,13 +422,15 @@ export class InFlightCall {
       };
       const onAbort = (): void => {
         this.cancel();
-        finish(this.statusError(S.CANCELLED, 'cancelled by the caller', this.call.where, deadlineMs));
+        finish(this.statusError(S.CANCELLED, 'cancelled by the caller', this.call.where, deadlineMs, true));
       };
       const timer = setTimeout(
         () => {
-          // a peer that stopped answering on an open session: start afresh next time, as plain calls do
-          this.dropSession();
-          finish(this.statusError(S.DEADLINE_EXCEEDED, 'deadline exceeded', this.call.where, deadlineMs));
+          // a peer that stopped answering on an open session: this stream is reset, and the session
+          // retired (the next call opens another)
+          this.cancel();
+          this.retireSession();
+          finish(this.statusError(S.DEADLINE_EXCEEDED, 'deadline exceeded', this.call.where, deadlineMs, true));
         },
         Math.max(0, this.sentAt + deadlineMs - performance.now()),
       );
@@ -309,7 +471,7 @@ export class InFlightCall {
    * grpc-status, then the HTTP status, then how the stream ended.
    */
   private reply(deadlineMs: number): unknown {
-    const fail = (code: S, details: string): RackpilotError => this.statusError(code, details, this.call.where, deadlineMs);
+    const fail = (code: GrpcStatus, details: string): RackpilotError => this.statusError(code, details, this.call.where, deadlineMs, true);
     const http = this.httpStatus;
     const data = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
     const declared = data.length >= 5 ? data.readUInt32BE(1) : 0;
@@ -321,7 +483,7 @@ export class InFlightCall {
     if (this.grpcStatus === undefined) throw this.noStatus(fail);
     const code = Number(this.grpcStatus);
     if (!Number.isInteger(code) || code < 0 || code > 16) throw fail(S.UNKNOWN, `malformed grpc-status "${this.grpcStatus}"`);
-    if (code !== 0) throw fail(code, this.grpcMessage ?? '');
+    if (code !== 0) throw fail(code as GrpcStatus, this.grpcMessage ?? '');
     if (data.length === 0) throw fail(S.UNIMPLEMENTED, 'No message received');
     if (declared !== data.length - 5) throw fail(S.INTERNAL, `Response message parsing error: not one length-prefixed message (${data.length} bytes)`);
     if (data[0] !== 0) throw fail(S.INTERNAL, 'Response message parsing error: compressed, though no compression was offered');
@@ -333,7 +495,7 @@ export class InFlightCall {
   }
 
   /** An answer that carried no grpc-status. */
-  private noStatus(fail: (code: S, details: string) => RackpilotError): RackpilotError {
+  private noStatus(fail: (code: GrpcStatus, details: string) => RackpilotError): RackpilotError {
     const http = this.httpStatus;
     if (this.ended) return http !== 0 ? fail(fromHttpStatus(http), `Received HTTP status code ${http}`) : fail(S.UNKNOWN, 'No status information received');
     const rst = this.stream.rstCode ?? http2.constants.NGHTTP2_NO_ERROR;

@@ -10,6 +10,7 @@
  */
 import { RackpilotError } from '../lib/errors.js';
 import type { BraiinsGrpc, CallOptions } from './grpc.js';
+import { text } from './h2.js';
 import type { LoginResponse, ServiceName } from './proto.js';
 
 const DEFAULT_IDLE_S = 3600;
@@ -86,8 +87,7 @@ export class BraiinsSession {
       }
       throw err;
     }
-    const header = res.headers.get('authorization')[0];
-    const token = res.reply.token || (typeof header === 'string' ? header : undefined);
+    const token = res.reply.token || text(res.headers.authorization);
     if (!token) {
       throw new RackpilotError('MALFORMED_RESPONSE', `${this.grpc.label}: login succeeded but returned no token`);
     }

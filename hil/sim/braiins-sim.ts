@@ -63,6 +63,7 @@ export class BraiinsSim {
   private readonly grpcServer = new grpc.Server();
   private readonly front: SimListener;
   private readonly conns = new Set<{ client: net.Socket; upstream?: net.Socket }>();
+  private acceptedCount = 0;
   private innerPort = 0;
   private readonly tokens = new Map<string, number>();
   private paused = false;
@@ -107,6 +108,11 @@ export class BraiinsSim {
 
   get port(): number {
     return this.front.port;
+  }
+
+  /** TCP connections accepted on the gRPC port so far. */
+  get accepted(): number {
+    return this.acceptedCount;
   }
 
   async close(): Promise<void> {
@@ -166,6 +172,7 @@ export class BraiinsSim {
   }
 
   private onConnection(client: net.Socket): void {
+    this.acceptedCount++;
     const fault = this.fault;
     const c: { client: net.Socket; upstream?: net.Socket } = { client };
     this.conns.add(c);
