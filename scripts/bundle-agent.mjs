@@ -21,7 +21,7 @@
  *    path relative to dist/agent/, where a release puts the bundle.
  */
 import { build } from 'esbuild';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -46,7 +46,7 @@ const hilExternal = {
   },
 };
 
-/** Bundles dist/agent/cli.js into `outDir` (emptied first); returns the files written. */
+/** Bundles dist/agent/cli.js into `outDir` (emptied first), its esbuild metafile beside it (`../meta.json`); returns the files written. */
 export async function bundleAgent(outDir = join(distAgent, '..', 'bundle', 'agent')) {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
@@ -69,6 +69,8 @@ export async function bundleAgent(outDir = join(distAgent, '..', 'bundle', 'agen
     logLevel: 'warning',
     metafile: true,
   });
+  // what went into each file, for `esbuild --analyze`-style questions (which chunk holds what); not shipped
+  writeFileSync(join(outDir, '..', 'meta.json'), JSON.stringify(res.metafile));
   return Object.keys(res.metafile.outputs);
 }
 
