@@ -13,6 +13,9 @@
  * `npm run build` runs this after tsc; scripts/bundle.sh puts the result in
  * place of dist/agent/cli.js in a release, so the service runs it.
  *
+ * One dependency is changed on the way in: mqtt.js loads its WebSocket
+ * transport only for a ws:// or wss:// broker (mqttLazyWs below).
+ *
  * Left out of the bundle, and loaded from where they are at run time:
  *  - packages with native bindings (koffi, serialport, onoff/epoll), which
  *    load .node files relative to their own package;
@@ -21,7 +24,7 @@
  *    path relative to dist/agent/, where a release puts the bundle.
  */
 import { build } from 'esbuild';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -46,6 +49,27 @@ const hilExternal = {
   },
 };
 
+/**
+ * mqtt.js requires its WebSocket transport (the `ws` package, ~1 MiB of heap)
+ * on its first connect whatever the URL's protocol; here it is required when
+ * a ws:// or wss:// broker URL first uses it. The build fails if mqtt's code
+ * no longer reads as expected (a new mqtt version: look again).
+ */
+const MQTT_WS_EAGER = /protocols\.ws = require\('\.\/ws'\)\.streamBuilder;\s*protocols\.wss = require\('\.\/ws'\)\.streamBuilder;/;
+const mqttLazyWs = {
+  name: 'mqtt-lazy-ws',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]node_modules[\\/]mqtt[\\/]build[\\/]lib[\\/]connect[\\/]index\.js$/ }, (args) => {
+      const code = readFileSync(args.path, 'utf8');
+      if (!MQTT_WS_EAGER.test(code)) {
+        return { errors: [{ text: `mqtt-lazy-ws: ${args.path} no longer requires ./ws as expected; update scripts/bundle-agent.mjs` }] };
+      }
+      const lazy = "protocols.ws = (client, opts) => require('./ws').streamBuilder(client, opts); protocols.wss = protocols.ws;";
+      return { contents: code.replace(MQTT_WS_EAGER, lazy), loader: 'js' };
+    });
+  },
+};
+
 /** Bundles dist/agent/cli.js into `outDir` (emptied first), its esbuild metafile beside it (`../meta.json`); returns the files written. */
 export async function bundleAgent(outDir = join(distAgent, '..', 'bundle', 'agent')) {
   rmSync(outDir, { recursive: true, force: true });
@@ -63,7 +87,7 @@ export async function bundleAgent(outDir = join(distAgent, '..', 'bundle', 'agen
     legalComments: 'eof',
     chunkNames: 'chunk-[hash]',
     external: EXTERNAL_PACKAGES,
-    plugins: [hilExternal],
+    plugins: [hilExternal, mqttLazyWs],
     // CommonJS dependencies call require(); an ES module has none of its own
     banner: { js: "import { createRequire as __rackpilotRequire } from 'node:module'; const require = __rackpilotRequire(import.meta.url);" },
     logLevel: 'warning',
