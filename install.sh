@@ -302,7 +302,7 @@ install_files() {
 # rackpilot service environment (read by rackpilot.service; never overwritten by install.sh)
 #
 # Node flags put before the agent on the node command line. Empty: the fast default.
-# On a controller short of RAM, the low-memory profile (about 80 MiB instead of 150 MiB
+# On a controller short of RAM, the low-memory profile (about 75 MiB instead of 130-150 MiB
 # RSS with 256 devices, at the price of a slower curtailment fan-out; see agent/runtime.ts):
 # RACKPILOT_NODE_FLAGS=--jitless --no-expose-wasm --max-semi-space-size=1 --max-old-space-size=96 --optimize-for-size
 RACKPILOT_NODE_FLAGS=

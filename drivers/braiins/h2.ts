@@ -391,7 +391,8 @@ export class InFlightCall {
     });
     stream.on('close', () => {
       this.closed = true;
-      this.onClose?.();
+      // as tcp-exchange.ts: the waiter's work runs after the other sockets ready now have been read
+      if (this.onClose) setImmediate(this.onClose);
     });
   }
 
@@ -402,7 +403,11 @@ export class InFlightCall {
    */
   result(deadlineMs: number, signal?: AbortSignal): Promise<unknown> {
     return new Promise((resolve, reject) => {
+      let done = false;
       const finish = (err?: RackpilotError): void => {
+        // once: a deferred close may come after the deadline or an abort ended the wait
+        if (done) return;
+        done = true;
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         this.onClose = undefined;

@@ -167,7 +167,8 @@ export class HttpExchange {
     if (this.outcome) return;
     this.outcome = err ? { err } : { res: res as HttpResponse };
     this.settle(err);
-    this.notify?.();
+    // as tcp-exchange.ts: the waiter's work runs after the other sockets ready now have been read
+    if (this.notify) setImmediate(this.notify);
   }
 
   // ---- consumer side ---------------------------------------------------------

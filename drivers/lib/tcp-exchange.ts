@@ -66,7 +66,9 @@ export abstract class TcpExchange<T> {
     this.endedAt = performance.now();
     this.outcome = { err, value };
     this.socket.destroy();
-    this.notify?.();
+    // the waiter's work (parsing, confirming, the engine's bookkeeping) runs after the other sockets
+    // that are ready now have been read, so their answers are taken when they arrived, not after ours
+    if (this.notify) setImmediate(this.notify);
   }
 
   private onError(err: NodeJS.ErrnoException): void {
