@@ -26,12 +26,14 @@
  * The floor (floor.ts) replays the very bytes the agent sent, raw, to the
  * same simulators, its sends timed by the same wire probe; the ratios agent
  * / floor say what the agent's software adds. The simulators run at nice 19:
- * on a rack the devices do not share the controller's CPU. A last phase (rss-phase.ts) runs
+ * on a rack the devices do not share the controller's CPU. The agent and the
+ * floor (this process's main thread) run at the service unit's nice -10
+ * when allowed (root), as the installed agent does. A last phase (rss-phase.ts) runs
  * the agent as its own process polling the rack and reports its RSS and CPU.
  * The agent under test is driven through agent-under-test.ts.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, setPriority, tmpdir } from 'node:os';
+import { cpus, getPriority, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { findDriver } from '../../drivers/registry.js';
@@ -79,6 +81,8 @@ export interface EngineBenchReport {
   families: Record<string, number>;
   node: string;
   cpus: number;
+  /** The nice value the agent and the floor ran at (the unit's -10 when allowed). */
+  agentNice: number;
   pollMs: number;
   agent: {
     decision: Summary;
@@ -196,6 +200,24 @@ function lowerPriority(pid: number, say: (line: string) => void): void {
   }
 }
 
+/** The service unit's Nice= (install.sh): the agent's CPU priority on a controller. */
+const UNIT_NICE = -10;
+
+/**
+ * Runs this process's main thread, where the agent and the floor run, at the
+ * unit's priority, as the service does; the nice value it got (0 when raising
+ * it is not allowed, i.e. not root, which is said).
+ */
+function unitPriority(say: (line: string) => void): number {
+  try {
+    setPriority(UNIT_NICE);
+    return getPriority();
+  } catch (err) {
+    say(`could not give the agent the service's priority, nice ${UNIT_NICE} (${err instanceof Error ? err.message : String(err)}): it runs at nice ${getPriority()}`);
+    return getPriority();
+  }
+}
+
 /** Runs the benchmark and returns its figures (nothing printed but progress). */
 export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchReport> {
   const say = o.progress ?? ((): void => undefined);
@@ -205,6 +227,7 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
   // leaves it, as the devices would: otherwise a simulator busy with the previous trial's reads preempts the
   // agent in the middle of its hot path (milliseconds on a 2-core machine).
   lowerPriority(sim.pid, say);
+  const agentNice = unitPriority(say);
   const probe = new WireProbe();
   const stateDir = mkdtempSync(join(o.stateDir ?? tmpdir(), 'rackpilot-engine-bench-'));
   let agent: AgentUnderTest | undefined;
@@ -378,6 +401,7 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
       families,
       node: process.version,
       cpus: cpus().length,
+      agentNice,
       pollMs: o.pollMs,
       agent: { ...agentFig, incompleteTrials: a.incomplete, lastAckBy: a.lastAckBy },
       floor: { ...floorFig, incompleteTrials: f.incomplete, mismatched: f.mismatched, lastAnswerBy: f.lastAnswerBy, replay, problems },
@@ -424,7 +448,7 @@ function fmtRatio(x: number): string {
 export function formatReport(r: EngineBenchReport): string {
   const out: string[] = [];
   out.push(
-    `rackpilot bench curtail: ${r.devices} simulated devices (${Object.entries(r.families).map(([f, n]) => `${f} x${n}`).join(', ')}), ${r.trials} trials, node ${r.node}, ${r.cpus} CPUs, poll every ${r.pollMs} ms${r.gapMs ? `, ${r.gapMs} ms quiet before each trial` : ''}${r.keepWarm ? '' : ', HTTP keep-warm off'}`,
+    `rackpilot bench curtail: ${r.devices} simulated devices (${Object.entries(r.families).map(([f, n]) => `${f} x${n}`).join(', ')}), ${r.trials} trials, node ${r.node}, ${r.cpus} CPUs, agent and floor at nice ${r.agentNice}, simulators at nice 19, poll every ${r.pollMs} ms${r.gapMs ? `, ${r.gapMs} ms quiet before each trial` : ''}${r.keepWarm ? '' : ', HTTP keep-warm off'}`,
   );
   out.push('');
   out.push(
