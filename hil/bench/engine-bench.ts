@@ -191,31 +191,21 @@ function earliest(times: ReadonlyMap<string, number>): number {
   return at;
 }
 
-/** Puts a process at the lowest CPU priority (nice 19); says so when that is not allowed. */
-function lowerPriority(pid: number, say: (line: string) => void): void {
-  try {
-    setPriority(pid, 19);
-  } catch (err) {
-    say(`could not lower the simulators' priority (${err instanceof Error ? err.message : String(err)}): they compete with the agent for the CPU`);
-  }
-}
-
 /** The service unit's Nice= (install.sh): the agent's CPU priority on a controller. */
 const UNIT_NICE = -10;
 
 /**
- * Runs this process's main thread, where the agent and the floor run, at the
- * unit's priority, as the service does; the nice value it got (0 when raising
- * it is not allowed, i.e. not root, which is said).
+ * Sets a process's nice value (pid 0: this process's main thread, where the
+ * agent and the floor run); returns the value it has after, and says so when
+ * the change was not allowed (raising a priority needs root).
  */
-function unitPriority(say: (line: string) => void): number {
+function renice(pid: number, nice: number, what: string, say: (line: string) => void): number {
   try {
-    setPriority(UNIT_NICE);
-    return getPriority();
+    setPriority(pid, nice);
   } catch (err) {
-    say(`could not give the agent the service's priority, nice ${UNIT_NICE} (${err instanceof Error ? err.message : String(err)}): it runs at nice ${getPriority()}`);
-    return getPriority();
+    say(`could not put ${what} at nice ${nice} (${err instanceof Error ? err.message : String(err)}): it stays at nice ${getPriority(pid)}`);
   }
+  return getPriority(pid);
 }
 
 /** Runs the benchmark and returns its figures (nothing printed but progress). */
@@ -226,8 +216,9 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
   // agent. At the lowest priority they take the CPU only when the agent (and the floor, in this same process)
   // leaves it, as the devices would: otherwise a simulator busy with the previous trial's reads preempts the
   // agent in the middle of its hot path (milliseconds on a 2-core machine).
-  lowerPriority(sim.pid, say);
-  const agentNice = unitPriority(say);
+  renice(sim.pid, 19, 'the simulators (they then compete with the agent for the CPU)', say);
+  // the agent and the floor at the service's priority, as installed
+  const agentNice = renice(0, UNIT_NICE, 'the agent and the floor', say);
   const probe = new WireProbe();
   const stateDir = mkdtempSync(join(o.stateDir ?? tmpdir(), 'rackpilot-engine-bench-'));
   let agent: AgentUnderTest | undefined;
