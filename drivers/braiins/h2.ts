@@ -431,6 +431,11 @@ export class InFlightCall {
       };
       const timer = setTimeout(
         () => {
+          // the stream closed just before, its close handed over but not run yet (setImmediate): that answer counts
+          if (this.closed) {
+            finish();
+            return;
+          }
           // a peer that stopped answering on an open session: this stream is reset, and the session
           // retired (the next call opens another)
           this.cancel();
