@@ -2,7 +2,7 @@
  * The stock Antminer driver against hil/sim/antminer-sim.ts over real TCP/HTTP
  * on 127.0.0.1. Sim timings are shrunk; deadlines are generous.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver, Reading } from '../contract.js';
@@ -14,6 +14,7 @@ import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { antminerDriver } from './index.js';
 import { antminerConfigSchema } from './schema.js';
 import { AntminerCgi } from './cgi.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 5000 };
 const ACT = { deadlineMs: 10_000 };
@@ -24,13 +25,7 @@ interface Rig {
   apiPort: number;
   webPort: number;
 }
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(simOpts: AntminerSimOptions = {}, over: Record<string, unknown> = {}, cgi: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new AntminerSim({ sleepDelayMs: 150, wakeRampMs: 150, cgiDelayMs: 30, ...simOpts });

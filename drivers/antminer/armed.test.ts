@@ -4,7 +4,7 @@
  * Authorization built at arm time, against hil/sim/antminer-sim.ts over
  * real HTTP on 127.0.0.1.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
@@ -16,6 +16,7 @@ import { expectCode } from '../../hil/testing/expect-code.js';
 import { fdsBackTo, openFds } from '../../hil/testing/fds.js';
 import { antminerDriver } from './index.js';
 import { antminerConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const ACT = { deadlineMs: 8000 };
 
@@ -25,13 +26,7 @@ interface Rig {
   /** What the web server saw: method, path, nonce count (with a Digest header) and the status it answered. */
   seen: { method: string; path: string; nc: string | undefined; status: number; connections: number }[];
 }
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 /**
  * A rig whose web server also refuses a nonce count it has seen before for

@@ -2,7 +2,7 @@
  * The armed curtail of the Auradine driver (armCurtail / fire / complete, see
  * ArmedAction) against the Auradine simulator (web API) over real HTTP on 127.0.0.1.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
@@ -12,6 +12,7 @@ import { tokenHttpArmedTests } from '../../hil/testing/armed-token-http.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { auradineDriver } from './index.js';
 import { auradineConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const ACT = { deadlineMs: 8000 };
 const READ = { deadlineMs: 5000 };
@@ -20,13 +21,7 @@ interface Rig {
   sim: AuradineSim;
   driver: DeviceDriver;
 }
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(cfgOver: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new AuradineSim({ sleepDelayMs: 100, wakeRampMs: 100, password: 'pw' });

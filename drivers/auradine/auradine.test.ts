@@ -2,7 +2,7 @@
  * The Auradine driver against the Auradine simulator (web API over HTTP and
  * gcminer TCP API) on 127.0.0.1. Sim timings are shrunk; deadlines generous.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver, Reading } from '../contract.js';
@@ -13,6 +13,7 @@ import { expectCode } from '../../hil/testing/expect-code.js';
 import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { auradineDriver } from './index.js';
 import { auradineConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 5000 };
 const ACT = { deadlineMs: 8000 };
@@ -22,13 +23,7 @@ interface Rig {
   sim: AuradineSim;
   driver: DeviceDriver;
 }
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(simOpts: AuradineSimOptions = {}, cfgOver: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new AuradineSim({ sleepDelayMs: 150, wakeRampMs: 150, password: SECRET, ...simOpts });

@@ -3,7 +3,7 @@
  * over TCP on 127.0.0.1: encoded ahead, its schedule time stamped and sent by
  * fire() alone, finished by complete() like the plain curtail.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
@@ -12,6 +12,7 @@ import { armedSilentThenAborted } from '../../hil/testing/armed.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { avalonDriver } from './index.js';
 import { avalonConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const ACT = { deadlineMs: 10_000 };
 
@@ -20,13 +21,7 @@ interface Rig {
   driver: DeviceDriver;
 }
 
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(simOpts: AvalonSimOptions = {}, over: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new AvalonSim({ sleepDelayMs: 100, wakeRampMs: 100, ...simOpts });

@@ -3,7 +3,7 @@
  * plus the bracketed estats parser on captured strings. scheduleOffsetS is 0
  * in most tests (the sim acts at once); one test uses 1 s.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver, Reading } from '../contract.js';
@@ -15,6 +15,7 @@ import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { estatsMap, parseBracketed, powerOf, workState } from './estats.js';
 import { avalonDriver } from './index.js';
 import { avalonConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 5000 };
 const ACT = { deadlineMs: 10_000 };
@@ -23,13 +24,7 @@ interface Rig {
   sim: AvalonSim;
   driver: DeviceDriver;
 }
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(simOpts: AvalonSimOptions = {}, over: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new AvalonSim({ sleepDelayMs: 150, wakeRampMs: 150, ...simOpts });

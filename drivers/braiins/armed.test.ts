@@ -4,7 +4,7 @@
  * prepared with the warm token, fired as one HTTP/2 request on the driver's
  * prepared-calls session, completed through the plain path's checks.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { ArmedAction, DeviceDriver } from '../contract.js';
@@ -13,6 +13,7 @@ import { expectCode } from '../../hil/testing/expect-code.js';
 import { fdsBackTo, openFds } from '../../hil/testing/fds.js';
 import { braiinsDriver } from './index.js';
 import { braiinsConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const ACT = { deadlineMs: 8000 };
 const READ = { deadlineMs: 5000 };
@@ -25,13 +26,7 @@ interface Rig {
   driver: Driver;
 }
 
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 const unhandled: unknown[] = [];
 process.on('unhandledRejection', (err) => unhandled.push(err));

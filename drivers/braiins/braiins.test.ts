@@ -3,7 +3,7 @@
  * on 127.0.0.1 behind a fault-injecting TCP front, and the legacy TCP API.
  * Sim timings are shrunk (150 ms ramps); deadlines are generous.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { pino } from 'pino';
@@ -15,6 +15,7 @@ import { expectCode } from '../../hil/testing/expect-code.js';
 import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { braiinsDriver } from './index.js';
 import { braiinsConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 5000 };
 const ACT = { deadlineMs: 8000 };
@@ -27,13 +28,7 @@ interface Rig {
   legacyPort: number;
 }
 
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 function makeDriver(port: number, legacyPort: number, over: Record<string, unknown> = {}) {
   const cfg = braiinsConfigSchema.parse({

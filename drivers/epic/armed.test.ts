@@ -2,7 +2,7 @@
  * The armed curtail of the ePIC driver (armCurtail / fire / complete, see
  * ArmedAction) against the ePIC simulator over real HTTP on 127.0.0.1.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
@@ -13,6 +13,7 @@ import { expectCode } from '../../hil/testing/expect-code.js';
 import { fdsBackTo, openFds } from '../../hil/testing/fds.js';
 import { epicDriver } from './index.js';
 import { epicConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const ACT = { deadlineMs: 8000 };
 const READ = { deadlineMs: 5000 };
@@ -21,13 +22,7 @@ interface Rig {
   sim: EpicSim;
   driver: DeviceDriver;
 }
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(cfgOver: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new EpicSim({ sleepDelayMs: 100, wakeRampMs: 100, password: 'pw' });

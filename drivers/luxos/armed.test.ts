@@ -3,7 +3,7 @@
  * simulator over TCP on 127.0.0.1: prepared with the session held, sent by
  * fire() alone, finished by complete() like the plain curtail.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
@@ -11,6 +11,7 @@ import { LuxosSim, type LuxosSimOptions } from '../../hil/sim/luxos-sim.js';
 import { luxosDriver } from './index.js';
 import { luxosConfigSchema } from './schema.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const ACT = { deadlineMs: 8000 };
 const READ = { deadlineMs: 5000 };
@@ -21,13 +22,7 @@ interface Rig {
   commands: string[];
 }
 
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(simOpts: LuxosSimOptions = {}): Promise<Rig> {
   const sim = new LuxosSim({ sleepDelayMs: 100, wakeRampMs: 100, ...simOpts });

@@ -3,7 +3,7 @@
  * Sim timings are shrunk (sleep 150 ms, wake ramp 150 ms) so tests are fast;
  * deadlines are generous so a loaded machine does not make them flaky.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver, Reading } from '../contract.js';
@@ -16,6 +16,7 @@ import { REFRESH_AFTER_MS } from './session.js';
 import { luxosConfigSchema } from './schema.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { faultMatrix } from '../../hil/testing/fault-matrix.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 5000 };
 const ACT = { deadlineMs: 8000 };
@@ -28,13 +29,7 @@ interface Rig {
   commands: string[];
 }
 
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 /** A LuxOS driver on a loopback port, with test-friendly deadlines. */
 function makeDriver(port: number, over: Record<string, unknown> = {}) {

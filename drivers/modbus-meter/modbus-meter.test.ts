@@ -3,7 +3,7 @@
  * 127.0.0.1 (modbus-serial's TCP client, real sockets), plus its config,
  * register-map and wire-time rules. RTU over a pty: modbus-meter-rtu.test.ts.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { Reading, SignalSample } from '../contract.js';
@@ -14,6 +14,7 @@ import type { ModbusMeterDriver } from './driver.js';
 import { BUILTIN_MAPS, decodeRegister, encodeRegister, planReads, REGISTER_TYPES, type RegisterDef } from './maps.js';
 import { modbusMeterConfigSchema } from './schema.js';
 import { maxSampleHz, readWireMs } from './wire.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 1000 };
 const logger = pino({ level: 'silent' });
@@ -22,13 +23,7 @@ interface Rig {
   sim: ModbusMeterSim;
   driver: ModbusMeterDriver;
 }
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(simOpts: ModbusMeterSimOptions, over: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new ModbusMeterSim(simOpts);

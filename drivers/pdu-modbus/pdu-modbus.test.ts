@@ -3,7 +3,7 @@
  * ServerTCP on 127.0.0.1), through modbus-serial on both sides, in both map
  * styles (coils; state/command registers). Timing is asserted only as ordering.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
@@ -12,17 +12,12 @@ import { expectCode } from '../../hil/testing/expect-code.js';
 import { pduModbusDriver } from './index.js';
 import { decodeRegisters, encodeRegisters, planSpans } from './registers.js';
 import { pduModbusConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 4000 };
 const ACT = { deadlineMs: 6000 };
 
-const rigs: { sim: ModbusPduSim; driver: DeviceDriver }[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<{ sim: ModbusPduSim; driver: DeviceDriver }>();
 
 async function rig(mode: ModbusPduSimMode, cfgOver: Record<string, unknown> = {}) {
   const sim = new ModbusPduSim({ mode, outlets: 4, phases: 3, loadsW: [100, 250, 400, 1200] });

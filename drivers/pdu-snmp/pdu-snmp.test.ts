@@ -3,7 +3,7 @@
  * UDP 127.0.0.1, one per vendor profile), through net-snmp on both sides.
  * Deadlines are generous; timing is asserted only as ordering.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
@@ -12,6 +12,7 @@ import { expectCode } from '../../hil/testing/expect-code.js';
 import { pduSnmpDriver } from './index.js';
 import { PROFILE_IDS, type ProfileId } from './profiles.js';
 import { pduSnmpConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 4000 };
 const ACT = { deadlineMs: 6000 };
@@ -20,13 +21,7 @@ interface Rig {
   sim: SnmpPduSim;
   driver: DeviceDriver;
 }
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(profile: ProfileId, simOver: Partial<SnmpPduSimOptions> = {}, cfgOver: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new SnmpPduSim({ profile, outlets: 4, phases: 3, loadsW: [100, 250, 400, 1200], ...simOver });

@@ -2,7 +2,7 @@
  * The Vnish driver against the Vnish simulator over real HTTP on 127.0.0.1.
  * Sim timings are shrunk (stop 150 ms, ramp 150 ms); deadlines are generous.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver, Reading } from '../contract.js';
@@ -13,6 +13,7 @@ import { expectCode } from '../../hil/testing/expect-code.js';
 import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { vnishDriver } from './index.js';
 import { vnishConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 5000 };
 const ACT = { deadlineMs: 8000 };
@@ -23,13 +24,7 @@ interface Rig {
   driver: DeviceDriver;
   port: number;
 }
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(simOpts: VnishSimOptions = {}, cfgOver: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new VnishSim({ sleepDelayMs: 150, wakeRampMs: 150, password: SECRET, ...simOpts });

@@ -4,7 +4,7 @@
  * with the token held, sent by fire() alone, finished by complete() like the
  * plain curtail.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
@@ -13,6 +13,7 @@ import { armedSilentThenAborted } from '../../hil/testing/armed.js';
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { whatsminerV2Driver } from './index.js';
 import { whatsminerV2ConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const ACT = { deadlineMs: 8000 };
 
@@ -23,13 +24,7 @@ interface Rig {
   writes: string[];
 }
 
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(simOpts: WhatsminerV2SimOptions = {}, cfg: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new WhatsminerV2Sim({ password: 'S3cret_1', sleepDelayMs: 100, wakeRampMs: 100, ...simOpts });

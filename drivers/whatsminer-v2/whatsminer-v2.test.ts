@@ -3,7 +3,7 @@
  * 127.0.0.1 (real md5crypt/AES token checks in the sim). Sim timings are
  * shrunk; deadlines are generous so a loaded machine does not make them flaky.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
@@ -15,17 +15,12 @@ import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { decrypt, deriveToken, encrypt, sealCommand } from './crypto.js';
 import { whatsminerV2Driver } from './index.js';
 import { whatsminerV2ConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 5000 };
 const ACT = { deadlineMs: 8000 };
 
-const rigs: { sim: WhatsminerV2Sim; driver: DeviceDriver }[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<{ sim: WhatsminerV2Sim; driver: DeviceDriver }>();
 
 async function rig(simOpts: WhatsminerV2SimOptions = {}, cfg: Record<string, unknown> = {}) {
   const sim = new WhatsminerV2Sim({ password: 'S3cret_1', sleepDelayMs: 150, wakeRampMs: 150, ...simOpts });

@@ -4,7 +4,7 @@
  * on 127.0.0.1: signed and framed ahead, sent by fire() alone, finished by
  * complete() like the plain curtail.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type net from 'node:net';
 import { pino } from 'pino';
@@ -15,6 +15,7 @@ import { expectCode } from '../../hil/testing/expect-code.js';
 import { ARMED_TS_MAX_AGE_S } from './driver.js';
 import { whatsminerV3Driver } from './index.js';
 import { whatsminerV3ConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const ACT = { deadlineMs: 8000 };
 
@@ -27,13 +28,7 @@ interface Rig {
   clock: { skewMs: number };
 }
 
-const rigs: Rig[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<Rig>();
 
 async function rig(simOpts: WhatsminerV3SimOptions = {}, cfg: Record<string, unknown> = {}): Promise<Rig> {
   const sim = new WhatsminerV3Sim({ password: 'Sup3r-pw', sleepDelayMs: 100, wakeRampMs: 100, ...simOpts });

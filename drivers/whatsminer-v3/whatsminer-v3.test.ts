@@ -2,7 +2,7 @@
  * The Whatsminer API v3 driver against its simulator (length-prefixed JSON,
  * real salted-token checks) over real TCP on 127.0.0.1.
  */
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import type { DeviceDriver } from '../contract.js';
@@ -14,17 +14,12 @@ import { faultMatrix } from '../../hil/testing/fault-matrix.js';
 import { v3Token } from './driver.js';
 import { whatsminerV3Driver } from './index.js';
 import { whatsminerV3ConfigSchema } from './schema.js';
+import { rigsClosedAfterEach } from '../../hil/testing/rigs.js';
 
 const READ = { deadlineMs: 5000 };
 const ACT = { deadlineMs: 8000 };
 
-const rigs: { sim: WhatsminerV3Sim; driver: DeviceDriver }[] = [];
-afterEach(async () => {
-  for (const r of rigs.splice(0)) {
-    await r.driver.stop();
-    await r.sim.close();
-  }
-});
+const rigs = rigsClosedAfterEach<{ sim: WhatsminerV3Sim; driver: DeviceDriver }>();
 
 async function rig(simOpts: WhatsminerV3SimOptions = {}, cfg: Record<string, unknown> = {}) {
   const sim = new WhatsminerV3Sim({ password: 'Sup3r-pw', sleepDelayMs: 150, wakeRampMs: 150, ...simOpts });
