@@ -535,12 +535,10 @@ export class Engine {
 
   /** Issues the sends for every handle not shed or in flight yet. */
   private dispatch(trigger: Demand, handles: readonly DeviceHandle[], signalAt: number, deadlineMs?: number, previously?: (id: string) => ShedRecord | undefined): RunningWave | null {
-    const todo: DeviceHandle[] = [];
-    for (const h of handles) if (!this.shed.has(h.id) && !this.pending.has(h.id)) todo.push(h);
-    if (todo.length === 0) return null;
     const decidedAt = hrNow();
     // the armed sends go out before anything else, the plain ones first thing in the fan-out
-    const fired = fireArmed(todo);
+    const { todo, fired } = fireArmed(handles, this.shed, this.pending);
+    if (todo.length === 0) return null;
     const commandId = trigger.commandId ?? null;
     const opts = this.execOptions(commandId, signalAt, { ...(deadlineMs === undefined ? {} : { deadlineMs }), acks: new WaveAcks(todo.length) });
     const group = new AbortGroup([this.life.signal]);

@@ -381,30 +381,48 @@ const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 /** Fired devices finished between two turns of the event loop (answers are read in between). */
 const FINISH_SLICE = 16;
 
+/** The devices of a wave (those of its plan not shed or in flight yet) and the armed sends fired for them. */
+export interface FiredWave {
+  todo: DeviceHandle[];
+  /** Index for index with `todo`: the armed action fired for it, if it had one. */
+  fired: (Fired | undefined)[];
+}
+
 /**
- * Phase one of a wave: fires every armed curtail in one synchronous loop, so
- * the sends reach the OS one right after the other with nothing in between.
- * Each armed action is used once (the engine arms again later).
+ * Phase one of a wave: picks the plan's devices not already shed or in
+ * flight and fires each one's armed curtail in the same synchronous loop, so
+ * the first send leaves as soon as the first device is picked (the decision
+ * time does not grow with the rack) and the sends reach the OS one right
+ * after the other with nothing in between. Each armed action is used once
+ * (the engine arms again later).
  */
-export function fireArmed(todo: readonly DeviceHandle[]): (Fired | undefined)[] {
-  const fired = new Array<Fired | undefined>(todo.length);
+export function fireArmed(plan: readonly DeviceHandle[], shed: ReadonlyMap<string, unknown>, pending: ReadonlyMap<string, unknown>): FiredWave {
+  const todo: DeviceHandle[] = [];
+  const fired: (Fired | undefined)[] = [];
   // the transports attach what reads each answer once every send is out (drivers/lib/send-batch.ts)
   sendBatch(() => {
-    for (let i = 0; i < todo.length; i++) {
-      const h = todo[i] as DeviceHandle;
+    for (let i = 0; i < plan.length; i++) {
+      const h = plan[i] as DeviceHandle;
+      if (shed.has(h.id) || pending.has(h.id)) continue;
+      todo.push(h);
       const armed = h.armed;
-      if (armed === undefined) continue;
+      if (armed === undefined) {
+        fired.push(undefined);
+        continue;
+      }
       h.armed = undefined;
       const at = hrNow();
+      let f: Fired | undefined;
       try {
         const action = armed.fire();
-        if (action !== undefined) fired[i] = { action, at, sentBy: hrNow() };
+        if (action !== undefined) f = { action, at, sentBy: hrNow() };
       } catch {
         // a driver bug must not cost the other devices their sends: this one gets its plain curtail
       }
+      fired.push(f);
     }
   });
-  return fired;
+  return { todo, fired };
 }
 
 /**
