@@ -25,6 +25,7 @@ import { MqttBridge } from './mqtt-bridge.js';
 import { Spool } from './spool.js';
 import type { SparkplugEdgeNode } from './sparkplug/edge-node.js';
 import { Poller } from './poller.js';
+import { keepCompiledCode } from './runtime.js';
 import { SignalMonitor, type SignalChange } from './signals.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -171,6 +172,8 @@ export class Agent {
   }
 
   async start(): Promise<void> {
+    // the curtailment path runs rarely: its compiled code must not be dropped while it waits
+    keepCompiledCode();
     // a TLS file that is unreadable or unsafe is a config error: refused before any device is touched
     this.bridge.loadTls();
     this.sparkplug = await this.createSparkplug();

@@ -25,3 +25,26 @@ test('every flag has a reason, none twice, and they fit a shebang line', () => {
   // Linux reads at most 127 bytes of "#!..." before 5.1 (255 after): `env -S` must see every flag
   assert.ok(`#!/usr/bin/env -S node ${LOW_MEMORY_NODE_FLAGS.join(' ')}`.length <= 127);
 });
+
+/**
+ * A process that compiles some code, then allocates through many major GCs;
+ * V8 says on stderr (--trace-flush-bytecode) each function whose bytecode it
+ * drops. Returns how many it dropped.
+ */
+function flushedFunctions(keep: boolean): number {
+  const runtime = new URL('./runtime.js', import.meta.url).href;
+  const script = `
+    const { keepCompiledCode } = await import(${JSON.stringify(runtime)});
+    if (${String(keep)}) keepCompiledCode();
+    let keep = [];
+    for (let r = 0; r < 150; r++) { for (let j = 0; j < 50000; j++) keep.push({ j, s: 'x' + j }); keep = []; }
+  `;
+  const r = spawnSync(process.execPath, ['--trace-flush-bytecode', '--max-old-space-size=32', '--input-type=module', '-'], { input: script, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return (r.stdout.match(/discarding compiled metadata/g) ?? []).length;
+}
+
+test('keepCompiledCode: V8 drops no bytecode afterwards (and this process shape does make it drop some without)', () => {
+  assert.ok(flushedFunctions(false) > 0, 'the check itself: without keepCompiledCode() V8 flushes start-up code');
+  assert.equal(flushedFunctions(true), 0);
+});

@@ -17,6 +17,28 @@
  * 1.3-1.4x the raw floor's instead of 1.1x (the floor measured under the
  * same flags).
  */
+import v8 from 'node:v8';
+
+/**
+ * Keeps every function's compiled code for good (V8's `--no-flush-bytecode`,
+ * set at run time: V8 reads it at each garbage collection). By default V8
+ * drops the bytecode of a function that has not run for a few major GCs, and
+ * the curtailment path (signal, engine, each driver's armed send) runs only
+ * when the rack is curtailed: an agent that has not curtailed for half a
+ * minute would compile it again, function by function, on the next signal
+ * edge. Measured (bench
+ * curtail, 256 devices, 30 s of polling before each trial, low-memory
+ * profile): decision 0.83 / 1.42 ms (p50 / p99) with flushing, 0.25 / 0.30 ms
+ * without; the last command issued 1.84x the floor instead of 1.09x. The
+ * price is about 1.4 MiB of RSS (the bytecode of start-up code is kept too).
+ * Called by Agent.start(); idempotent.
+ */
+export function keepCompiledCode(): void {
+  if (codeKept) return;
+  v8.setFlagsFromString('--no-flush-bytecode');
+  codeKept = true;
+}
+let codeKept = false;
 
 /** Each flag with why it is there; the order is the command line's. */
 export const LOW_MEMORY_NODE_FLAG_RATIONALE = [
