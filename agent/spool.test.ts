@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
@@ -9,10 +8,7 @@ import { crc32 as zlibCrc32 } from 'node:zlib';
 import { pino } from 'pino';
 import { Spool, spoolConfigSchema, type RecordClass, type SpoolRecord } from './spool.js';
 import { crc32, crc32Table } from './spool/crc32.js';
-
-function tempDir(): string {
-  return mkdtempSync(join(tmpdir(), 'rp-spool-'));
-}
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 function setup(dir: string, over: Record<string, unknown> = {}) {
   const warnings: string[] = [];
@@ -80,7 +76,7 @@ describe('spool config', () => {
 
 describe('spool', () => {
   test('replays in append order, across classes, with topic, payload and time', async () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-spool-');
     const { spool, report } = await opened(dir);
     assert.deepEqual(report.pending, { telemetry: 0, events: 0 });
     const cls = (i: number): RecordClass => (i % 5 === 0 || i % 7 === 0 ? 'event' : 'telemetry');
@@ -109,7 +105,7 @@ describe('spool', () => {
   });
 
   test('acknowledged records are never replayed, unacknowledged ones always (rewind, reopen without close)', async () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-spool-');
     const a = await opened(dir, { segmentBytes: 64 * 1024, compress: false });
     for (let i = 0; i < 600; i++) void a.spool.append(i % 4 === 0 ? 'event' : 'telemetry', 't', payload(i, 500));
     await a.spool.flush();
@@ -147,7 +143,7 @@ describe('spool', () => {
   });
 
   test('at the cap the oldest telemetry goes, every event stays; with only events left new events are refused', async () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-spool-');
     const MAX = 1024 * 1024;
     const { spool, warnings } = await opened(dir, { maxBytes: MAX, segmentBytes: 64 * 1024, compress: false, maxRecordBytes: 16 * 1024 });
     const kinds: RecordClass[] = [];
@@ -213,7 +209,7 @@ describe('spool', () => {
   });
 
   test('a full write queue refuses telemetry, and an event evicts queued telemetry first', async () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-spool-');
     const { spool } = await opened(dir, { maxQueueBytes: 64 * 1024 });
     const pending = Array.from({ length: 7 }, (_, i) => spool.append('telemetry', 't', payload(i, 10_000)));
     const ev = spool.append('event', 'e', payload(100, 10_000));
@@ -229,7 +225,7 @@ describe('spool', () => {
   });
 
   test('a torn tail is cut off and reported; every record before it is kept', async () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-spool-');
     const a = await opened(dir);
     for (let i = 0; i < 30; i++) await a.spool.append('telemetry', 't', payload(i, 3000));
     await a.spool.close();
@@ -257,7 +253,7 @@ describe('spool', () => {
 
   test('a flipped byte (payload or length) loses that record only, reported; the later ones are kept', async () => {
     for (const where of ['payload', 'length'] as const) {
-      const dir = tempDir();
+      const dir = tempDir('rp-spool-');
       const a = await opened(dir, { compress: false });
       for (let i = 0; i < 20; i++) await a.spool.append(i % 3 === 0 ? 'event' : 'telemetry', 't', payload(i, 1000));
       await a.spool.close();
@@ -285,7 +281,7 @@ describe('spool', () => {
 
   for (const fsyncIntervalMs of [0, 1000]) {
     test(`SIGKILL while appending (fsyncIntervalMs ${fsyncIntervalMs}): every record reported written is there after a restart, in order, at most one torn record`, async () => {
-      const dir = tempDir();
+      const dir = tempDir('rp-spool-');
       const spoolUrl = new URL('./spool.js', import.meta.url).href;
       const pinoUrl = import.meta.resolve('pino');
       const script = `

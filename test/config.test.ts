@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { loadConfigFile, parseConfigText, validateConfig } from '../agent/config.js';
 import { repoRoot } from '../hil/testing/root.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const root = repoRoot();
 const cli = join(root, 'dist', 'agent', 'cli.js');
@@ -86,7 +86,7 @@ describe('rackpilot config check', () => {
   });
 
   test('prints every error and exits non-zero for an invalid file', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'rackpilot-cfg-'));
+    const dir = tempDir('rackpilot-cfg-');
     const f = join(dir, 'bad.yaml');
     writeFileSync(f, 'site: s\nrack: r\nmqtt: { url: mqtt://127.0.0.1 }\ndevices:\n  - { id: a, driver: luxos }\n  - { id: b, driver: luxos, host: h, port: 99999 }\n');
     const r = spawnSync(process.execPath, [cli, 'config', 'check', f], { encoding: 'utf8' });
@@ -97,7 +97,7 @@ describe('rackpilot config check', () => {
   });
 
   test('rackpilot run refuses to start when a TLS file named in config cannot be read', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'rackpilot-cfg-'));
+    const dir = tempDir('rackpilot-cfg-');
     const f = join(dir, 'tls.yaml');
     writeFileSync(f, `site: s\nrack: r\nmqtt: { url: "mqtts://127.0.0.1:9", tls: { caFile: /nonexistent/ca.pem } }\nlog: { level: silent }\nstateDir: ${dir}\n`);
     const r = spawnSync(process.execPath, [cli, 'run', '--config', f], { encoding: 'utf8', timeout: 20_000 });

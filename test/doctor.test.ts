@@ -5,9 +5,8 @@
  * tree, throw-away TLS files; the clock probes are injected.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, writeFileSync } from 'node:fs';
 import tls from 'node:tls';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Writable } from 'node:stream';
@@ -30,6 +29,7 @@ import { startSimRack, type SimRack } from '../hil/testing/rack-fixture.js';
 import { repoRoot } from '../hil/testing/root.js';
 import { runAsNobody } from '../hil/testing/as-nobody.js';
 import { requireTool } from '../hil/testing/tools.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const TIMEOUT = '1500';
 
@@ -45,13 +45,6 @@ class Capture extends Writable {
     this.text += chunk.toString();
     cb();
   }
-}
-
-const dirs: string[] = [];
-function tempDir(prefix: string): string {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  dirs.push(d);
-  return d;
 }
 
 /** Writes the config (JSON is YAML) with mode 0600, as install.sh would. */
@@ -80,10 +73,6 @@ function row(rows: { check: string }[], check: string): CheckResult & Record<str
   return r as CheckResult & Record<string, unknown>;
 }
 
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
 describe('doctor against a simulated rack', () => {
   let rack: SimRack;
   let broker: EmbeddedBroker;
@@ -98,7 +87,6 @@ describe('doctor against a simulated rack', () => {
 
   const base = (url: string): Record<string, unknown> => {
     const raw = rack.raw(url, 's1', 'r1');
-    dirs.push(raw.stateDir as string);
     return {
       ...raw,
       devices: [...(raw.devices as unknown[]), { id: 'trip', driver: 'gpio', backend: 'soft', chip: 'pinctrl-bcm2711', offset: 17, direction: 'in' }],
@@ -195,7 +183,7 @@ describe('gpu permission', () => {
 
 describe('state files', () => {
   test('state files the agent cannot write (left by a run as root) are a failure naming the fix', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'rp-owned-'));
+    const dir = tempDir('rp-owned-');
     mkdirSync(join(dir, 'spool'));
     writeFileSync(join(dir, 'engine-state.json'), '{}');
     writeFileSync(join(dir, 'evidence.jsonl'), '');

@@ -6,8 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -24,6 +23,7 @@ import { startSimRack } from '../hil/testing/rack-fixture.js';
 import { cliRun } from '../hil/testing/cli-run.js';
 import type { CommandResult, StateMessage } from '../protocol/messages.js';
 import { rackTopics } from '../protocol/topics.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -60,7 +60,7 @@ describe('engine end-to-end', () => {
       poll: { intervalMs: 500, deadlineMs: 1500 },
       actions: { deadlineMs: 1500 },
       log: { level: 'silent' },
-      stateDir: mkdtempSync(join(tmpdir(), 'rp-cut-')),
+      stateDir: tempDir('rp-cut-'),
       health: { port: 0 },
       devices: [
         { ...miner.device('m1'), feed: [{ pdu: 'pdu', outlet: '1' }] },
@@ -100,7 +100,7 @@ describe('engine end-to-end', () => {
     broker ??= await startEmbeddedBroker('127.0.0.1', await freePort());
     const rack = await startSimRack(3, { sleepDelayMs: 300, wakeRampMs: 200 });
     cleanups.push(() => rack.close());
-    const dir = mkdtempSync(join(tmpdir(), 'rp-kill-'));
+    const dir = tempDir('rp-kill-');
     const raw = { ...rack.raw(broker.url, 's', 'kill'), stateDir: dir, mqtt: { url: broker.url, protocolVersion: 4, reconnect: { minMs: 100, maxMs: 1000 } } };
     const cfg = join(dir, 'agent.yaml');
     writeFileSync(cfg, JSON.stringify(raw));

@@ -3,10 +3,7 @@
  * and an embedded aedes broker, /healthz and /metrics read over HTTP.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
@@ -22,6 +19,7 @@ import { MqttWatch } from '../hil/testing/mqtt-watch.js';
 import { freePort } from '../hil/testing/ports.js';
 import { parsePromText, type PromText } from '../hil/testing/prom-text.js';
 import { startSimRack, type SimRack } from '../hil/testing/rack-fixture.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -79,7 +77,7 @@ async function bareConfig(health: Record<string, unknown>): Promise<AgentConfig>
     site: 'hz',
     rack: 'bare',
     mqtt: { url: `mqtt://127.0.0.1:${await freePort()}`, reconnect: { minMs: 100, maxMs: 1000 } },
-    stateDir: mkdtempSync(join(tmpdir(), 'rp-health-')),
+    stateDir: tempDir('rp-health-'),
     log: { level: 'silent' },
     health,
   });

@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
@@ -24,6 +23,7 @@ import { Mosquitto, rackpilotSampleConfig, writePasswordFile } from '../hil/test
 import { MqttWatch } from '../hil/testing/mqtt-watch.js';
 import { startSimRack, type SimRack } from '../hil/testing/rack-fixture.js';
 import { requireTool } from '../hil/testing/tools.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const openssl = requireTool('openssl', 'openssl');
 const mosquitto = requireTool('mosquitto', 'mosquitto');
@@ -65,7 +65,7 @@ if ('skip' in openssl || 'skip' in mosquitto) {
   test(`MQTT over TLS (${why})`, { skip: why }, () => undefined);
 } else {
   const pki = TestPki.create(openssl.path);
-  const dir = mkdtempSync(join(tmpdir(), 'rackpilot-tls-'));
+  const dir = tempDir('rackpilot-tls-');
   after(() => {
     pki.dispose();
     rmSync(dir, { recursive: true, force: true });

@@ -6,8 +6,7 @@
  * later reloads.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -15,11 +14,12 @@ import { Agent } from '../agent/agent.js';
 import { validateConfig } from '../agent/config.js';
 import { Service } from '../agent/service.js';
 import { SystemdNotifier } from '../agent/systemd/notify.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const silent = pino({ level: 'silent' });
 
 function setup(): { file: string; raw: Record<string, unknown>; service: (onFatal?: (e: unknown) => void) => Service } {
-  const dir = mkdtempSync(join(tmpdir(), 'rp-svc-unit-'));
+  const dir = tempDir('rp-svc-unit-');
   // no devices, a broker on a closed port: the agent runs and keeps retrying the broker
   const raw = { site: 's', rack: 'unit', mqtt: { url: 'mqtt://127.0.0.1:9', reconnect: { minMs: 1000, maxMs: 2000 } }, log: { level: 'silent' }, stateDir: dir, health: { enabled: false } };
   const file = join(dir, 'config.yaml');

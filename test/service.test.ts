@@ -7,8 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, test } from 'node:test';
@@ -23,6 +22,7 @@ import { repoRoot } from '../hil/testing/root.js';
 import { requireTool } from '../hil/testing/tools.js';
 import type { CommandResult, StateMessage } from '../protocol/messages.js';
 import { rackTopics } from '../protocol/topics.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const python = requireTool('python3', 'python3');
 const skip = 'skip' in python ? python.skip : false;
@@ -70,7 +70,7 @@ describe('rackpilot run under systemd (fake NOTIFY_SOCKET)', { skip }, () => {
       cleanups.push(() => rack.close());
       cleanups.push(() => broker.close());
     }
-    const dir = mkdtempSync(join(tmpdir(), `rp-svc-${name}-`));
+    const dir = tempDir(`rp-svc-${name}-`);
     const raw = {
       ...rack.raw(broker.url, 's', name),
       stateDir: dir,

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
@@ -12,6 +11,7 @@ import { runSign, type SignIo } from '../agent/sign-cli.js';
 import { engineRig } from '../hil/testing/engine-rig.js';
 import type { CommandResult } from '../protocol/messages.js';
 import { generateSigningKeyPair, parsePublicKey, verifyCommandSignature, type JsonObject } from '../protocol/signing.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const NOW = Date.parse('2030-05-01T12:00:00.000Z');
 
@@ -29,7 +29,7 @@ async function sign(args: string[], stdin = '') {
 }
 
 function keygenDir() {
-  const dir = mkdtempSync(join(tmpdir(), 'rp-sign-'));
+  const dir = tempDir('rp-sign-');
   return { dir, key: join(dir, 'central-2030.key') };
 }
 
@@ -72,7 +72,7 @@ describe('rackpilot sign', () => {
 
   test('signs a command from a file or stdin, filling target, issuedAt, expiresAt, nonce and id; the agent runs it', async () => {
     const { key, keys } = await setup();
-    const file = join(mkdtempSync(join(tmpdir(), 'rp-cmd-')), 'cmd.json');
+    const file = join(tempDir('rp-cmd-'), 'cmd.json');
     writeFileSync(file, JSON.stringify({ id: 'op-1', command: 'curtail', params: { maxW: 4000 } }));
     const r = await sign([file, '--key', key, '--key-id', 'ops-1', '--target', 'site-a/rack-01', '--ttl', '120000']);
     assert.equal(r.code, 0, r.err);

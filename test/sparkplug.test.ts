@@ -7,9 +7,7 @@
  * hil/testing/sparkplug_b.proto (not sparkplug-payload, which the node encodes with).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -23,6 +21,7 @@ import { Mosquitto } from '../hil/testing/mosquitto.js';
 import { freePort } from '../hil/testing/ports.js';
 import { repoRoot } from '../hil/testing/root.js';
 import { requireTool } from '../hil/testing/tools.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const tool = requireTool('mosquitto', 'mosquitto');
 const Payload = protobuf.loadSync(join(repoRoot(), 'hil/testing/sparkplug_b.proto')).lookupType('org.eclipse.tahu.protobuf.Payload');
@@ -141,7 +140,7 @@ if ('skip' in tool) {
         mqtt: mqttConfigSchema.parse({ url, reconnect: { minMs: 50, maxMs: 200 }, publishTimeoutMs: 2000, connectTimeoutMs: 2000 }),
         site: 's1',
         rack: 'r1',
-        stateDir: o.stateDir ?? mkdtempSync(join(tmpdir(), 'rp-sp-')),
+        stateDir: o.stateDir ?? tempDir('rp-sp-'),
         agentVersion: 'test',
         devices,
         latest: rig.latest,
@@ -165,7 +164,7 @@ if ('skip' in tool) {
     test('births, report by exception, DDEATH/DBIRTH, seq wrap 255 -> 0, rebirth, death by connection loss, bdSeq persisted', async () => {
       const { devices, rig } = rack();
       const px = await proxy(broker.port);
-      const stateDir = mkdtempSync(join(tmpdir(), 'rp-sp-'));
+      const stateDir = tempDir('rp-sp-');
       const n = node(rig, devices, `mqtt://127.0.0.1:${px.port}`, { groupId: 'G1' }, { stateDir });
       n.start();
       try {

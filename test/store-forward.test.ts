@@ -8,8 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -23,6 +22,7 @@ import { cliRun } from '../hil/testing/cli-run.js';
 import { requireTool } from '../hil/testing/tools.js';
 import type { EventMessage, TelemetryMessage } from '../protocol/messages.js';
 import { rackTopics } from '../protocol/topics.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const tool = requireTool('mosquitto', 'mosquitto');
 
@@ -115,7 +115,7 @@ if ('skip' in tool) {
       cleanups.push(() => broker.dispose());
       const rack = await startSimRack(2, { sleepDelayMs: 50, wakeRampMs: 50 });
       cleanups.push(() => rack.close());
-      const dir = mkdtempSync(join(tmpdir(), 'rp-sf-kill-'));
+      const dir = tempDir('rp-sf-kill-');
       const raw = { ...rack.raw(broker.url, 'sf', 'r2'), stateDir: dir, poll: { intervalMs: 100, deadlineMs: 1000, concurrency: 8 }, mqtt: { url: broker.url, reconnect: { minMs: 1500, maxMs: 2000 }, replayPerS: 2000 } };
       const cfg = join(dir, 'agent.yaml');
       writeFileSync(cfg, JSON.stringify(raw));

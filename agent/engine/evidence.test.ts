@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
@@ -8,12 +7,9 @@ import { pino } from 'pino';
 import { RackpilotError } from '../../drivers/lib/errors.js';
 import { CHUNK_INTERVAL_MS, EvidenceLog, QUEUE_MAX, SETTLE_MS, evidenceConfigSchema, readEvidence, type ActivationRecord, type DeviceTiming } from './evidence.js';
 import { exportEvidence, runEventsExport } from './evidence-export.js';
+import { tempDir } from '../../hil/testing/temp-dir.js';
 
 const T = 1_700_000_000_000; // on the 100 ms grid
-
-function tempDir(): string {
-  return mkdtempSync(join(tmpdir(), 'rp-evidence-'));
-}
 
 class Clock {
   t = T;
@@ -21,7 +17,7 @@ class Clock {
 }
 
 function setup(over: Partial<Record<string, number>> = {}) {
-  const dir = tempDir();
+  const dir = tempDir('rp-evidence-');
   const clock = new Clock();
   const warnings: string[] = [];
   const stream = new PassThrough();

@@ -1,15 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { RackpilotError } from '../../drivers/lib/errors.js';
 import { EngineStateStore, type PersistedState } from './state-store.js';
-
-function tempDir(): string {
-  return mkdtempSync(join(tmpdir(), 'rp-engine-state-'));
-}
+import { tempDir } from '../../hil/testing/temp-dir.js';
 
 const STATE: PersistedState = {
   version: 1,
@@ -29,7 +25,7 @@ const STATE: PersistedState = {
 
 describe('engine state store', () => {
   test('a missing file is none; save then load round-trips; the folder is created 0750', () => {
-    const dir = join(tempDir(), 'nested', 'state');
+    const dir = join(tempDir('rp-engine-state-'), 'nested', 'state');
     const store = new EngineStateStore(join(dir, 'engine.json'));
     assert.deepEqual(store.load(), { kind: 'none' });
     store.save(STATE);
@@ -42,7 +38,7 @@ describe('engine state store', () => {
   });
 
   test('a write killed before its rename leaves the old file (the stray temp file is cleared on load)', () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-engine-state-');
     const file = join(dir, 'engine.json');
     const store = new EngineStateStore(file);
     store.save(STATE);
@@ -53,7 +49,7 @@ describe('engine state store', () => {
   });
 
   test('a truncated (not JSON) file is corrupt and moved aside, kept for inspection', () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-engine-state-');
     const file = join(dir, 'engine.json');
     const text = JSON.stringify(STATE).slice(0, 57);
     writeFileSync(file, text);
@@ -68,7 +64,7 @@ describe('engine state store', () => {
   });
 
   test('an empty file is corrupt; a second corrupt file in the same millisecond gets its own name', () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-engine-state-');
     const file = join(dir, 'engine.json');
     const store = new EngineStateStore(file, () => 7);
     writeFileSync(file, '');
@@ -81,7 +77,7 @@ describe('engine state store', () => {
   });
 
   test('JSON of the wrong shape is corrupt, naming where', () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-engine-state-');
     const file = join(dir, 'engine.json');
     const cases: [unknown, RegExp][] = [
       [{ ...STATE, version: 2 }, /at version/],
@@ -102,7 +98,7 @@ describe('engine state store', () => {
   });
 
   test('an unreadable state path is corrupt (fail safe), not "nothing held down"', () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-engine-state-');
     // a folder where the file should be
     mkdirSync(join(dir, 'engine.json'));
     mkdirSync(join(dir, 'engine.json', 'x'));
@@ -124,7 +120,7 @@ describe('engine state store', () => {
   });
 
   test('a save that cannot be written throws and leaves the previous file', () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-engine-state-');
     writeFileSync(join(dir, 'plain'), 'x');
     assert.throws(
       () => new EngineStateStore(join(dir, 'plain', 'engine.json')).save(STATE),
@@ -139,7 +135,7 @@ describe('engine state store', () => {
   });
 
   test('an invalid state is refused rather than written (it would not load back)', () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-engine-state-');
     const file = join(dir, 'engine.json');
     const store = new EngineStateStore(file);
     store.save(STATE);
@@ -148,7 +144,7 @@ describe('engine state store', () => {
   });
 
   test('SIGKILL during saves in a loop never leaves a file that does not load', async () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-engine-state-');
     const file = join(dir, 'engine.json');
     const moduleUrl = new URL('./state-store.js', import.meta.url).href;
     // saves states of very different sizes as fast as it can; savedAt encodes which one

@@ -1,14 +1,10 @@
 import assert from 'node:assert/strict';
-import fs, { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import fs, { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mock, test } from 'node:test';
 import { removeStaleTemps, writeFileAtomic, writeFileAtomicSync } from './atomic-file.js';
-
-function tempDir(): string {
-  return mkdtempSync(join(tmpdir(), 'rp-atomic-'));
-}
+import { tempDir } from '../../hil/testing/temp-dir.js';
 
 for (const [name, write] of [
   // eslint-disable-next-line @typescript-eslint/require-await
@@ -16,7 +12,7 @@ for (const [name, write] of [
   ['async', writeFileAtomic],
 ] as const) {
   test(`${name}: writes, replaces, applies the mode to a new file and leaves no temp file`, async () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-atomic-');
     const file = join(dir, 'state.json');
     await write(file, 'one', 0o600);
     assert.equal(readFileSync(file, 'utf8'), 'one');
@@ -27,7 +23,7 @@ for (const [name, write] of [
   });
 
   test(`${name}: a failed rename leaves the target as it was and removes the temp file`, async () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-atomic-');
     const target = join(dir, 'busy');
     mkdirSync(target);
     writeFileSync(join(target, 'inside'), 'x'); // a non-empty folder cannot be renamed over
@@ -37,13 +33,13 @@ for (const [name, write] of [
   });
 
   test(`${name}: a missing folder is an error (the caller creates it)`, async () => {
-    const dir = tempDir();
+    const dir = tempDir('rp-atomic-');
     await assert.rejects(write(join(dir, 'no', 'file'), 'x'), { code: 'ENOENT' });
   });
 }
 
 test('sync: the folder is fsynced after the rename', () => {
-  const dir = tempDir();
+  const dir = tempDir('rp-atomic-');
   const opened = new Map<number, string>();
   const synced: string[] = [];
   const realOpen = fs.openSync;
@@ -71,7 +67,7 @@ test('sync: the folder is fsynced after the rename', () => {
 });
 
 test('removeStaleTemps removes the temp files other processes left, nothing else', () => {
-  const dir = tempDir();
+  const dir = tempDir('rp-atomic-');
   const file = join(dir, 'state.json');
   const names = ['state.json', 'state.json.1.3.tmp', 'state.json.999999.12.tmp', `state.json.${process.pid}.1.tmp`, 'state.json.corrupt-1', 'other.json.1.1.tmp'];
   for (const n of names) writeFileSync(join(dir, n), 'x');

@@ -16,8 +16,7 @@
  * half-way with EMFILE.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startEmbeddedBroker } from '../../agent/embedded-broker.js';
@@ -30,6 +29,7 @@ import { MqttWatch } from '../testing/mqtt-watch.js';
 import { freePort } from '../testing/ports.js';
 import { agentCli } from './agent-cli.js';
 import { fdLimitProblem, nofile, portRangeProblem } from './limits.js';
+import { tempDir } from '../testing/temp-dir.js';
 
 const { values } = parseArgs({
   options: {
@@ -133,7 +133,7 @@ async function main(): Promise<void> {
   const site = 'bench';
   const rack = `r${miners}`;
   const t = rackTopics(site, rack);
-  const dir = mkdtempSync(join(tmpdir(), 'rackpilot-bench-'));
+  const dir = tempDir('rackpilot-bench-');
   const cfg = join(dir, 'agent.json.yaml');
   writeFileSync(
     cfg,

@@ -14,8 +14,7 @@
  *   node dist/hil/bench/replay-bench.js [--devices 16] [--messages 17280] [--rate 200] [--trials 20] [--every-ms 1500]
  */
 import { setMaxListeners } from 'node:events';
-import { mkdtempSync, readdirSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -30,6 +29,7 @@ import { sleep } from '../../drivers/lib/deadline.js';
 import { rackTopics } from '../../protocol/topics.js';
 import { startSimHost } from './sim-host.js';
 import { fmtSummary, summarize } from './stats.js';
+import { tempDir } from '../testing/temp-dir.js';
 
 const { values } = parseArgs({
   options: {
@@ -58,7 +58,7 @@ const line = softGpio.chip(chip).line(3);
 
 async function main(): Promise<void> {
   const host = await startSimHost({ devices: n });
-  const dir = mkdtempSync(join(tmpdir(), 'rackpilot-replay-'));
+  const dir = tempDir('rackpilot-replay-');
   const site = 'bench';
   const rack = `replay${n}`;
   const res = validateConfig({

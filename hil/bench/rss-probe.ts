@@ -15,11 +15,11 @@
  * (repeatable; a later V8 flag wins), to compare V8 settings on the same rack.
  */
 import { spawn } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { tempDir } from '../testing/temp-dir.js';
 
 const CHILD_ENV = 'RACKPILOT_RSS_PROBE_FILE';
 
@@ -95,7 +95,7 @@ async function main(): Promise<void> {
   const site = 'probe';
   const rack = `r${miners}`;
   const t = rackTopics(site, rack);
-  const dir = mkdtempSync(join(tmpdir(), 'rackpilot-rss-'));
+  const dir = tempDir('rackpilot-rss-');
   const cfg = join(dir, 'agent.json.yaml');
   const heapFile = join(dir, 'heap.jsonl');
   writeFileSync(

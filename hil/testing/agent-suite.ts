@@ -4,8 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -15,6 +14,7 @@ import { rackTopics } from '../../protocol/topics.js';
 import { MqttWatch, type Received } from './mqtt-watch.js';
 import { startSimRack, type SimRack } from './rack-fixture.js';
 import { repoRoot } from './root.js';
+import { tempDir } from './temp-dir.js';
 
 export interface BrokerUnderTest {
   name: string;
@@ -255,7 +255,7 @@ export function agentSuite(broker: BrokerUnderTest | { skip: string }): void {
     test('agent killed with SIGKILL: the Will marks the rack offline (retained)', async () => {
       const killRack = `${rack}-kill`;
       const tk = rackTopics(site, killRack);
-      const dir = mkdtempSync(join(tmpdir(), 'rackpilot-e2e-'));
+      const dir = tempDir('rackpilot-e2e-');
       const cfgFile = join(dir, 'agent.yaml');
       writeFileSync(cfgFile, JSON.stringify(simRack.raw(broker.url(), site, killRack)));
       const w = await MqttWatch.connect(broker.url(), tk.status);

@@ -3,8 +3,6 @@
  * command intake's unit tests (the wire protocols are covered by each
  * driver's own simulator tests; end-to-end tests use the simulators).
  */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import type { ActionOptions, ActionResult, Capabilities, DeviceDriver, DeviceKind, DeviceState, Reading } from '../../drivers/contract.js';
@@ -16,6 +14,7 @@ import { EvidenceLog, evidenceConfigSchema, type ActivationRecord } from '../../
 import { EngineStateStore } from '../../agent/engine/state-store.js';
 import type { SignalCondition } from '../../agent/signals.js';
 import { signalConditionSchema } from '../../agent/signals.js';
+import { tempDir } from './temp-dir.js';
 
 export const inFlight = { now: 0, max: 0 };
 
@@ -149,7 +148,7 @@ export interface RigOptions {
 }
 
 export function engineRig(devices: DeviceDriver[], o: RigOptions = {}): EngineRig {
-  const stateDir = o.stateDir ?? mkdtempSync(join(tmpdir(), 'rp-engine-'));
+  const stateDir = o.stateDir ?? tempDir('rp-engine-');
   const config: EngineConfig = engineConfigSchema.parse(o.engine ?? {});
   const signals: SignalCondition[] = (o.signals ?? []).map((s) => signalConditionSchema.parse(s));
   const events: EngineEvent[] = [];

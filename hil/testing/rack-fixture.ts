@@ -1,9 +1,7 @@
 /** A simulated rack for end-to-end tests: LuxOS simulators and an agent config on them. */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { LuxosSim } from '../sim/luxos-sim.js';
 import { validateConfig, type AgentConfig } from '../../agent/config.js';
+import { tempDir } from './temp-dir.js';
 
 export interface SimRack {
   sims: LuxosSim[];
@@ -28,7 +26,7 @@ export async function startSimRack(n: number, opts: { sleepDelayMs?: number; wak
     actions: { deadlineMs: 10_000 },
     log: { level: 'silent' },
     // a fresh state directory per agent: a curtailment persisted by one test must not be re-asserted in another
-    stateDir: mkdtempSync(join(tmpdir(), 'rp-rack-')),
+    stateDir: tempDir('rp-rack-'),
     health: { port: 0 }, // an ephemeral port: agents of parallel tests never compete for 9108
     devices: sims.map((s, i) => ({ id: `m${i + 1}`, driver: 'luxos', host: '127.0.0.1', port: s.server.port, confirmPollMs: 50 })),
   });
