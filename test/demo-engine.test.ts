@@ -13,6 +13,7 @@ import { exportEvidence } from '../agent/engine/evidence-export.js';
 import type { EventMessage } from '../protocol/messages.js';
 import { MqttWatch } from '../hil/testing/mqtt-watch.js';
 import { freePort } from '../hil/testing/ports.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 let demo: RunningDemo;
 let watch: MqttWatch;
@@ -21,6 +22,7 @@ before(async () => {
   demo = await startDemo(
     {
       asics: 3,
+      stateDir: tempDir('rp-demo-'),
       families: ['luxos', 'antminer', 'whatsminer-v3'],
       site: 'eng',
       rack: 'r1',

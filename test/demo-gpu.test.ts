@@ -12,6 +12,7 @@ import type { CommandResult, TelemetryMessage } from '../protocol/messages.js';
 import { MqttWatch } from '../hil/testing/mqtt-watch.js';
 import { freePort } from '../hil/testing/ports.js';
 import { buildMockNvml } from '../hil/testing/mock-nvml.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const build = buildMockNvml();
 const skip = 'skip' in build ? build.skip : false;
@@ -21,7 +22,7 @@ let watch: MqttWatch;
 
 before(async () => {
   if (skip) return;
-  demo = await startDemo({ asics: 1, families: ['luxos'], site: 'gpu', rack: 'r1', port: await freePort(), intervalMs: 300, fast: true }, pino({ level: 'silent' }));
+  demo = await startDemo({ asics: 1, families: ['luxos'], stateDir: tempDir('rp-demo-'), site: 'gpu', rack: 'r1', port: await freePort(), intervalMs: 300, fast: true }, pino({ level: 'silent' }));
   watch = await MqttWatch.connect(demo.brokerUrl, `${demo.agent.topics.root}/#`, { protocolVersion: 4 });
 });
 

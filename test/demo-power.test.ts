@@ -12,13 +12,14 @@ import { startDemo, type RunningDemo } from '../agent/demo.js';
 import type { EventMessage, TelemetryMessage } from '../protocol/messages.js';
 import { MqttWatch } from '../hil/testing/mqtt-watch.js';
 import { freePort } from '../hil/testing/ports.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 let demo: RunningDemo;
 let watch: MqttWatch;
 
 before(async () => {
   demo = await startDemo(
-    { asics: 2, families: ['luxos'], site: 'pw', rack: 'r1', port: await freePort(), intervalMs: 300, fast: true, dipAtMs: 1500, tripAtMs: 2500 },
+    { asics: 2, families: ['luxos'], stateDir: tempDir('rp-demo-'), site: 'pw', rack: 'r1', port: await freePort(), intervalMs: 300, fast: true, dipAtMs: 1500, tripAtMs: 2500 },
     pino({ level: 'silent' }),
   );
   watch = await MqttWatch.connect(demo.brokerUrl, `${demo.agent.topics.root}/#`, { protocolVersion: 4 });

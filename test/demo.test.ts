@@ -11,6 +11,7 @@ import { SIM_FAMILIES } from '../hil/sim/catalog.js';
 import { MqttWatch, type Received } from '../hil/testing/mqtt-watch.js';
 import { freePort } from '../hil/testing/ports.js';
 import { commandResultSchema, telemetryMessageSchema, type CommandResult, type TelemetryMessage } from '../protocol/messages.js';
+import { tempDir } from '../hil/testing/temp-dir.js';
 
 const WAIT = 60_000;
 
@@ -54,7 +55,7 @@ describe('demo rack of mixed families over MQTT (embedded aedes)', () => {
   let opts: DemoOptions;
 
   before(async () => {
-    opts = { site: 'demo-test', rack: 'mixed', port: await freePort(), intervalMs: 300, fast: true };
+    opts = { stateDir: tempDir('rp-demo-'), site: 'demo-test', rack: 'mixed', port: await freePort(), intervalMs: 300, fast: true };
     demo = await startDemo(opts, pino({ level: 'silent' }));
     watch = await MqttWatch.connect(demo.brokerUrl, `${demo.agent.topics.root}/#`, { protocolVersion: 4 });
   });

@@ -5,9 +5,9 @@
  * make) and written with mode 0600.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from './temp-dir.js';
 
 export interface CertFiles {
   cert: string;
@@ -15,7 +15,7 @@ export interface CertFiles {
 }
 
 export class TestPki {
-  readonly dir = mkdtempSync(join(tmpdir(), 'rackpilot-pki-'));
+  readonly dir = tempDir('rackpilot-pki-');
   private n = 0;
 
   private constructor(
@@ -27,7 +27,7 @@ export class TestPki {
 
   /** Makes a new self-signed CA (`name` is its CN and file prefix). */
   static create(openssl: string, name = 'rackpilot-test-ca'): TestPki {
-    const dir = mkdtempSync(join(tmpdir(), 'rackpilot-ca-'));
+    const dir = tempDir('rackpilot-ca-');
     const cnf = join(dir, 'ca.cnf');
     writeFileSync(cnf, distinguished(name, ['basicConstraints = critical, CA:true', 'keyUsage = critical, keyCertSign, cRLSign', 'subjectKeyIdentifier = hash']));
     const caFile = join(dir, `${name}.crt`);
