@@ -27,12 +27,12 @@
  * same simulators, its sends timed by the same wire probe; the ratios agent
  * / floor say what the agent's software adds. The simulators run at nice 19:
  * on a rack the devices do not share the controller's CPU. The agent and the
- * floor (this process's main thread) run at the service unit's nice -10
- * when allowed (root), as the installed agent does. A last phase (rss-phase.ts) runs
+ * floor (this process, every thread of it) run at the service unit's nice
+ * -10 when allowed (root), as the installed agent does. A last phase (rss-phase.ts) runs
  * the agent as its own process polling the rack and reports its RSS and CPU.
  * The agent under test is driven through agent-under-test.ts.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, getPriority, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -195,17 +195,29 @@ function earliest(times: ReadonlyMap<string, number>): number {
 const UNIT_NICE = -10;
 
 /**
- * Sets a process's nice value (pid 0: this process's main thread, where the
- * agent and the floor run); returns the value it has after, and says so when
- * the change was not allowed (raising a priority needs root).
+ * Sets the nice value of every thread of a process (pid 0: this one, where
+ * the agent and the floor run); returns the main thread's value after, and
+ * says so when the change was not allowed (raising a priority needs root).
  */
 function renice(pid: number, nice: number, what: string, say: (line: string) => void): number {
+  // every thread, as the unit's Nice= does (set before exec, so every thread inherits it): setpriority() on a
+  // pid moves that one thread only, and V8's GC and compiler threads (started before this) would stay at 0
+  const self = pid === 0 ? process.pid : pid;
+  let tids: number[];
   try {
-    setPriority(pid, nice);
-  } catch (err) {
-    say(`could not put ${what} at nice ${nice} (${err instanceof Error ? err.message : String(err)}): it stays at nice ${getPriority(pid)}`);
+    tids = readdirSync(`/proc/${self}/task`).map(Number);
+  } catch {
+    tids = [self];
   }
-  return getPriority(pid);
+  for (const tid of tids) {
+    try {
+      setPriority(tid, nice);
+    } catch (err) {
+      say(`could not put ${what} at nice ${nice} (${err instanceof Error ? err.message : String(err)}): it stays at nice ${getPriority(self)}`);
+      break;
+    }
+  }
+  return getPriority(self);
 }
 
 /** Runs the benchmark and returns its figures (nothing printed but progress). */
