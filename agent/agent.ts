@@ -172,8 +172,8 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    // the curtailment path runs rarely: its compiled code must not be dropped while it waits
-    keepCompiledCode();
+    // the curtailment path runs rarely: once start-up code is dropped, compiled code is kept while it waits
+    void keepCompiledCode();
     // a TLS file that is unreadable or unsafe is a config error: refused before any device is touched
     this.bridge.loadTls();
     this.sparkplug = await this.createSparkplug();

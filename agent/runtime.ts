@@ -17,28 +17,53 @@
  * 1.3-1.4x the raw floor's instead of 1.1x (the floor measured under the
  * same flags).
  */
+import { constants, PerformanceObserver } from 'node:perf_hooks';
 import v8 from 'node:v8';
 
 /**
- * Keeps every function's compiled code for good (V8's `--no-flush-bytecode`,
- * set at run time: V8 reads it at each garbage collection). By default V8
- * drops the bytecode of a function that has not run for a few major GCs, and
- * the curtailment path (signal, engine, each driver's armed send) runs only
- * when the rack is curtailed: an agent that has not curtailed for half a
- * minute would compile it again, function by function, on the next signal
- * edge. Measured (bench
- * curtail, 256 devices, 30 s of polling before each trial, low-memory
- * profile): decision 0.83 / 1.42 ms (p50 / p99) with flushing, 0.25 / 0.30 ms
- * without; the last command issued 1.84x the floor instead of 1.09x. The
- * price is about 1.4 MiB of RSS (the bytecode of start-up code is kept too).
- * Called by Agent.start(); idempotent.
+ * Keeps every function's compiled code for good once start-up is over.
+ * By default V8 drops the bytecode of a function that has not run for a few
+ * (`--bytecode-old-age`, 5) major GCs, and the curtailment path (signal,
+ * engine, each driver's armed send) runs only when the rack is curtailed:
+ * an agent that had not curtailed for half a minute compiled it again,
+ * function by function, on the next signal edge. Measured (bench curtail,
+ * 256 devices, 30 s of polling before each trial, low-memory profile):
+ * decision 0.83 / 1.42 ms (p50 / p99) with flushing, 0.25 / 0.30 ms
+ * without; the last command issued 1.84x the floor instead of 1.09x.
+ *
+ * Flushing is turned off (V8's `--no-flush-bytecode`, set at run time: V8
+ * reads it at each GC) only after `afterMajorGcs` major GCs (or `maxWaitMs`,
+ * whichever comes first), so that the code run once at start (module
+ * bodies, config parsing, schema building) is dropped first: turned off at
+ * once it kept about 1.4 MiB more RSS for good. With 256 devices polled
+ * every 5 s the agent sees a major GC every poll cycle (low-memory profile),
+ * so the switch comes about 40 s after start. A curtailment path first run
+ * before the switch may still be dropped once; after it, whatever runs stays
+ * compiled. Called by Agent.start(); the first call decides, later ones get
+ * the same promise, which resolves when flushing is off.
  */
-export function keepCompiledCode(): void {
-  if (codeKept) return;
-  v8.setFlagsFromString('--no-flush-bytecode');
-  codeKept = true;
+export function keepCompiledCode(opts: { afterMajorGcs?: number; maxWaitMs?: number } = {}): Promise<void> {
+  codeKept ??= new Promise<void>((resolve) => {
+    const need = opts.afterMajorGcs ?? 8;
+    let seen = 0;
+    const keep = (): void => {
+      observer.disconnect();
+      clearTimeout(timer);
+      v8.setFlagsFromString('--no-flush-bytecode');
+      resolve();
+    };
+    const observer = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        if (((e as { detail?: { kind?: number } }).detail)?.kind === constants.NODE_PERFORMANCE_GC_MAJOR && ++seen === need) keep();
+      }
+    });
+    observer.observe({ entryTypes: ['gc'] });
+    const timer = setTimeout(keep, opts.maxWaitMs ?? 5 * 60_000);
+    timer.unref();
+  });
+  return codeKept;
 }
-let codeKept = false;
+let codeKept: Promise<void> | undefined;
 
 /** Each flag with why it is there; the order is the command line's. */
 export const LOW_MEMORY_NODE_FLAG_RATIONALE = [
