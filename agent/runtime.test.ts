@@ -37,17 +37,20 @@ function flushed(keep: boolean): { before: boolean; after: boolean } {
   const runtime = new URL('./runtime.js', import.meta.url).href;
   const script = `
     const { keepCompiledCode } = await import(${JSON.stringify(runtime)});
-    const churn = () => { let k = []; for (let j = 0; j < 50000; j++) k.push({ j, s: 'x' + j }); k = []; };
+    // garbage that lives through a few scavenges, so that it is promoted and major GCs come often
+    const held = [];
+    const churn = () => { const k = []; for (let j = 0; j < 20000; j++) k.push({ j, s: 'x' + j }); held.push(k); if (held.length > 3) held.shift(); };
     function probeBefore(x) { const o = { a: x, b: [x, x + 1] }; return JSON.stringify(o).length; }
     probeBefore(1);
     let kept = false;
     if (${String(keep)}) keepCompiledCode({ maxWaitMs: 60000 }).then(() => { kept = true; });
-    // the GC observer's entries come between turns of the event loop
-    for (let r = 0; r < 3000 && !kept; r++) { churn(); await new Promise((ok) => setImmediate(ok)); }
+    // the GC observer's entries come between turns of the event loop; so does the churn, as an agent's would
+    const turn = () => new Promise((ok) => setImmediate(ok));
+    for (let r = 0; r < (${String(keep)} ? 3000 : 60) && !kept; r++) { churn(); await turn(); }
     if (${String(keep)} && !kept) throw new Error('keepCompiledCode() never switched');
     function probeAfter(x) { const o = { a: x, b: [x, x + 2] }; return JSON.stringify(o).length; }
     probeAfter(1);
-    for (let r = 0; r < 200; r++) churn();
+    for (let r = 0; r < 100; r++) { churn(); await turn(); }
   `;
   const r = spawnSync(process.execPath, ['--trace-flush-bytecode', '--max-old-space-size=32', '--input-type=module', '-'], { input: script, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);

@@ -6,9 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { ActionOptions, ActionResult, ArmedAction } from '../drivers/contract.js';
+import type { ActionOptions, ActionResult, ArmedAction, DeviceDriver, FiredAction } from '../drivers/contract.js';
 import { sleep } from '../drivers/lib/deadline.js';
-import { WaveAcks } from '../agent/engine/executor.js';
+import { fireArmed, WaveAcks, type DeviceHandle } from '../agent/engine/executor.js';
 import type { Demand } from '../agent/engine/types.js';
 import { engineRig, FakeDevice } from '../hil/testing/engine-rig.js';
 
@@ -154,5 +154,49 @@ describe('WaveAcks: acknowledgements before confirmations', () => {
 
   test('an empty wave holds nothing', async () => {
     await new WaveAcks(0, 10_000).all;
+  });
+});
+
+describe('fireArmed: picking the wave and firing in one loop', () => {
+  /** A handle whose armed action records the order it was fired in; `arm: false` leaves it unarmed. */
+  const handle = (id: string, order: string[], o: { arm?: boolean; stale?: boolean } = {}): DeviceHandle => ({
+    id,
+    driver: {} as DeviceDriver,
+    feeds: [],
+    hardCut: false,
+    armed:
+      o.arm === false
+        ? undefined
+        : {
+            fire: () => {
+              order.push(id);
+              return o.stale ? undefined : ({ sentAt: 0, complete: () => Promise.reject(new Error('not used')), cancel: () => undefined } as unknown as FiredAction);
+            },
+          },
+  });
+
+  test('skips shed and in-flight devices, fires the others in plan order, and keeps todo and fired index for index', () => {
+    const order: string[] = [];
+    const plan = [handle('a', order), handle('shed', order), handle('b', order, { arm: false }), handle('busy', order), handle('c', order, { stale: true }), handle('d', order)];
+    const { todo, fired } = fireArmed(plan, new Map([['shed', {}]]), new Map([['busy', {}]]));
+    assert.deepEqual(
+      todo.map((h) => h.id),
+      ['a', 'b', 'c', 'd'],
+    );
+    assert.deepEqual(order, ['a', 'c', 'd'], 'shed and in-flight devices are not fired; an unarmed one has nothing to fire');
+    assert.deepEqual(
+      fired.map((f) => f !== undefined),
+      [true, false, false, true],
+      'the unarmed and the stale arm (fire() answered undefined) get the plain curtail',
+    );
+    for (const f of fired) if (f) assert.ok(f.sentBy >= f.at);
+    assert.equal(plan[0]?.armed, undefined, 'an arm is used once');
+    assert.notEqual(plan[1]?.armed, undefined, 'a shed device keeps its arm');
+  });
+
+  test('nothing to do: empty todo, nothing fired', () => {
+    const order: string[] = [];
+    const { todo, fired } = fireArmed([handle('x', order)], new Map([['x', {}]]), new Map());
+    assert.deepEqual([todo.length, fired.length, order.length], [0, 0, 0]);
   });
 });
