@@ -29,8 +29,8 @@ test('every flag has a reason, none twice, and they fit a shebang line', () => {
 /**
  * A process that runs `probeBefore` once, calls keepCompiledCode() with its
  * default number of major GCs before the switch (or does not call it),
- * allocates until it switched (or for as long), then runs `probeAfter` once and allocates through many more major
- * GCs. V8 names on stdout (--trace-flush-bytecode) each function whose
+ * allocates until it switched (or for as long), then runs `probeAfter` once
+ * and allocates through many more major GCs. V8 names on stdout (--trace-flush-bytecode) each function whose
  * bytecode it drops; returns which of the two it dropped.
  */
 function flushed(keep: boolean): { before: boolean; after: boolean } {

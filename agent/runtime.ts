@@ -20,6 +20,9 @@
 import { constants, PerformanceObserver } from 'node:perf_hooks';
 import v8 from 'node:v8';
 
+/** keepCompiledCode()'s one switch per process (resolved once flushing is off). */
+let codeKept: Promise<void> | undefined;
+
 /**
  * Keeps every function's compiled code for good once start-up is over.
  * By default V8 drops the bytecode of a function that has not run for a few
@@ -54,7 +57,8 @@ export function keepCompiledCode(opts: { afterMajorGcs?: number; maxWaitMs?: num
     };
     const observer = new PerformanceObserver((list) => {
       for (const e of list.getEntries()) {
-        if (((e as { detail?: { kind?: number } }).detail)?.kind === constants.NODE_PERFORMANCE_GC_MAJOR && ++seen === need) keep();
+        const kind = (e as { detail?: { kind?: number } }).detail?.kind;
+        if (kind === constants.NODE_PERFORMANCE_GC_MAJOR && ++seen === need) keep();
       }
     });
     observer.observe({ entryTypes: ['gc'] });
@@ -63,7 +67,6 @@ export function keepCompiledCode(opts: { afterMajorGcs?: number; maxWaitMs?: num
   });
   return codeKept;
 }
-let codeKept: Promise<void> | undefined;
 
 /** Each flag with why it is there; the order is the command line's. */
 export const LOW_MEMORY_NODE_FLAG_RATIONALE = [
