@@ -14,6 +14,8 @@
  *   rackpilot sign --keygen --out FILE [--key-id ID]
  */
 import { parseArgs } from 'node:util';
+// first: zod reads this setting as each schema module loads
+import './zod-jitless.js';
 import { loadConfigFile } from './config.js';
 import { createLogger } from './logger.js';
 import { AGENT_VERSION } from './version.js';

@@ -13,8 +13,9 @@
  * `npm run build` runs this after tsc; scripts/bundle.sh puts the result in
  * place of dist/agent/cli.js in a release, so the service runs it.
  *
- * One dependency is changed on the way in: mqtt.js loads its WebSocket
- * transport only for a ws:// or wss:// broker (mqttLazyWs below).
+ * Two dependencies are changed on the way in: mqtt.js loads its WebSocket
+ * transport only for a ws:// or wss:// broker (mqttLazyWs below), and zod
+ * starts with its code generation off (zodJitless below).
  *
  * Left out of the bundle, and loaded from where they are at run time:
  *  - packages with native bindings (koffi, serialport, onoff/epoll), which
@@ -70,6 +71,28 @@ const mqttLazyWs = {
   },
 };
 
+/**
+ * zod starts with its code generation off (agent/zod-jitless.ts says why).
+ * The CLI imports zod-jitless.js first, which is enough for tsc's output, but
+ * esbuild's code splitting evaluates the shared chunks (zod's and the
+ * schemas') before the entry's own modules, so in the bundle the setting
+ * comes with zod's global config object itself. The build fails if zod's code
+ * no longer reads as expected (a new zod version: look again).
+ */
+const ZOD_GLOBAL_CONFIG = /\(_a = globalThis\)\.__zod_globalConfig \?\? \(_a\.__zod_globalConfig = \{\}\);/;
+const zodJitless = {
+  name: 'zod-jitless',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]node_modules[\\/]zod[\\/]v4[\\/]core[\\/]core\.js$/ }, (args) => {
+      const code = readFileSync(args.path, 'utf8');
+      if (!ZOD_GLOBAL_CONFIG.test(code)) {
+        return { errors: [{ text: `zod-jitless: ${args.path} no longer creates its global config as expected; update scripts/bundle-agent.mjs` }] };
+      }
+      return { contents: code.replace(ZOD_GLOBAL_CONFIG, '(_a = globalThis).__zod_globalConfig ?? (_a.__zod_globalConfig = { jitless: true });'), loader: 'js' };
+    });
+  },
+};
+
 /** Bundles dist/agent/cli.js into `outDir` (emptied first), its esbuild metafile beside it (`../meta.json`); returns the files written. */
 export async function bundleAgent(outDir = join(distAgent, '..', 'bundle', 'agent')) {
   rmSync(outDir, { recursive: true, force: true });
@@ -87,7 +110,7 @@ export async function bundleAgent(outDir = join(distAgent, '..', 'bundle', 'agen
     legalComments: 'eof',
     chunkNames: 'chunk-[hash]',
     external: EXTERNAL_PACKAGES,
-    plugins: [hilExternal, mqttLazyWs],
+    plugins: [hilExternal, mqttLazyWs, zodJitless],
     // CommonJS dependencies call require(); an ES module has none of its own
     banner: { js: "import { createRequire as __rackpilotRequire } from 'node:module'; const require = __rackpilotRequire(import.meta.url);" },
     logLevel: 'warning',

@@ -120,8 +120,16 @@ export interface AckHold {
   ack: () => void;
 }
 
-/** How long a wave's read-backs wait at most for the rest of the wave to acknowledge. */
-export const ACK_HOLD_MAX_MS = 250;
+/**
+ * How long a wave's read-backs wait at most for the rest of the wave to
+ * acknowledge: well past a whole wave's acknowledgements (256 devices: about
+ * 170 ms, under the low-memory profile 230 ms, p99 300-450 ms), since a hold
+ * that ends before them lets every read-back start while the last devices
+ * are still answering their curtail (at 250 ms this stretched the slowest
+ * waves' last acknowledgement from about 300 ms to 450 ms); short beside a
+ * miner's seconds of winding down and the shed deadline.
+ */
+export const ACK_HOLD_MAX_MS = 1_000;
 
 /**
  * Acknowledgements before confirmations: a wave's read-backs start once

@@ -106,8 +106,16 @@ export class KeepWarm {
     this.timer = undefined;
   }
 
-  /** A request is over; `ok`: it was answered. */
-  end(ok: boolean): void {
+  /**
+   * A request is over; `ok`: it was answered. `shot`: it was a fired request
+   * (HttpClient.prepare), which takes its connection for good. Its
+   * replacement then waits minIntervalMs like a ping would: shots come in
+   * curtailment waves, where a new connection and a `GET /` to every device
+   * would compete with the other devices' answers (in this process and in
+   * the rack's network), and the wave's read-backs pool a connection anyway.
+   */
+  end(ok: boolean, shot = false): void {
+    if (shot) this.lastPingAt = performance.now();
     this.inFlight--;
     if (this.closed || this.inFlight > 0) return;
     const every = this.every();

@@ -261,13 +261,16 @@ describe('HttpClient prepared requests', () => {
     assert.equal(p.fire(), undefined);
   });
 
-  test('keep-warm: the taken connection is replaced by the next ping', async () => {
+  test('keep-warm: the taken connection is replaced by the next ping, minIntervalMs after the shot (not in the middle of a wave)', async () => {
     const { server, port } = await sim(undefined, { keepAliveMs: 2000 });
-    const c = client(port, { keepWarm: { minIntervalMs: 50 } });
+    const c = client(port, { keepWarm: { minIntervalMs: 400 } });
     await c.request({ path: '/' });
+    await sleep(450); // past minIntervalMs since that request: only the shot holds the reopen back
     const res = await c.prepare({ method: 'POST', path: '/x' }).fire()!.result();
     assert.equal(res.status, 200);
-    await sleep(300);
+    await sleep(150);
+    assert.equal(server.connections, 1, 'no new connection right after the shot');
+    await sleep(600);
     assert.equal(server.connections, 2, 'keep-warm opened a new connection');
     assert.ok((c.stats.keepWarm?.reopens ?? 0) >= 1);
     const conns = server.connections;

@@ -331,10 +331,10 @@ export class HttpClient {
     };
     const x = new HttpExchange(where, this.limits, (err) => {
       adopt();
-      // one request per connection taken: keep-warm opens the next one when the pool ran dry
+      // one request per connection taken: keep-warm opens the next one when the pool ran dry (not at once)
       socket.destroy();
       this.shots.delete(x);
-      this.warm?.end(err === null);
+      this.warm?.end(err === null, true);
     });
     this.shots.add(x);
     if (pooled) {
