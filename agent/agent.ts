@@ -98,6 +98,8 @@ export class Agent {
       emit: (e) => this.onEvent(e),
       onState: () => this.publishState(),
       onReading: (deviceId, reading, requestedAt) => this.poller.offer(deviceId, reading, requestedAt),
+      // telemetry waits while a wave's devices acknowledge their curtail
+      onWave: (acked) => this.poller.holdUntil(acked),
       ...(hooks.onActivation ? { onActivation: hooks.onActivation } : {}),
     });
     this.signals = new SignalMonitor(config.signals, this.devices, (ch) => this.onSignalChange(ch), log.child({ component: 'signals' }));

@@ -36,6 +36,10 @@ export class Poller {
   private stopped = true;
   private ctl = new AbortController();
   lastCycle: CycleStats | undefined;
+  /** Holds not settled yet (holdUntil); while any is, no read starts. */
+  private readonly holds = new Set<Promise<void>>();
+  /** What reads wait on while held; opened when the last hold settles, or at stop(). */
+  private gate: { wait: Promise<void>; open: () => void } | undefined;
   /** How long each device's latest poll read took, ms (for /metrics). */
   readonly readMs = new Map<string, number>();
 
@@ -59,6 +63,9 @@ export class Poller {
     this.stopped = true;
     clearTimeout(this.timer);
     this.ctl.abort();
+    // a hold must not keep a stopping poller waiting
+    this.holds.clear();
+    this.openGate();
     await this.running;
   }
 
@@ -71,6 +78,37 @@ export class Poller {
         this.schedule(Math.max(0, this.opts.intervalMs - (Date.now() - started)));
       });
     }, delay);
+  }
+
+  /**
+   * No read starts until `until` settles (reads already in flight go on);
+   * holds overlap, the last to settle ends them. The engine holds the
+   * poller for each curtailment wave until its devices acknowledged (at
+   * most ACK_HOLD_MAX_MS): telemetry requests would otherwise queue at the
+   * miners ahead of the curtail (a cgminer API serves one connection at a
+   * time) and their answers compete with the acknowledgements here.
+   */
+  holdUntil(until: Promise<unknown>): void {
+    const hold = until.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.holds.add(hold);
+    if (!this.gate) {
+      let open!: () => void;
+      const wait = new Promise<void>((r) => (open = r));
+      this.gate = { wait, open };
+    }
+    void hold.then(() => {
+      this.holds.delete(hold);
+      if (this.holds.size === 0) this.openGate();
+    });
+  }
+
+  private openGate(): void {
+    const g = this.gate;
+    this.gate = undefined;
+    g?.open();
   }
 
   /**
@@ -91,6 +129,8 @@ export class Poller {
     // one signal per read: 256 reads listening on one shared signal cost O(n²) (agent/abort-group.ts)
     const group = new AbortGroup([signal]);
     await mapLimit(this.devices, this.opts.concurrency, async (d) => {
+      while (this.gate) await this.gate.wait;
+      if (signal.aborted) return;
       const from = Date.now();
       let r: Reading;
       try {

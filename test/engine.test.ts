@@ -48,6 +48,26 @@ describe('curtailment engine', () => {
     await rig.stop();
   });
 
+  test('a wave hands its acknowledgement hold to onWave as it starts; it settles once every device acknowledged, before confirmation ends', async () => {
+    const devs = [new FakeDevice('a', 30), new FakeDevice('b', 120)];
+    const rig = engineRig(devs);
+    rig.poll();
+    const wave = rig.engine.raise(shed('cmd-hold'));
+    assert.ok(wave);
+    assert.equal(rig.waves.length, 1, 'handed over with the sends');
+    const hold = rig.waves[0];
+    assert.ok(hold);
+    let settledAt = 0;
+    void hold.then(() => (settledAt = Date.now()));
+    await sleep(60);
+    assert.equal(settledAt, 0, 'b has not answered yet');
+    await hold;
+    assert.ok(devs.every((d) => d.calls.includes('curtail')));
+    await wave.done;
+    assert.ok(settledAt > 0);
+    await rig.stop();
+  });
+
   test('overlapping demands: the most restrictive wins and nothing comes back while any is active', async () => {
     // J/TH: a 3000/100 = 30, b 3000/60 = 50 (least efficient), c 3000/120 = 25
     const devs = [new FakeDevice('a', 10, 'asic', 3000, 100), new FakeDevice('b', 10, 'asic', 3000, 60), new FakeDevice('c', 10, 'asic', 3000, 120)];

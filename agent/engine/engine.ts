@@ -77,6 +77,8 @@ export interface EngineOptions {
   onReading: (device: string, r: Reading, requestedAt: number) => void;
   /** Activation records as they complete (benchmarks and tests). */
   onActivation?: (r: ActivationRecord) => void;
+  /** A curtailment wave's sends went out; `acked` settles once its devices acknowledged (WaveAcks, at most ACK_HOLD_MAX_MS). */
+  onWave?: (acked: Promise<void>) => void;
 }
 
 /** The result of a demand: the wave it started, or the waves in flight it joined. */
@@ -540,7 +542,8 @@ export class Engine {
     const { todo, fired } = fireArmed(handles, this.shed, this.pending);
     if (todo.length === 0) return null;
     const commandId = trigger.commandId ?? null;
-    const opts = this.execOptions(commandId, signalAt, { ...(deadlineMs === undefined ? {} : { deadlineMs }), acks: new WaveAcks(todo.length) });
+    const acks = new WaveAcks(todo.length);
+    const opts = this.execOptions(commandId, signalAt, { ...(deadlineMs === undefined ? {} : { deadlineMs }), acks });
     const group = new AbortGroup([this.life.signal]);
     const id = `act-${Math.floor(decidedAt)}-${++this.waves}`;
     const wave: RunningWave = { id, trigger, signalAt, decidedAt, done: undefined as unknown as Promise<WaveOutcome> };
@@ -556,6 +559,7 @@ export class Engine {
       group.dispose();
       return this.settle(wave, outs, loads);
     });
+    this.o.onWave?.(acks.all);
     // the bookkeeping waits for the check phase, so answers already in are read first
     setImmediate(() => {
       this.o.evidence.begin({ id, trigger: triggerOf(trigger), signalAt, decidedAt, devices: [], powerBeforeW: null, powerAfterW: null });

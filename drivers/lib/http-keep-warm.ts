@@ -16,7 +16,9 @@
  *    recently used one), which restarts the device's idle timer;
  *  - when the last pooled connection is gone anyway (a device restart, a
  *    limit learned too late, a server that closes after N requests), one
- *    ping opens a new one, no sooner than minIntervalMs after the last ping.
+ *    ping opens a new one, no sooner than minIntervalMs after the last ping
+ *    (or after the fired request that took the connection: a curtailment
+ *    wave's answers come first).
  *    A ping that fails, or whose connection the device does not keep, ends
  *    the pinging until the driver's next request pools a connection again:
  *    a device that is down or never keeps connections is not pinged.

@@ -131,6 +131,8 @@ export interface EngineRig {
   engine: Engine;
   events: EngineEvent[];
   activations: ActivationRecord[];
+  /** Each wave's acknowledgement hold, as the engine handed it to onWave (the agent holds its poller on it). */
+  waves: Promise<void>[];
   latest: Map<string, Reading>;
   stateDir: string;
   /** A fresh reading of every device into `latest`, then the engine's telemetry hook. */
@@ -153,6 +155,7 @@ export function engineRig(devices: DeviceDriver[], o: RigOptions = {}): EngineRi
   const signals: SignalCondition[] = (o.signals ?? []).map((s) => signalConditionSchema.parse(s));
   const events: EngineEvent[] = [];
   const activations: ActivationRecord[] = [];
+  const waves: Promise<void>[] = [];
   const latest = new Map<string, Reading>();
   const log = pino({ level: 'silent' });
   const evidence = new EvidenceLog({ ...evidenceConfigSchema.parse({ postMs: 1000 }), dir: join(stateDir, 'evidence') }, log);
@@ -171,6 +174,7 @@ export function engineRig(devices: DeviceDriver[], o: RigOptions = {}): EngineRi
     onState: () => undefined,
     onReading: (id, r) => latest.set(id, r),
     onActivation: (r) => activations.push(r),
+    onWave: (acked) => waves.push(acked),
   });
   const poll = (): void => {
     for (const d of devices) {
@@ -183,6 +187,7 @@ export function engineRig(devices: DeviceDriver[], o: RigOptions = {}): EngineRi
     engine,
     events,
     activations,
+    waves,
     latest,
     stateDir,
     poll,
