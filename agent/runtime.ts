@@ -13,9 +13,9 @@
  * (peaks 76-78 MiB) with these; about 40 MiB of it is file pages of node's
  * own binary and libraries, the live JS heap is about 18 MiB. The price is
  * CPU time on the curtailment path: the last of 256 commands goes out in
- * about 9 ms instead of 3.4-4.1 ms, and the last acknowledgement comes about
- * 1.25-1.4x the raw floor's instead of 1.1x (the floor measured under the
- * same flags); the decision (edge to first send) is 0.1 ms either way.
+ * about 10 ms instead of 3.4-4.1 ms, and the last acknowledgement comes about
+ * 1.23-1.35x the raw floor's instead of 1.04-1.17x (the floor measured under
+ * the same flags); the decision (edge to first send) is 0.1 ms either way.
  */
 import { constants, PerformanceObserver } from 'node:perf_hooks';
 import v8 from 'node:v8';
