@@ -130,6 +130,11 @@ export class HttpExchange {
   head(status: number, headers: http.IncomingHttpHeaders): boolean {
     if (this.outcome) return false;
     this.answered = true;
+    if (!(status >= 100 && status <= 999)) {
+      // a status line the parsers accept (three digits) but no HTTP status, e.g. "000"
+      this.finish(new RackpilotError('MALFORMED_RESPONSE', `${this.where}: answer has no valid HTTP status (${status})`));
+      return false;
+    }
     this.status = status;
     this.headers = headers;
     const max = this.lim.maxResponseBytes;

@@ -278,6 +278,18 @@ describe('HttpClient prepared requests', () => {
     assert.equal(server.connections, conns, 'the next shot found it');
   });
 
+  test('a status line with three digits that are no HTTP status ("000") is MALFORMED_RESPONSE, fired or requested', async () => {
+    const port = await rawServer((s) => {
+      s.once('data', () => s.end('HTTP/1.0 000 OK\r\n\r\n{"till":"close"}'));
+    });
+    const c = client(port, { readTimeoutMs: 1000 });
+    const fired = c.prepare({ path: '/' }).fire();
+    assert.ok(fired);
+    await expectCode(fired.result(), 'MALFORMED_RESPONSE');
+    await expectCode(c.request({ path: '/' }), 'MALFORMED_RESPONSE');
+    c.close();
+  });
+
   test('fuzz: truncated, corrupted or padded answers end in an answer or a transport error code, never a throw or a hang', async () => {
     const valid = [
       'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}',
