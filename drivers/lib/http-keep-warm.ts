@@ -80,6 +80,7 @@ export class KeepWarm {
   private keeps = false;
   private timer: NodeJS.Timeout | undefined;
   private pinging: AbortController | undefined;
+  /** When the last ping, or the last fired request (end(ok, true)), went out: a reopen waits minIntervalMs past it. */
   private lastPingAt = -Infinity;
   private closed = false;
   private readonly s = { pings: 0, pingFailures: 0, reopens: 0 };
