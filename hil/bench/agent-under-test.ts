@@ -70,6 +70,8 @@ export interface CurrentAgentOptions {
   devices: readonly DeviceBlock[];
   brokerUrl: string;
   pollMs: number;
+  /** Devices read at once by a poll cycle (default: the config's default, as an operator gets it). */
+  pollConcurrency?: number;
   /** Engine state and evidence log go here. */
   stateDir: string;
   simReset: () => Promise<void>;
@@ -102,7 +104,7 @@ export class CurrentAgent implements AgentUnderTest {
       site: 'bench',
       rack: `curtail${this.o.devices.length}`,
       mqtt: { url: this.o.brokerUrl, protocolVersion: 4 },
-      poll: { intervalMs: this.o.pollMs, deadlineMs: 3000, concurrency: 64 },
+      poll: { intervalMs: this.o.pollMs, deadlineMs: 3000, ...(this.o.pollConcurrency !== undefined ? { concurrency: this.o.pollConcurrency } : {}) },
       actions: { deadlineMs: ACTION_DEADLINE_MS },
       log: { level: 'silent' },
       stateDir: this.o.stateDir,

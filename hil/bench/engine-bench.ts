@@ -4,7 +4,7 @@
  *
  *   rackpilot bench curtail [--devices 256] [--trials 100] [--json] [--no-rss] [--rss-seconds 60]
  *                           [--warmup 3] [--poll-ms 5000] [--families luxos,antminer,...] [--antminer-ack-ms 0]
- *                           [--state-dir DIR] [--no-keep-warm] [--no-drivers-only] [--gap-ms 0]
+ *                           [--state-dir DIR] [--no-keep-warm] [--no-drivers-only] [--gap-ms 0] [--poll-concurrency N]
  *
  * A rack of N simulated miners (families round-robin, acknowledging at once)
  * runs in a child process (sim-host.ts); the agent runs here and is what is
@@ -37,6 +37,7 @@ import { cpus, getPriority, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { findDriver } from '../../drivers/registry.js';
+import { pollConfigSchema } from '../../agent/config.js';
 import { resolveFamilies, type DeviceBlock } from '../sim/catalog.js';
 import { CurrentAgent, type AgentUnderTest } from './agent-under-test.js';
 import { Floor, planFromCapture } from './floor.js';
@@ -53,6 +54,8 @@ export interface EngineBenchOptions {
   warmup: number;
   /** The agent's telemetry poll interval during the trials and the RSS phase. */
   pollMs: number;
+  /** Devices a poll cycle reads at once, in the trials and the RSS phase (default: `poll.concurrency`'s default). */
+  pollConcurrency?: number;
   /** 0: no RSS/CPU phase. */
   rssSeconds: number;
   families?: string[];
@@ -84,6 +87,7 @@ export interface EngineBenchReport {
   /** The nice value the agent and the floor ran at (the unit's -10 when allowed). */
   agentNice: number;
   pollMs: number;
+  pollConcurrency: number;
   agent: {
     decision: Summary;
     /** From the signal to the engine's call of the first / last device's driver (activation records' dispatchAt). */
@@ -232,6 +236,8 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
   // the agent and the floor at the service's priority, as installed
   const agentNice = renice(0, UNIT_NICE, 'the agent and the floor', say);
   const probe = new WireProbe();
+  // an operator's agent reads poll.concurrency devices at once unless configured otherwise
+  const pollConcurrency = o.pollConcurrency ?? pollConfigSchema.parse({}).concurrency;
   const stateDir = mkdtempSync(join(o.stateDir ?? tmpdir(), 'rackpilot-engine-bench-'));
   let agent: AgentUnderTest | undefined;
   let floor: Floor | undefined;
@@ -244,7 +250,7 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
 
     const keepWarm = o.keepWarm ?? true;
     const devices = keepWarm ? sim.devices : sim.devices.map(withoutKeepWarm);
-    agent = new CurrentAgent({ devices, brokerUrl: sim.brokerUrl, pollMs: o.pollMs, stateDir, simReset: () => sim.reset() });
+    agent = new CurrentAgent({ devices, brokerUrl: sim.brokerUrl, pollMs: o.pollMs, pollConcurrency, stateDir, simReset: () => sim.reset() });
     await agent.start();
     probe.install();
     for (let i = 0; i < o.warmup; i++) {
@@ -386,8 +392,8 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
       lastAck: { p50: ratio(agentFig.lastAck.p50, floorFig.lastAnswer.p50), p99: ratio(agentFig.lastAck.p99, floorFig.lastAnswer.p99) },
     };
     // the agent's memory both ways: the default node profile, and the opt-in low-memory one (agent/runtime.ts)
-    const rss = o.rssSeconds > 0 ? await rssPhase(sim, o) : undefined;
-    const rssLow = o.rssSeconds > 0 ? await rssPhase(sim, { ...o, flags: LOW_MEMORY_NODE_FLAGS }) : undefined;
+    const rss = o.rssSeconds > 0 ? await rssPhase(sim, { ...o, pollConcurrency }) : undefined;
+    const rssLow = o.rssSeconds > 0 ? await rssPhase(sim, { ...o, pollConcurrency, flags: LOW_MEMORY_NODE_FLAGS }) : undefined;
     const target = (name: string, value: number, limit: number): EngineBenchReport['targets'][number] => ({ name, value, limit, met: value <= limit });
     const targets = [
       target('decision p99 (ms)', agentFig.decision.p99, TARGETS.decisionP99Ms),
@@ -406,6 +412,7 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
       cpus: cpus().length,
       agentNice,
       pollMs: o.pollMs,
+      pollConcurrency,
       agent: { ...agentFig, incompleteTrials: a.incomplete, lastAckBy: a.lastAckBy },
       floor: { ...floorFig, incompleteTrials: f.incomplete, mismatched: f.mismatched, lastAnswerBy: f.lastAnswerBy, replay, problems },
       ...(runDrivers
@@ -451,7 +458,7 @@ function fmtRatio(x: number): string {
 export function formatReport(r: EngineBenchReport): string {
   const out: string[] = [];
   out.push(
-    `rackpilot bench curtail: ${r.devices} simulated devices (${Object.entries(r.families).map(([f, n]) => `${f} x${n}`).join(', ')}), ${r.trials} trials, node ${r.node}, ${r.cpus} CPUs, agent and floor at nice ${r.agentNice}, simulators at nice 19, poll every ${r.pollMs} ms${r.gapMs ? `, ${r.gapMs} ms quiet before each trial` : ''}${r.keepWarm ? '' : ', HTTP keep-warm off'}`,
+    `rackpilot bench curtail: ${r.devices} simulated devices (${Object.entries(r.families).map(([f, n]) => `${f} x${n}`).join(', ')}), ${r.trials} trials, node ${r.node}, ${r.cpus} CPUs, agent and floor at nice ${r.agentNice}, simulators at nice 19, poll every ${r.pollMs} ms (${r.pollConcurrency} devices at once)${r.gapMs ? `, ${r.gapMs} ms quiet before each trial` : ''}${r.keepWarm ? '' : ', HTTP keep-warm off'}`,
   );
   out.push('');
   out.push(
@@ -508,7 +515,7 @@ export function formatReport(r: EngineBenchReport): string {
   if (r.rss) {
     out.push('');
     out.push(
-      `agent process (${r.rss.build} build) polling every ${r.pollMs} ms, over ${r.rss.seconds} s: RSS peak ${r.rss.peakMiB.toFixed(1)} MiB, steady ${r.rss.steadyMiB.toFixed(1)} MiB; CPU ${r.rss.cpuPercent.toFixed(1)} %`,
+      `agent process (${r.rss.build} build) polling every ${r.pollMs} ms (${r.pollConcurrency} at once), over ${r.rss.seconds} s: RSS peak ${r.rss.peakMiB.toFixed(1)} MiB, steady ${r.rss.steadyMiB.toFixed(1)} MiB; CPU ${r.rss.cpuPercent.toFixed(1)} %`,
     );
     if (r.rssLow) {
       out.push(
@@ -527,7 +534,7 @@ export function formatReport(r: EngineBenchReport): string {
 }
 
 function usage(): string {
-  return 'usage: rackpilot bench curtail [--devices N] [--trials T] [--json] [--no-rss] [--rss-seconds S] [--warmup W] [--poll-ms MS] [--families a,b] [--antminer-ack-ms MS] [--state-dir DIR] [--no-keep-warm] [--no-drivers-only] [--gap-ms MS]';
+  return 'usage: rackpilot bench curtail [--devices N] [--trials T] [--json] [--no-rss] [--rss-seconds S] [--warmup W] [--poll-ms MS] [--families a,b] [--antminer-ack-ms MS] [--state-dir DIR] [--no-keep-warm] [--no-drivers-only] [--gap-ms MS] [--poll-concurrency N]';
 }
 
 /** `rackpilot bench curtail ...`: prints the report; 0 unless the benchmark itself broke (2: bad arguments or limits). */
@@ -550,6 +557,7 @@ export async function runEngineBench(argv: string[]): Promise<number> {
         'no-keep-warm': { type: 'boolean', default: false },
         'no-drivers-only': { type: 'boolean', default: false },
         'gap-ms': { type: 'string', default: '0' },
+        'poll-concurrency': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -569,6 +577,7 @@ export async function runEngineBench(argv: string[]): Promise<number> {
     ['rss-seconds', values['rss-seconds'], 1],
     ['antminer-ack-ms', values['antminer-ack-ms'], 0],
     ['gap-ms', values['gap-ms'], 0],
+    ...(values['poll-concurrency'] !== undefined ? [['poll-concurrency', values['poll-concurrency'], 1] as [string, string, number]] : []),
   ];
   const bad = ints.filter(([, v, min]) => !/^\d+$/.test(v) || Number(v) < min).map(([k, , min]) => `--${k}: expected a whole number >= ${min}`);
   let families: string[] | undefined;
@@ -598,6 +607,7 @@ export async function runEngineBench(argv: string[]): Promise<number> {
       keepWarm: !values['no-keep-warm'],
       driversOnly: !values['no-drivers-only'],
       gapMs: Number(values['gap-ms']),
+      ...(values['poll-concurrency'] !== undefined ? { pollConcurrency: Number(values['poll-concurrency']) } : {}),
       ...(values['state-dir'] !== undefined ? { stateDir: values['state-dir'] } : {}),
       ...(families ? { families } : {}),
       progress: (line) => process.stderr.write(`${line}\n`),

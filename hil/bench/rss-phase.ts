@@ -19,6 +19,8 @@ export interface RssPhaseOptions {
   devices: number;
   /** The agent's telemetry poll interval. */
   pollMs: number;
+  /** Devices read at once by a poll cycle (default: the config's default, as an operator gets it). */
+  pollConcurrency?: number;
   /** How long to sample once every device reads online. */
   rssSeconds: number;
   /** Node flags for the agent process (default none). */
@@ -58,7 +60,7 @@ export async function rssPhase(sim: Pick<SimHost, 'devices' | 'brokerUrl'>, o: R
       site,
       rack,
       mqtt: { url: sim.brokerUrl, protocolVersion: 4 },
-      poll: { intervalMs: o.pollMs, deadlineMs: 3000, concurrency: 64 },
+      poll: { intervalMs: o.pollMs, deadlineMs: 3000, ...(o.pollConcurrency !== undefined ? { concurrency: o.pollConcurrency } : {}) },
       log: { level: 'warn' },
       stateDir: dir,
       evidence: { dir: join(dir, 'evidence') },

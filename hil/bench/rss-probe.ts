@@ -7,12 +7,14 @@
  * external, arrayBuffers) reported from inside the agent by this same file,
  * preloaded there with `--import` (it then loads nothing else).
  *
- *   node dist/hil/bench/rss-probe.js [--miners 256] [--interval-ms 5000] [--duration-s 90]
+ *   node dist/hil/bench/rss-probe.js [--miners 256] [--interval-ms 5000] [--duration-s 90] [--concurrency N]
  *                                    [--families luxos,antminer,...] [--bare] [--node-flag=--max-semi-space-size=1 ...]
  *
- * The agent runs under its production node flags (agent/runtime.ts
- * LOW_MEMORY_NODE_FLAGS); --bare drops them. --node-flag adds a flag after them
- * (repeatable; a later V8 flag wins), to compare V8 settings on the same rack.
+ * The poll reads `poll.concurrency` devices at once: its default (32) unless
+ * --concurrency says otherwise. The agent runs under the low-memory node
+ * profile (agent/runtime.ts LOW_MEMORY_NODE_FLAGS); --bare drops it.
+ * --node-flag adds a flag after them (repeatable; a later V8 flag wins), to
+ * compare V8 settings on the same rack.
  */
 import { spawn } from 'node:child_process';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
@@ -67,6 +69,7 @@ async function main(): Promise<void> {
       miners: { type: 'string', default: '256' },
       'interval-ms': { type: 'string', default: '5000' },
       'duration-s': { type: 'string', default: '90' },
+      concurrency: { type: 'string' },
       families: { type: 'string' },
       'node-flag': { type: 'string', multiple: true, default: [] },
       bare: { type: 'boolean', default: false },
@@ -75,8 +78,9 @@ async function main(): Promise<void> {
   const miners = Number(values.miners);
   const intervalMs = Number(values['interval-ms']);
   const durationS = Number(values['duration-s']);
-  if (![miners, intervalMs, durationS].every((v) => Number.isInteger(v) && v > 0)) {
-    console.error('--miners, --interval-ms and --duration-s take positive integers');
+  const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
+  if (![miners, intervalMs, durationS, concurrency ?? 1].every((v) => Number.isInteger(v) && v > 0)) {
+    console.error('--miners, --interval-ms, --duration-s and --concurrency take positive integers');
     process.exit(2);
   }
   // loaded here, not at the top: the agent preloads this file and must not pay for the simulators
@@ -104,7 +108,7 @@ async function main(): Promise<void> {
       site,
       rack,
       mqtt: { url: broker.url, protocolVersion: 4 },
-      poll: { intervalMs, deadlineMs: 2000, concurrency: 64 },
+      poll: { intervalMs, deadlineMs: 2000, ...(concurrency !== undefined ? { concurrency } : {}) },
       actions: { deadlineMs: 30_000 },
       log: { level: 'warn' },
       devices,
@@ -117,7 +121,7 @@ async function main(): Promise<void> {
   const args = [...flags, '--import', fileURLToPath(import.meta.url), cli.path, 'run', '--config', cfg];
   const agent = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, [CHILD_ENV]: heapFile } });
   const pid = agent.pid ?? 0;
-  console.log(`rss probe: ${miners} simulated miners of ${families.length} families, poll every ${intervalMs} ms, ${durationS} s, ${cli.build} agent, node ${process.version} ${flags.join(' ')}`);
+  console.log(`rss probe: ${miners} simulated miners of ${families.length} families, poll every ${intervalMs} ms (${concurrency ?? 'default'} at once), ${durationS} s, ${cli.build} agent, node ${process.version} ${flags.join(' ')}`);
   console.log('     s  online   seq    rss   anon   file | heapUsed heapTotal external arrayBuf (MiB)');
   const rss: number[] = [];
   const t0 = Date.now();
