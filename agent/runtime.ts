@@ -1,21 +1,26 @@
 /**
- * The low-memory node profile, defined once: an opt-in for controllers short
- * of RAM (put the flags before the script on the node command line, e.g. in
- * the systemd unit's ExecStart). It is NOT the default: it trades the
- * curtailment path's speed for memory (figures below), and a rack agent's
- * first duty is to shed load fast. `rackpilot bench curtail` measures the
- * agent's RSS both ways (hil/bench/rss-phase.ts); rss-probe.ts takes them by
- * default.
+ * The low-memory node profile, defined once. It is what the service runs:
+ * install.sh writes these flags into /etc/default/rackpilot
+ * (RACKPILOT_NODE_FLAGS, put before the script on the unit's node command
+ * line); an operator empties that line for node's JIT. `rackpilot bench
+ * curtail` measures the agent's RSS under both (hil/bench/rss-phase.ts);
+ * rss-probe.ts takes this profile by default.
  *
- * Measured (hil/bench/rss-probe.ts and `rackpilot bench curtail`, node 20,
- * the bundled agent as a release runs it, 256 simulated miners of 9 families
- * polled every 5 s): RSS about 130-155 MiB with no flag, about 75 MiB
- * (peaks 76-78 MiB) with these; about 40 MiB of it is file pages of node's
- * own binary and libraries, the live JS heap is about 18 MiB. The price is
- * CPU time on the curtailment path: the last of 256 commands goes out in
- * about 10 ms instead of 3.4-4.1 ms, and the last acknowledgement comes about
- * 1.23-1.35x the raw floor's instead of 1.04-1.17x (the floor measured under
- * the same flags); the decision (edge to first send) is 0.1 ms either way.
+ * Why it is the default (node 20, the bundled agent as a release runs it,
+ * 256 simulated miners of 9 families polled every 5 s, 32 at once):
+ *  - memory: RSS about 74 MiB steady, 75 MiB peak, against 125-130 MiB
+ *    steady and 150-155 MiB peak under the JIT; about 40 MiB of either is
+ *    file pages of node's own binary and libraries, the live JS heap is
+ *    about 18 MiB;
+ *  - the signal path: the decision (edge to first send) is 0.1 ms at p50
+ *    either way, but its p99 stays at 0.2-0.25 ms here, where under the
+ *    JIT a main-thread stall of 1.4-5.7 ms (incremental-marking steps of
+ *    its larger heap among them) lands on it in one or two trials of 100.
+ * The price is CPU time: the last of 256 commands goes out about 10-11 ms
+ * after the edge instead of 3.7-5.6 ms, and the last acknowledgement comes
+ * 1.24-1.35x the raw floor's instead of 1.04-1.17x (each floor measured
+ * under the same flags). Both are far inside the fastest grid response
+ * window (250 ms, ERCOT FFR) and a miner's seconds of winding down.
  */
 import { constants, PerformanceObserver } from 'node:perf_hooks';
 import v8 from 'node:v8';

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startEmbeddedBroker } from '../agent/embedded-broker.js';
+import { LOW_MEMORY_NODE_FLAGS } from '../agent/runtime.js';
 import { fakeSystemctl } from '../hil/testing/fake-systemctl.js';
 import { FakeNotifySocket } from '../hil/testing/notify-socket.js';
 import { freePort } from '../hil/testing/ports.js';
@@ -154,6 +155,10 @@ describe('install.sh', () => {
       assert.ok(unit.split('\n').includes(line), `unit has ${line}`);
     }
     assert.match(unit, /^ExecStart=\/\S+\/node \$RACKPILOT_NODE_FLAGS \/opt\/rackpilot\/current\/dist\/agent\/cli\.js run --config \/etc\/rackpilot\/config\.yaml$/m);
+    // the service runs the low-memory profile unless the operator empties the flags
+    const defaults = readFileSync(join(root, 'etc/default/rackpilot'), 'utf8');
+    assert.deepEqual(/^RACKPILOT_NODE_FLAGS=(.*)$/m.exec(defaults)?.[1]?.split(' '), [...LOW_MEMORY_NODE_FLAGS]);
+    assert.equal(statSync(join(root, 'etc/default/rackpilot')).mode & 0o777, 0o644);
     if ('path' in analyze) {
       const v = spawnSync(analyze.path, ['verify', join(root, 'etc/systemd/system/rackpilot.service')], { encoding: 'utf8' });
       assert.equal(v.status, 0, v.stderr);
