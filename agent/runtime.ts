@@ -13,12 +13,12 @@
  *    file pages of node's own binary and libraries, the live JS heap is
  *    about 18 MiB;
  *  - the signal path: the decision (edge to first send) is 0.1 ms at p50
- *    either way, but its p99 stays at 0.2-0.25 ms here, where under the
+ *    either way, but its p99 stays at 0.2-0.35 ms here, where under the
  *    JIT a main-thread stall of 1.4-5.7 ms (incremental-marking steps of
  *    its larger heap among them) lands on it in one or two trials of 100.
  * The price is CPU time: the last of 256 commands goes out about 10-11 ms
  * after the edge instead of 3.7-5.6 ms, and the last acknowledgement comes
- * 1.24-1.35x the raw floor's instead of 1.04-1.17x (each floor measured
+ * 1.22-1.35x the raw floor's instead of 1.04-1.17x (each floor measured
  * under the same flags). Both are far inside the fastest grid response
  * window (250 ms, ERCOT FFR) and a miner's seconds of winding down.
  */
