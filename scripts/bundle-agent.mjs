@@ -51,47 +51,53 @@ const hilExternal = {
 };
 
 /**
+ * An esbuild plugin that rewrites one dependency file on the way in: the
+ * first match of `expected` becomes `replacement`. The build fails, saying
+ * `what` the file no longer does, when `expected` is not found (a new version
+ * of the dependency: look again).
+ */
+function patchDependency(name, file, expected, replacement, what) {
+  return {
+    name,
+    setup(b) {
+      b.onLoad({ filter: file }, (args) => {
+        const code = readFileSync(args.path, 'utf8');
+        if (!expected.test(code)) {
+          return { errors: [{ text: `${name}: ${args.path} no longer ${what} as expected; update scripts/bundle-agent.mjs` }] };
+        }
+        return { contents: code.replace(expected, replacement), loader: 'js' };
+      });
+    },
+  };
+}
+
+/**
  * mqtt.js requires its WebSocket transport (the `ws` package, ~1 MiB of heap)
  * on its first connect whatever the URL's protocol; here it is required when
- * a ws:// or wss:// broker URL first uses it. The build fails if mqtt's code
- * no longer reads as expected (a new mqtt version: look again).
+ * a ws:// or wss:// broker URL first uses it.
  */
-const MQTT_WS_EAGER = /protocols\.ws = require\('\.\/ws'\)\.streamBuilder;\s*protocols\.wss = require\('\.\/ws'\)\.streamBuilder;/;
-const mqttLazyWs = {
-  name: 'mqtt-lazy-ws',
-  setup(b) {
-    b.onLoad({ filter: /[\\/]node_modules[\\/]mqtt[\\/]build[\\/]lib[\\/]connect[\\/]index\.js$/ }, (args) => {
-      const code = readFileSync(args.path, 'utf8');
-      if (!MQTT_WS_EAGER.test(code)) {
-        return { errors: [{ text: `mqtt-lazy-ws: ${args.path} no longer requires ./ws as expected; update scripts/bundle-agent.mjs` }] };
-      }
-      const lazy = "protocols.ws = (client, opts) => require('./ws').streamBuilder(client, opts); protocols.wss = protocols.ws;";
-      return { contents: code.replace(MQTT_WS_EAGER, lazy), loader: 'js' };
-    });
-  },
-};
+const mqttLazyWs = patchDependency(
+  'mqtt-lazy-ws',
+  /[\\/]node_modules[\\/]mqtt[\\/]build[\\/]lib[\\/]connect[\\/]index\.js$/,
+  /protocols\.ws = require\('\.\/ws'\)\.streamBuilder;\s*protocols\.wss = require\('\.\/ws'\)\.streamBuilder;/,
+  "protocols.ws = (client, opts) => require('./ws').streamBuilder(client, opts); protocols.wss = protocols.ws;",
+  'requires ./ws',
+);
 
 /**
  * zod starts with its code generation off (agent/zod-jitless.ts says why).
  * The CLI imports zod-jitless.js first, which is enough for tsc's output, but
  * esbuild's code splitting evaluates the shared chunks (zod's and the
  * schemas') before the entry's own modules, so in the bundle the setting
- * comes with zod's global config object itself. The build fails if zod's code
- * no longer reads as expected (a new zod version: look again).
+ * comes with zod's global config object itself.
  */
-const ZOD_GLOBAL_CONFIG = /\(_a = globalThis\)\.__zod_globalConfig \?\? \(_a\.__zod_globalConfig = \{\}\);/;
-const zodJitless = {
-  name: 'zod-jitless',
-  setup(b) {
-    b.onLoad({ filter: /[\\/]node_modules[\\/]zod[\\/]v4[\\/]core[\\/]core\.js$/ }, (args) => {
-      const code = readFileSync(args.path, 'utf8');
-      if (!ZOD_GLOBAL_CONFIG.test(code)) {
-        return { errors: [{ text: `zod-jitless: ${args.path} no longer creates its global config as expected; update scripts/bundle-agent.mjs` }] };
-      }
-      return { contents: code.replace(ZOD_GLOBAL_CONFIG, '(_a = globalThis).__zod_globalConfig ?? (_a.__zod_globalConfig = { jitless: true });'), loader: 'js' };
-    });
-  },
-};
+const zodJitless = patchDependency(
+  'zod-jitless',
+  /[\\/]node_modules[\\/]zod[\\/]v4[\\/]core[\\/]core\.js$/,
+  /\(_a = globalThis\)\.__zod_globalConfig \?\? \(_a\.__zod_globalConfig = \{\}\);/,
+  '(_a = globalThis).__zod_globalConfig ?? (_a.__zod_globalConfig = { jitless: true });',
+  'creates its global config',
+);
 
 /** Bundles dist/agent/cli.js into `outDir` (emptied first), its esbuild metafile beside it (`../meta.json`); returns the files written. */
 export async function bundleAgent(outDir = join(distAgent, '..', 'bundle', 'agent')) {
