@@ -56,6 +56,14 @@ export class WhatsminerV2Sim {
   private tokens: { t: V2Token; at: number }[] = [];
   private readonly now: () => number;
   private readonly password: string;
+  /**
+   * The AES key of the encrypted writes: it depends only on the password and
+   * the salt, both fixed for the simulator's life, so it is derived once (two
+   * md5crypt runs, about 3 ms) and not per write. A rack of these in one
+   * process would otherwise spend its CPU deriving the same key for every
+   * write, one miner after another, where real miners each use their own CPU.
+   */
+  private aesKeyOnce: Buffer | undefined;
 
   constructor(private readonly opts: WhatsminerV2SimOptions = {}) {
     this.now = opts.now ?? Date.now;
@@ -134,7 +142,7 @@ export class WhatsminerV2Sim {
     const life = this.opts.tokenLifeMs ?? 30 * 60_000;
     this.tokens = this.tokens.filter((t) => at - t.at < life);
     // The miner's key depends only on its password and salt, so any live token's aesKey decrypts.
-    const { aesKey } = deriveToken(this.password, { salt: this.salt, time: '0', newsalt: 'x' });
+    const aesKey = (this.aesKeyOnce ??= deriveToken(this.password, { salt: this.salt, time: '0', newsalt: 'x' }).aesKey);
     let cmd: Record<string, unknown>;
     try {
       const plain = JSON.parse(decrypt(aesKey, data)) as unknown;
