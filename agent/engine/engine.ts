@@ -23,6 +23,7 @@ import { RackpilotError } from '../../drivers/lib/errors.js';
 import type { EventType, RackState } from '../../protocol/messages.js';
 import type { SignalCondition, SignalStatus } from '../signals.js';
 import { AbortGroup } from '../abort-group.js';
+import { holdUntil as holdReaping } from '../../drivers/lib/socket-reaper.js';
 import { hrNow } from './clock.js';
 import type { EngineConfig } from './config.js';
 import { DemandSet, isActive, nextChange, targetsEqual } from './demands.js';
@@ -543,6 +544,8 @@ export class Engine {
     if (todo.length === 0) return null;
     const commandId = trigger.commandId ?? null;
     const acks = new WaveAcks(todo.length);
+    // answered connections are closed once the wave's acknowledgements are in, not between them
+    holdReaping(acks.all);
     const opts = this.execOptions(commandId, signalAt, { ...(deadlineMs === undefined ? {} : { deadlineMs }), acks });
     const group = new AbortGroup([this.life.signal]);
     const id = `act-${Math.floor(decidedAt)}-${++this.waves}`;

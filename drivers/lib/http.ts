@@ -19,6 +19,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { RackpilotError } from './errors.js';
 import { afterSends } from './send-batch.js';
+import { closeLater } from './socket-reaper.js';
 import { HttpExchange, StaleSocketError, type ExchangeLimits, type HttpResponse } from './http-exchange.js';
 import { KeepWarm, type KeepWarmOptions, type KeepWarmStats } from './http-keep-warm.js';
 import { encodeRequest, readAnswer } from './http-wire.js';
@@ -331,8 +332,10 @@ export class HttpClient {
     };
     const x = new HttpExchange(where, this.limits, (err) => {
       adopt();
-      // one request per connection taken: keep-warm opens the next one when the pool ran dry (not at once)
-      socket.destroy();
+      // one request per connection taken: keep-warm opens the next one when the pool ran dry (not at once);
+      // after an answer the close can wait for the end of the burst of answers (socket-reaper.ts)
+      if (err === null) closeLater(socket);
+      else socket.destroy();
       this.shots.delete(x);
       this.warm?.end(err === null, true);
     });

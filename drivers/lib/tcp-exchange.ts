@@ -10,6 +10,7 @@
 import net from 'node:net';
 import { RackpilotError } from './errors.js';
 import { afterSends } from './send-batch.js';
+import { closeLater } from './socket-reaper.js';
 
 export interface TcpExchangeEndpoint {
   host: string;
@@ -35,7 +36,9 @@ export abstract class TcpExchange<T> {
     request: string | Buffer,
   ) {
     this.where = `${ep.host}:${ep.port}`;
-    const socket = net.createConnection({ host: ep.host, port: ep.port });
+    // half-open allowed: a peer's FIN (the cgminer API's end of reply) leaves the close to finish(), which
+    // can put it off the hot path (socket-reaper.ts) instead of Node ending and destroying the socket at once
+    const socket = net.createConnection({ host: ep.host, port: ep.port, allowHalfOpen: true });
     this.socket = socket;
     socket.setNoDelay(true);
     socket.write(request);
@@ -60,12 +63,13 @@ export abstract class TcpExchange<T> {
   /** The READ_TIMEOUT error, saying how much of the reply had come. */
   protected abstract readTimeout(): RackpilotError;
 
-  /** Ends the exchange once: the reply (`err` null) or why not; the connection is closed. */
+  /** Ends the exchange once: the reply (`err` null) or why not; the connection is closed (after a reply, soon). */
   protected finish(err: RackpilotError | null, value?: T): void {
     if (this.outcome) return;
     this.endedAt = performance.now();
     this.outcome = { err, value };
-    this.socket.destroy();
+    if (err === null) closeLater(this.socket);
+    else this.socket.destroy();
     // the waiter's work (parsing, confirming, the engine's bookkeeping) runs after the other sockets
     // that are ready now have been read, so their answers are taken when they arrived, not after ours
     if (this.notify) setImmediate(this.notify);

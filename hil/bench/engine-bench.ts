@@ -47,6 +47,7 @@ import { rssPhase, type RssFigures } from './rss-phase.js';
 import { startSimHost } from './sim-host.js';
 import { fmtMs, fmtSummary, ratio, summarize, table, type Summary } from './stats.js';
 import { WireProbe } from './wire-probe.js';
+import { closeWaiting, waitingCount } from '../../drivers/lib/socket-reaper.js';
 
 export interface EngineBenchOptions {
   devices: number;
@@ -296,6 +297,15 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
       return v;
     };
     const gap = (): Promise<void> => (o.gapMs ? new Promise((r) => setTimeout(r, o.gapMs)) : Promise.resolve());
+    // Before each timed run: the connections the agent finished with and has not closed yet
+    // (drivers/lib/socket-reaper.ts puts the closes off until its wave's answers are in) are closed now,
+    // and the simulators get a moment to take the FINs; otherwise the closes would land in whatever is
+    // timed next, the floor's trial included.
+    const closed = async (): Promise<void> => {
+      if (waitingCount() === 0) return;
+      closeWaiting();
+      await new Promise((r) => setTimeout(r, 20));
+    };
     // Each trial runs the agent, the floor and the drivers alone one after the other; the order rotates
     // from trial to trial, so that none of them always follows the same work (a busy or an idle rack,
     // warm or cold caches) and the comparison carries no order bias.
@@ -303,6 +313,7 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
     const fl: Floor = floor;
     for (let i = 0; i < o.trials; i++) {
       const runAgent = async (): Promise<void> => {
+        await closed();
         await gap();
         probe.arm();
         const t = aut.trigger();
@@ -327,6 +338,7 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
       };
       const runFloor = async (): Promise<void> => {
         await fl.prepare();
+        await closed();
         // the floor's sends are seen by the same probe as the agent's: both pay its cost, both are timed alike
         probe.arm();
         const r = await fl.trial();
@@ -351,6 +363,7 @@ export async function engineBench(o: EngineBenchOptions): Promise<EngineBenchRep
       };
       const runDriversAlone = async (): Promise<void> => {
         if (runDrivers && aut.curtailDriversOnly) {
+          await closed();
           await gap();
           probe.arm();
           const d = await aut.curtailDriversOnly();

@@ -171,6 +171,8 @@ interface Warm {
 export class Floor {
   private readonly warm = new Map<string, Warm>();
   private readonly sessions = new Map<string, http2.ClientHttp2Session>();
+  /** Fresh connections answered in the trial running, closed when it ends. */
+  private readonly answeredSockets: net.Socket[] = [];
 
   constructor(readonly plan: FloorPlan) {}
 
@@ -244,10 +246,15 @@ export class Floor {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
-      const socket = net.connect({ host: ex.host, port: ex.port });
+      // half-open allowed, closed after the trial: the agent closes its answered connections once its wave's
+      // answers are in (drivers/lib/socket-reaper.ts), so the floor does not pay for closes in its window either
+      const socket = net.connect({ host: ex.host, port: ex.port, allowHalfOpen: true });
       socket.setNoDelay(true);
+      let answered = false;
       const done = (): void => {
-        socket.destroy();
+        if (answered) return;
+        answered = true;
+        this.answeredSockets.push(socket);
         resolve(signatureOf(Buffer.concat(chunks)));
       };
       socket.once('connect', () => socket.write(ex.bytes));
@@ -343,6 +350,7 @@ export class Floor {
     await Promise.race([Promise.all(all), timeout]);
     clearTimeout(timer);
     for (const d of this.plan.keys()) if (!answered.has(d) && !failed.has(d)) failed.set(d, `no answer within ${timeoutMs} ms`);
+    for (const socket of this.answeredSockets.splice(0)) socket.destroy();
     return { sent, answered, t0, failed, mismatched };
   }
 
@@ -359,6 +367,7 @@ export class Floor {
   }
 
   async close(): Promise<void> {
+    for (const socket of this.answeredSockets.splice(0)) socket.destroy();
     for (const w of this.warm.values()) w.socket.destroy();
     this.warm.clear();
     await Promise.all(
