@@ -28,7 +28,7 @@ import { hrNow } from './clock.js';
 import type { EngineConfig } from './config.js';
 import { DemandSet, isActive, nextChange, targetsEqual } from './demands.js';
 import type { ActivationRecord, EvidenceLog } from './evidence.js';
-import { fanOut, fireArmed, PduReads, shedDevice, WaveAcks, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
+import { fanOut, FINISH_WAIT_MAX_MS, fireArmed, PduReads, shedDevice, WaveAcks, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
 import { plan } from './planner.js';
 import { rampSteps, restoreInSteps } from './ramp.js';
 import { Reporter } from './reporter.js';
@@ -540,7 +540,7 @@ export class Engine {
   private dispatch(trigger: Demand, handles: readonly DeviceHandle[], signalAt: number, deadlineMs?: number, previously?: (id: string) => ShedRecord | undefined): RunningWave | null {
     const decidedAt = hrNow();
     // the armed sends go out before anything else, the plain ones first thing in the fan-out
-    const { todo, fired } = fireArmed(handles, this.shed, this.pending);
+    const { todo, fired, answered } = fireArmed(handles, this.shed, this.pending);
     if (todo.length === 0) return null;
     const commandId = trigger.commandId ?? null;
     const acks = new WaveAcks(todo.length);
@@ -558,7 +558,9 @@ export class Engine {
     todo.forEach((h, rank) => loads.set(h.id, { loadW: previously?.(h.id)?.loadW ?? this.o.latest.get(h.id)?.powerW ?? 0, rank: previously?.(h.id)?.rank ?? rank }));
     this.commandId = commandId;
     this.phase = 'curtailing';
-    wave.done = fanOut(todo, fired, (h, f) => shedDevice(h, opts, this.reads, group.signal(), f)).then((outs) => {
+    // the fired devices are finished once their answers are in (a quarter of their deadline at most)
+    const finishAfter = { all: answered, maxWaitMs: Math.min(FINISH_WAIT_MAX_MS, opts.deadlineMs / 4) };
+    wave.done = fanOut(todo, fired, (h, f) => shedDevice(h, opts, this.reads, group.signal(), f), finishAfter).then((outs) => {
       group.dispose();
       return this.settle(wave, outs, loads);
     });

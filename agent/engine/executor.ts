@@ -10,7 +10,7 @@
 import type { ActionOptions, ActionResult, ArmedAction, DeviceDriver, FiredAction, Reading } from '../../drivers/contract.js';
 import { sleep, withDeadline } from '../../drivers/lib/deadline.js';
 import { RackpilotError, toRackpilotError } from '../../drivers/lib/errors.js';
-import { sendBatch } from '../../drivers/lib/send-batch.js';
+import { BatchAnswers, sendBatch } from '../../drivers/lib/send-batch.js';
 import { hrNow } from './clock.js';
 import type { DeviceTiming } from './evidence.js';
 import type { ShedRecord } from './state-store.js';
@@ -386,14 +386,37 @@ export async function restoreDevice(h: DeviceHandle, shed: ShedRecord | undefine
 
 const nextTick = (): Promise<void> => new Promise((r) => process.nextTick(r));
 const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
+/** Resolves when `p` settles (either way) or after `ms`, whichever is first. */
+function settledOrAfter(p: Promise<void>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    const done = (): void => {
+      clearTimeout(timer);
+      resolve();
+    };
+    p.then(done, done);
+  });
+}
 /** Fired devices finished between two turns of the event loop (answers are read in between). */
 const FINISH_SLICE = 16;
+/**
+ * How long the finishing of fired devices waits at most for the wave's
+ * answers (FiredWave.answered): a device that does not answer holds up the
+ * others' confirmation by this much, never their sends or acknowledgements.
+ */
+export const FINISH_WAIT_MAX_MS = 250;
 
 /** The devices of a wave (those of its plan not shed or in flight yet) and the armed sends fired for them. */
 export interface FiredWave {
   todo: DeviceHandle[];
   /** Index for index with `todo`: the armed action fired for it, if it had one. */
   fired: (Fired | undefined)[];
+  /**
+   * Settles once every exchange the fired sends started has ended (answered
+   * or failed): their answers are read (and their times taken) by the
+   * transports whether or not anyone waits for them yet.
+   */
+  answered: Promise<void>;
 }
 
 /**
@@ -407,6 +430,7 @@ export interface FiredWave {
 export function fireArmed(plan: readonly DeviceHandle[], shed: ReadonlyMap<string, unknown>, pending: ReadonlyMap<string, unknown>): FiredWave {
   const todo: DeviceHandle[] = [];
   const fired: (Fired | undefined)[] = [];
+  const answers = new BatchAnswers();
   // the transports attach what reads each answer once every send is out (drivers/lib/send-batch.ts)
   sendBatch(() => {
     for (let i = 0; i < plan.length; i++) {
@@ -429,8 +453,8 @@ export function fireArmed(plan: readonly DeviceHandle[], shed: ReadonlyMap<strin
       }
       fired.push(f);
     }
-  });
-  return { todo, fired };
+  }, answers);
+  return { todo, fired, answered: answers.all };
 }
 
 /**
@@ -439,12 +463,18 @@ export function fireArmed(plan: readonly DeviceHandle[], shed: ReadonlyMap<strin
  * one's send reaches the OS as soon as its own driver has built it (drivers
  * finish a send in microtasks and ticks) instead of every send waiting for
  * all the drivers' synchronous parts. Then every fired device's action is
- * finished (deadlines, answer, read-back). Results are in `todo` order.
+ * finished (deadlines, answer, read-back), once the fired sends' answers are
+ * all in (`answered`) or `answered.maxWaitMs` passed: finishing 256 devices
+ * is ~10 ms of timers, signals and promises that would otherwise hold up the
+ * reading of the answers still coming in. The answers are read and timed by
+ * the transports meanwhile; nothing waits on them yet. Results are in `todo`
+ * order.
  */
 export async function fanOut(
   todo: readonly DeviceHandle[],
   fired: readonly (Fired | undefined)[],
   start: (h: DeviceHandle, fired?: Fired) => Promise<ShedOutcome>,
+  answered?: { all: Promise<void>; maxWaitMs: number },
 ): Promise<ShedOutcome[]> {
   const jobs = new Array<Promise<ShedOutcome>>(todo.length);
   let plain = 0;
@@ -453,6 +483,7 @@ export async function fanOut(
     if (plain++ > 0) await nextTick();
     jobs[i] = start(todo[i] as DeviceHandle);
   }
+  if (answered) await settledOrAfter(answered.all, answered.maxWaitMs);
   let n = 0;
   for (let i = 0; i < todo.length; i++) {
     const f = fired[i];

@@ -30,7 +30,7 @@
  * doubling to 2 s, as grpc-js reconnects, so a dead peer is not hammered. It
  * never holds the process open (unref'd).
  */
-import { afterSends } from '../lib/send-batch.js';
+import { afterSends, answerTracker } from '../lib/send-batch.js';
 import http2 from 'node:http2';
 import { RackpilotError, toRackpilotError } from '../lib/errors.js';
 import type { GrpcEndpoint } from './grpc.js';
@@ -369,10 +369,11 @@ export class InFlightCall {
     private readonly retireSession: () => void,
   ) {
     // the request went out before this (see send): its answer is read from right after the batch of sends
-    afterSends(() => this.listen(stream, maxBytes));
+    const ended = answerTracker();
+    afterSends(() => this.listen(stream, maxBytes, ended));
   }
 
-  private listen(stream: http2.ClientHttp2Stream, maxBytes: number): void {
+  private listen(stream: http2.ClientHttp2Stream, maxBytes: number, ended: (() => void) | undefined): void {
     stream.on('response', (h, flags) => {
       this.headers = h;
       this.httpStatus = Number(h[':status']);
@@ -391,6 +392,7 @@ export class InFlightCall {
     });
     stream.on('close', () => {
       this.closed = true;
+      ended?.();
       // as tcp-exchange.ts: the waiter's work runs after the other sockets ready now have been read
       if (this.onClose) setImmediate(this.onClose);
     });

@@ -18,7 +18,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { RackpilotError } from './errors.js';
-import { afterSends } from './send-batch.js';
+import { afterSends, answerTracker } from './send-batch.js';
 import { closeLater } from './socket-reaper.js';
 import { HttpExchange, StaleSocketError, type ExchangeLimits, type HttpResponse } from './http-exchange.js';
 import { KeepWarm, type KeepWarmOptions, type KeepWarmStats } from './http-keep-warm.js';
@@ -330,7 +330,9 @@ export class HttpClient {
       this.warm?.begin();
       this.warm?.taken(socket);
     };
+    const ended = answerTracker();
     const x = new HttpExchange(where, this.limits, (err) => {
+      ended?.();
       adopt();
       // one request per connection taken: keep-warm opens the next one when the pool ran dry (not at once);
       // after an answer the close can wait for the end of the burst of answers (socket-reaper.ts)

@@ -10,16 +10,62 @@
  */
 
 let pending: (() => void)[] | undefined;
+let tracking: BatchAnswers | undefined;
 
-/** Runs `sends`, then the work they deferred with `afterSends`, in order; returns what `sends` returned. */
-export function sendBatch<T>(sends: () => T): T {
+/**
+ * When the exchanges a batch started have all ended (answered or failed):
+ * the engine finishes a wave's devices (deadlines, confirmation) once their
+ * answers are in, so that none of that work runs while answers are still
+ * being read. Each transport that starts an exchange inside the batch asks
+ * for a member (`answerTracker`) and calls it once when the exchange ends.
+ */
+export class BatchAnswers {
+  /** Settles once every member ended (at once when the batch started none). */
+  readonly all: Promise<void>;
+  /** Exchanges the batch started that report their end. */
+  count = 0;
+  private left = 0;
+  private sealed = false;
+  private release!: () => void;
+
+  constructor() {
+    this.all = new Promise((r) => (this.release = r));
+  }
+
+  member(): () => void {
+    this.count++;
+    this.left++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      if (--this.left === 0 && this.sealed) this.release();
+    };
+  }
+
+  /** The batch's sends are all out: no member joins after this. */
+  seal(): void {
+    this.sealed = true;
+    if (this.left === 0) this.release();
+  }
+}
+
+/**
+ * Runs `sends`, then the work they deferred with `afterSends`, in order;
+ * returns what `sends` returned. `answers`: counts the exchanges the sends
+ * started (see BatchAnswers).
+ */
+export function sendBatch<T>(sends: () => T, answers?: BatchAnswers): T {
   if (pending) return sends(); // nested: the outer batch runs the work
   const work: (() => void)[] = [];
   pending = work;
+  tracking = answers;
   try {
     return sends();
   } finally {
     pending = undefined;
+    tracking = undefined;
+    answers?.seal();
     // each piece on its own: one transport's failure must not leave another's answer unread (that
     // exchange then ends at its deadline); it is a bug, said on stderr, never a crash of the agent
     for (const w of work) {
@@ -30,6 +76,15 @@ export function sendBatch<T>(sends: () => T): T {
       }
     }
   }
+}
+
+/**
+ * Inside a batch that counts its answers: the call to make, once, when the
+ * exchange being started now has ended (answered or failed). Undefined
+ * anywhere else.
+ */
+export function answerTracker(): (() => void) | undefined {
+  return tracking?.member();
 }
 
 /** Inside a batch: `work` runs right after the batch's sends; outside one: now. */

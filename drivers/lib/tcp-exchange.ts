@@ -9,7 +9,7 @@
  */
 import net from 'node:net';
 import { RackpilotError } from './errors.js';
-import { afterSends } from './send-batch.js';
+import { afterSends, answerTracker } from './send-batch.js';
 import { closeLater } from './socket-reaper.js';
 
 export interface TcpExchangeEndpoint {
@@ -30,6 +30,8 @@ export abstract class TcpExchange<T> {
   private connectedAt: number | undefined;
   private outcome: { err: RackpilotError | null; value: T | undefined } | undefined;
   private notify: (() => void) | undefined;
+  /** Tells the batch of sends this was started in that it ended (send-batch.ts). */
+  private readonly ended = answerTracker();
 
   constructor(
     protected readonly ep: TcpExchangeEndpoint,
@@ -70,6 +72,7 @@ export abstract class TcpExchange<T> {
     this.outcome = { err, value };
     if (err === null) closeLater(this.socket);
     else this.socket.destroy();
+    this.ended?.();
     // the waiter's work (parsing, confirming, the engine's bookkeeping) runs after the other sockets
     // that are ready now have been read, so their answers are taken when they arrived, not after ours
     if (this.notify) setImmediate(this.notify);
