@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { ActionOptions, ActionResult, ArmedAction, DeviceDriver, FiredAction } from '../drivers/contract.js';
 import { sleep } from '../drivers/lib/deadline.js';
-import { fireArmed, WaveAcks, type DeviceHandle } from '../agent/engine/executor.js';
+import { fanOut, fireArmed, WaveAcks, type DeviceHandle, type Fired, type ShedOutcome } from '../agent/engine/executor.js';
 import type { Demand } from '../agent/engine/types.js';
 import { engineRig, FakeDevice } from '../hil/testing/engine-rig.js';
 
@@ -198,5 +198,45 @@ describe('fireArmed: picking the wave and firing in one loop', () => {
     const order: string[] = [];
     const { todo, fired } = fireArmed([handle('x', order)], new Map([['x', {}]]), new Map());
     assert.deepEqual([todo.length, fired.length, order.length], [0, 0, 0]);
+  });
+});
+
+describe('fanOut: fired devices are finished once the answers are in', () => {
+  const h = (id: string): DeviceHandle => ({ id, driver: {} as DeviceDriver, feeds: [], hardCut: false });
+  const firedOne = { action: {} as FiredAction, at: 0, sentBy: 0 } satisfies Fired;
+  const outcome = (id: string): ShedOutcome => ({ id, action: 'curtail', ok: true, dispatchAt: 0, steps: [] });
+
+  test('the plain devices start at once; the fired ones wait for their answers, then all of them start', async () => {
+    const started: string[] = [];
+    let answered!: () => void;
+    const all = new Promise<void>((r) => (answered = r));
+    const todo = [h('f1'), h('p1'), h('f2')];
+    const done = fanOut(todo, [firedOne, undefined, firedOne], (d, f) => {
+      started.push(`${d.id}${f ? ' fired' : ''}`);
+      return Promise.resolve(outcome(d.id));
+    }, { all, maxWaitMs: 10_000 });
+    await sleep(30);
+    assert.deepEqual(started, ['p1'], 'fired devices wait for the answers');
+    answered();
+    const outs = await done;
+    assert.deepEqual(started, ['p1', 'f1 fired', 'f2 fired']);
+    assert.deepEqual(outs.map((o) => o.id), ['f1', 'p1', 'f2'], 'results in todo order');
+  });
+
+  test('answers that never all come in hold the finishing at most maxWaitMs', async () => {
+    const started: string[] = [];
+    const t0 = performance.now();
+    const outs = await fanOut([h('f1')], [firedOne], (d) => {
+      started.push(d.id);
+      return Promise.resolve(outcome(d.id));
+    }, { all: new Promise<void>(() => undefined), maxWaitMs: 40 });
+    assert.ok(performance.now() - t0 >= 35, 'held until the cap');
+    assert.deepEqual(started, ['f1']);
+    assert.equal(outs.length, 1);
+  });
+
+  test('a failed batch of answers releases the finishing as a settled one does', async () => {
+    const outs = await fanOut([h('f1')], [firedOne], (d) => Promise.resolve(outcome(d.id)), { all: Promise.reject(new Error('x')), maxWaitMs: 10_000 });
+    assert.equal(outs[0]?.id, 'f1');
   });
 });
