@@ -2,7 +2,8 @@
  * The engine against simulators over the real wire protocols: a miner that
  * ignores its curtail gets its outlet cut in the SNMP PDU simulator; an agent
  * killed with SIGKILL in the middle of a curtailment keeps the rack curtailed
- * after its restart and never restores load by itself.
+ * after its restart and never restores load by itself; a miner that never
+ * answers its armed curtail does not hold up the confirmation of the others.
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -16,6 +17,7 @@ import { startEmbeddedBroker, type EmbeddedBroker } from '../agent/embedded-brok
 import { sleep } from '../drivers/lib/deadline.js';
 import { SIM_CATALOG } from '../hil/sim/catalog.js';
 import type { AntminerSim } from '../hil/sim/antminer-sim.js';
+import type { LuxosSim } from '../hil/sim/luxos-sim.js';
 import { SnmpPduSim } from '../hil/sim/snmp-pdu-sim.js';
 import { MqttWatch } from '../hil/testing/mqtt-watch.js';
 import { freePort } from '../hil/testing/ports.js';
@@ -94,6 +96,55 @@ describe('engine end-to-end', () => {
     const back = await watch.waitFor((m) => m.topic === t.cmdResult && (m.json as CommandResult).id === 'cut-2' && (m.json as CommandResult).status !== 'accepted', 20_000, 'restore result');
     assert.equal((back.json as CommandResult).status, 'succeeded', JSON.stringify((back.json as CommandResult).error));
     assert.equal(pdu.outletState(1), 'on', 'restore switched the outlet back on');
+  });
+
+  test('an armed curtail that is never answered holds up the other miners\' confirmation by the finishing cap at most, not its deadline', async () => {
+    const b = await startEmbeddedBroker('127.0.0.1', await freePort());
+    cleanups.push(() => b.close());
+    const entry = SIM_CATALOG.find((e) => e.family === 'luxos');
+    assert.ok(entry);
+    const ok = await entry.start({ fast: true });
+    const mute = await entry.start({ fast: true });
+    cleanups.push(() => ok.close(), () => mute.close());
+    const res = validateConfig({
+      site: 's',
+      rack: 'mute',
+      mqtt: { url: b.url, protocolVersion: 4, reconnect: { minMs: 100, maxMs: 1000 } },
+      poll: { intervalMs: 500, deadlineMs: 1000 },
+      actions: { deadlineMs: 2000 },
+      log: { level: 'silent' },
+      stateDir: tempDir('rp-mute-'),
+      health: { port: 0 },
+      devices: [ok.device('ok1'), mute.device('mute1')],
+      engine: { retries: 0 },
+    });
+    assert.ok(res.ok, res.ok ? '' : res.errors.join('\n'));
+    const agent = new Agent(res.config, silent);
+    await agent.start();
+    cleanups.push(() => agent.stop());
+    const t = agent.topics;
+    const watch = await MqttWatch.connect(b.url, `${t.root}/#`);
+    cleanups.push(() => watch.close());
+    await until('agent connected', () => agent.bridge.connected);
+    await until('first poll', () => ['ok1', 'mute1'].every((id) => agent.poller.latest.get(id)?.freshness === 'fresh'));
+    // armed with a session in hand; from now on the miner accepts connections and never answers
+    (mute.sim as LuxosSim).server.fault = { kind: 'silent' };
+
+    await watch.publish(t.cmd, JSON.stringify({ id: 'mute-1', command: 'curtail' }));
+    const event = (type: string, device: string) => (m: { topic: string; json: unknown }) =>
+      m.topic === t.events && (m.json as { type?: string }).type === type && (m.json as { device?: string }).device === device;
+    const confirmed = await watch.waitFor(event('device.confirmed', 'ok1'), 10_000, 'ok1 confirmed');
+    assert.equal(ok.sleeping(), true);
+    const muteFailed = await watch.waitFor(event('device.failed', 'mute1'), 10_000, 'mute1 failed');
+    // ok1 was confirmed before the silent miner's deadline (2 s) ran out, not after it
+    assert.ok(watch.messages.indexOf(confirmed) < watch.messages.indexOf(muteFailed));
+    const final = await watch.waitFor((m) => m.topic === t.cmdResult && (m.json as CommandResult).id === 'mute-1' && (m.json as CommandResult).status !== 'accepted', 20_000, 'curtail result');
+    const r = final.json as CommandResult;
+    const byId = new Map((r.result?.devices ?? []).map((d) => [d.id, d]));
+    assert.equal(byId.get('ok1')?.ok, true);
+    assert.equal(byId.get('mute1')?.ok, false, 'the silent miner is not shed');
+    assert.equal(byId.get('mute1')?.steps?.[0]?.step, 'curtail');
+    assert.equal(byId.get('mute1')?.steps?.[0]?.ok, false);
   });
 
   test('SIGKILL during a curtailment: after the restart the rack stays curtailed and nothing is restored by itself', async () => {
