@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { ActionOptions, ActionResult, ArmedAction, DeviceDriver, FiredAction } from '../drivers/contract.js';
 import { sleep } from '../drivers/lib/deadline.js';
-import { fanOut, fireArmed, WaveAcks, type DeviceHandle, type Fired, type ShedOutcome } from '../agent/engine/executor.js';
+import { fanOut, fireArmed, settledOrAfter, WaveAcks, type DeviceHandle, type Fired, type ShedOutcome } from '../agent/engine/executor.js';
 import type { Demand } from '../agent/engine/types.js';
 import { engineRig, FakeDevice } from '../hil/testing/engine-rig.js';
 
@@ -201,7 +201,7 @@ describe('fireArmed: picking the wave and firing in one loop', () => {
   });
 });
 
-describe('fanOut: fired devices are finished once the answers are in', () => {
+describe('fanOut: fired devices are finished once the answers are in (settledOrAfter)', () => {
   const h = (id: string): DeviceHandle => ({ id, driver: {} as DeviceDriver, feeds: [], hardCut: false });
   const firedOne = { action: {} as FiredAction, at: 0, sentBy: 0 } satisfies Fired;
   const outcome = (id: string): ShedOutcome => ({ id, action: 'curtail', ok: true, dispatchAt: 0, steps: [] });
@@ -214,7 +214,7 @@ describe('fanOut: fired devices are finished once the answers are in', () => {
     const done = fanOut(todo, [firedOne, undefined, firedOne], (d, f) => {
       started.push(`${d.id}${f ? ' fired' : ''}`);
       return Promise.resolve(outcome(d.id));
-    }, { all, maxWaitMs: 10_000 });
+    }, all);
     await sleep(30);
     assert.deepEqual(started, ['p1'], 'fired devices wait for the answers');
     answered();
@@ -223,20 +223,20 @@ describe('fanOut: fired devices are finished once the answers are in', () => {
     assert.deepEqual(outs.map((o) => o.id), ['f1', 'p1', 'f2'], 'results in todo order');
   });
 
-  test('answers that never all come in hold the finishing at most maxWaitMs', async () => {
+  test('answers that never all come in hold the finishing at most the wait given to settledOrAfter', async () => {
     const started: string[] = [];
     const t0 = performance.now();
     const outs = await fanOut([h('f1')], [firedOne], (d) => {
       started.push(d.id);
       return Promise.resolve(outcome(d.id));
-    }, { all: new Promise<void>(() => undefined), maxWaitMs: 40 });
+    }, settledOrAfter(new Promise<void>(() => undefined), 40));
     assert.ok(performance.now() - t0 >= 35, 'held until the cap');
     assert.deepEqual(started, ['f1']);
     assert.equal(outs.length, 1);
   });
 
   test('a failed batch of answers releases the finishing as a settled one does', async () => {
-    const outs = await fanOut([h('f1')], [firedOne], (d) => Promise.resolve(outcome(d.id)), { all: Promise.reject(new Error('x')), maxWaitMs: 10_000 });
+    const outs = await fanOut([h('f1')], [firedOne], (d) => Promise.resolve(outcome(d.id)), settledOrAfter(Promise.reject(new Error('x')), 10_000));
     assert.equal(outs[0]?.id, 'f1');
   });
 });

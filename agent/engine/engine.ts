@@ -28,7 +28,7 @@ import { hrNow } from './clock.js';
 import type { EngineConfig } from './config.js';
 import { DemandSet, isActive, nextChange, targetsEqual } from './demands.js';
 import type { ActivationRecord, EvidenceLog } from './evidence.js';
-import { fanOut, FINISH_WAIT_MAX_MS, fireArmed, PduReads, shedDevice, WaveAcks, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
+import { fanOut, FINISH_WAIT_MAX_MS, fireArmed, PduReads, settledOrAfter, shedDevice, WaveAcks, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
 import { plan } from './planner.js';
 import { rampSteps, restoreInSteps } from './ramp.js';
 import { Reporter } from './reporter.js';
@@ -145,6 +145,8 @@ export class Engine {
   private rampDeadlineMs: number | undefined;
   private rampWaiters: ((o: WaveOutcome) => void)[] = [];
   private waves = 0;
+  /** The latest wave's answers are in (or FINISH_WAIT_MAX_MS passed): its devices are finished from then on. */
+  private answersIn: Promise<void> | undefined;
   private startedAt = Date.now();
   /** Signal demands loaded from disk: cleared once their signal reads normal after the restart. */
   private readonly carried = new Set<string>();
@@ -286,11 +288,21 @@ export class Engine {
     const now = Date.now();
     const prev = this.demands.get(d.key);
     this.demands.add(d, now);
+    const wavesBefore = this.waves;
     const w = isActive(d, now) ? this.activate(d, deadlineMs) : null;
+    // a wave just went out: it saves and reports the state itself (dispatch), and planning again waits
+    // until its answers are in, so that neither holds up the reading of those answers
+    const later = this.waves !== wavesBefore ? this.answersIn : undefined;
     setImmediate(() => {
       this.scheduleTick();
-      this.prepare();
-      this.changed();
+      if (later) {
+        void later.then(() => {
+          if (!this.stopped) this.prepare();
+        });
+      } else {
+        this.prepare();
+        this.changed();
+      }
       if (!prev) this.emit({ type: 'demand.added', commandId: d.commandId ?? null, demand: view(d) });
     });
     return w;
@@ -559,8 +571,8 @@ export class Engine {
     this.commandId = commandId;
     this.phase = 'curtailing';
     // the fired devices are finished once their answers are in (a quarter of their deadline at most)
-    const finishAfter = { all: answered, maxWaitMs: Math.min(FINISH_WAIT_MAX_MS, opts.deadlineMs / 4) };
-    wave.done = fanOut(todo, fired, (h, f) => shedDevice(h, opts, this.reads, group.signal(), f), finishAfter).then((outs) => {
+    this.answersIn = settledOrAfter(answered, Math.min(FINISH_WAIT_MAX_MS, opts.deadlineMs / 4));
+    wave.done = fanOut(todo, fired, (h, f) => shedDevice(h, opts, this.reads, group.signal(), f), this.answersIn).then((outs) => {
       group.dispose();
       return this.settle(wave, outs, loads);
     });

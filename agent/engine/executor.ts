@@ -387,7 +387,7 @@ export async function restoreDevice(h: DeviceHandle, shed: ShedRecord | undefine
 const nextTick = (): Promise<void> => new Promise((r) => process.nextTick(r));
 const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 /** Resolves when `p` settles (either way) or after `ms`, whichever is first. */
-function settledOrAfter(p: Promise<void>, ms: number): Promise<void> {
+export function settledOrAfter(p: Promise<void>, ms: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
     const done = (): void => {
@@ -463,8 +463,9 @@ export function fireArmed(plan: readonly DeviceHandle[], shed: ReadonlyMap<strin
  * one's send reaches the OS as soon as its own driver has built it (drivers
  * finish a send in microtasks and ticks) instead of every send waiting for
  * all the drivers' synchronous parts. Then every fired device's action is
- * finished (deadlines, answer, read-back), once the fired sends' answers are
- * all in (`answered`) or `answered.maxWaitMs` passed: finishing 256 devices
+ * finished (deadlines, answer, read-back), once `answersIn` settles (the
+ * engine's: the fired sends' answers all in, FiredWave.answered, or
+ * FINISH_WAIT_MAX_MS passed; see settledOrAfter): finishing 256 devices
  * is ~10 ms of timers, signals and promises that would otherwise hold up the
  * reading of the answers still coming in. The answers are read and timed by
  * the transports meanwhile; nothing waits on them yet. Results are in `todo`
@@ -474,7 +475,7 @@ export async function fanOut(
   todo: readonly DeviceHandle[],
   fired: readonly (Fired | undefined)[],
   start: (h: DeviceHandle, fired?: Fired) => Promise<ShedOutcome>,
-  answered?: { all: Promise<void>; maxWaitMs: number },
+  answersIn?: Promise<void>,
 ): Promise<ShedOutcome[]> {
   const jobs = new Array<Promise<ShedOutcome>>(todo.length);
   let plain = 0;
@@ -483,7 +484,7 @@ export async function fanOut(
     if (plain++ > 0) await nextTick();
     jobs[i] = start(todo[i] as DeviceHandle);
   }
-  if (answered) await settledOrAfter(answered.all, answered.maxWaitMs);
+  if (answersIn) await answersIn;
   let n = 0;
   for (let i = 0; i < todo.length; i++) {
     const f = fired[i];
