@@ -8,19 +8,20 @@
  *
  * Why it is the default (node 20, the bundled agent as a release runs it,
  * 256 simulated miners of 9 families polled every 5 s, 32 at once):
- *  - memory: RSS about 74 MiB steady, 75 MiB peak, against 125-130 MiB
- *    steady and 150-155 MiB peak under the JIT; about 40 MiB of either is
+ *  - memory: RSS about 74 MiB steady, 75 MiB peak, against 123-130 MiB
+ *    steady and 147-155 MiB peak under the JIT; about 40 MiB of either is
  *    file pages of node's own binary and libraries, the live JS heap is
  *    about 18 MiB;
  *  - the signal path: the decision (edge to first send) is 0.1 ms at p50
- *    either way, but its p99 stays at 0.2-0.35 ms here, where under the
+ *    either way, but its p99 stays at 0.2-0.3 ms here, where under the
  *    JIT a main-thread stall of 1.4-5.7 ms (incremental-marking steps of
- *    its larger heap among them) lands on it in one or two trials of 100.
- * The price is CPU time: the last of 256 commands goes out about 10-11 ms
- * after the edge instead of 3.7-5.6 ms, and the last acknowledgement comes
- * 1.22-1.35x the raw floor's instead of 1.04-1.17x (each floor measured
- * under the same flags). Both are far inside the fastest grid response
- * window (250 ms, ERCOT FFR) and a miner's seconds of winding down.
+ *    its larger heap among them) lands on it in some runs.
+ * The price is CPU time: the last of 256 commands goes out about 8 ms
+ * after the edge instead of 3 ms, and the last acknowledgement about 35 ms
+ * after it instead of 22 ms (p50; 1.08-1.29x the raw floor's, the JIT's
+ * 1.14x, each floor measured under the same flags). Both are far inside
+ * the fastest grid response window (250 ms, ERCOT FFR) and a miner's
+ * seconds of winding down.
  */
 import { constants, PerformanceObserver } from 'node:perf_hooks';
 import v8 from 'node:v8';
