@@ -4,7 +4,7 @@ import net from 'node:net';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { sleep } from './deadline.js';
-import { closeLater, closeWaiting, holdUntil, MAX_DELAY_MS, QUIET_MS, waitingCount } from './socket-reaper.js';
+import { closeLater, closeWaiting, holdUntil, MAX_DELAY_MS, QUIET_MS, reaperLimits, waitingCount } from './socket-reaper.js';
 
 const accepted: net.Socket[] = [];
 const server = net.createServer((s) => {
@@ -81,6 +81,29 @@ test('closeLater: a reset from the peer while a socket waits is dropped, not thr
   peer.resetAndDestroy();
   await closed(s);
   assert.equal(s.destroyed, true);
+});
+
+test('closeLater: past the cap (MAX_WAITING) an answered exchange closes its socket at once (file descriptors stay bounded)', async () => {
+  closeWaiting();
+  const cap = reaperLimits.maxWaiting;
+  reaperLimits.maxWaiting = 8;
+  let release!: () => void;
+  holdUntil(new Promise<void>((r) => (release = r))); // nothing is closed by time meanwhile
+  try {
+    const sockets = await Promise.all(Array.from({ length: 11 }, () => connected()));
+    for (const s of sockets) closeLater(s);
+    assert.equal(waitingCount(), 8);
+    assert.deepEqual(
+      sockets.slice(8).map((s) => s.destroyed),
+      [true, true, true],
+    );
+    release();
+    await Promise.all(sockets.map(closed));
+    assert.equal(waitingCount(), 0);
+  } finally {
+    reaperLimits.maxWaiting = cap;
+    release();
+  }
 });
 
 test('closeLater: an already destroyed socket is not kept', async () => {

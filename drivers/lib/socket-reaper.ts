@@ -29,6 +29,17 @@ import type net from 'node:net';
 export const QUIET_MS = 50;
 /** The longest a socket waits to be closed. */
 export const MAX_DELAY_MS = 250;
+/**
+ * The most sockets kept waiting (file descriptors): past it an answered
+ * exchange closes its socket at once, as a scan of thousands of hosts or a
+ * rack larger than a wave's worth would otherwise hold every connection it
+ * made in the last MAX_DELAY_MS (or during a wave, until its
+ * acknowledgements are in).
+ */
+export const MAX_WAITING = 512;
+
+/** The cap in force (MAX_WAITING; tests lower it). */
+export const reaperLimits = { maxWaiting: MAX_WAITING };
 
 const waiting: net.Socket[] = [];
 let firstAt = 0;
@@ -42,6 +53,10 @@ const ignore = (): void => undefined;
 /** Closes `socket` soon, when the loop is quiet (see above). */
 export function closeLater(socket: net.Socket): void {
   if (socket.destroyed) return;
+  if (waiting.length >= reaperLimits.maxWaiting) {
+    socket.destroy();
+    return;
+  }
   socket.unref();
   if (socket.listenerCount('error') === 0) socket.on('error', ignore);
   const now = performance.now();
