@@ -44,6 +44,32 @@ describe('engine end-to-end', () => {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
   });
 
+  /**
+   * An agent of rack `rack` on the broker at `url` (fast polls, silent log, a
+   * fresh state dir) with `over` on top, started, with an MQTT watch on its
+   * topics; resolved once it is connected and every device in `fresh` was read.
+   */
+  async function startAgent(url: string, rack: string, over: Record<string, unknown>, fresh: readonly string[]): Promise<{ agent: Agent; watch: MqttWatch }> {
+    const res = validateConfig({
+      site: 's',
+      rack,
+      mqtt: { url, protocolVersion: 4, reconnect: { minMs: 100, maxMs: 1000 } },
+      log: { level: 'silent' },
+      stateDir: tempDir(`rp-${rack}-`),
+      health: { port: 0 },
+      ...over,
+    });
+    assert.ok(res.ok, res.ok ? '' : res.errors.join('\n'));
+    const agent = new Agent(res.config, silent);
+    await agent.start();
+    cleanups.push(() => agent.stop());
+    const watch = await MqttWatch.connect(url, `${agent.topics.root}/#`);
+    cleanups.push(() => watch.close());
+    await until('agent connected', () => agent.bridge.connected);
+    await until('first poll', () => fresh.every((id) => agent.poller.latest.get(id)?.freshness === 'fresh'));
+    return { agent, watch };
+  }
+
   test('a miner that ignores its curtail and has no alternative gets its PDU outlet cut; restore switches it back on first', async () => {
     broker = await startEmbeddedBroker('127.0.0.1', await freePort());
     cleanups.push(() => broker.close());
@@ -55,30 +81,21 @@ describe('engine end-to-end', () => {
     const pdu = new SnmpPduSim({ profile: 'apc-rpdu2', outlets: 2, loadsW: [3250, 0] });
     const p = await pdu.listen();
     cleanups.push(() => pdu.close());
-    const res = validateConfig({
-      site: 's',
-      rack: 'cut',
-      mqtt: { url: broker.url, protocolVersion: 4, reconnect: { minMs: 100, maxMs: 1000 } },
-      poll: { intervalMs: 500, deadlineMs: 1500 },
-      actions: { deadlineMs: 1500 },
-      log: { level: 'silent' },
-      stateDir: tempDir('rp-cut-'),
-      health: { port: 0 },
-      devices: [
-        { ...miner.device('m1'), feed: [{ pdu: 'pdu', outlet: '1' }] },
-        { id: 'pdu', driver: 'pdu-snmp', host: p.host, port: p.port, profile: 'apc-rpdu2', snmp: { version: '2c', community: 'private' }, outlets: 2, switchOnDelayMs: 100 },
-      ],
-      engine: { hardCut: ['m1'], retries: 1, restore: { stepDevices: 1, stepIntervalMs: 100 } },
-    });
-    assert.ok(res.ok, res.ok ? '' : res.errors.join('\n'));
-    const agent = new Agent(res.config, silent);
-    await agent.start();
-    cleanups.push(() => agent.stop());
+    const { agent, watch } = await startAgent(
+      broker.url,
+      'cut',
+      {
+        poll: { intervalMs: 500, deadlineMs: 1500 },
+        actions: { deadlineMs: 1500 },
+        devices: [
+          { ...miner.device('m1'), feed: [{ pdu: 'pdu', outlet: '1' }] },
+          { id: 'pdu', driver: 'pdu-snmp', host: p.host, port: p.port, profile: 'apc-rpdu2', snmp: { version: '2c', community: 'private' }, outlets: 2, switchOnDelayMs: 100 },
+        ],
+        engine: { hardCut: ['m1'], retries: 1, restore: { stepDevices: 1, stepIntervalMs: 100 } },
+      },
+      ['m1'],
+    );
     const t = agent.topics;
-    const watch = await MqttWatch.connect(broker.url, `${t.root}/#`);
-    cleanups.push(() => watch.close());
-    await until('agent connected', () => agent.bridge.connected);
-    await until('first poll', () => agent.poller.latest.get('m1')?.freshness === 'fresh');
 
     await watch.publish(t.cmd, JSON.stringify({ id: 'cut-1', command: 'curtail' }));
     const final = await watch.waitFor((m) => m.topic === t.cmdResult && (m.json as CommandResult).id === 'cut-1' && (m.json as CommandResult).status !== 'accepted', 20_000, 'curtail result');
@@ -106,27 +123,13 @@ describe('engine end-to-end', () => {
     const ok = await entry.start({ fast: true });
     const mute = await entry.start({ fast: true });
     cleanups.push(() => ok.close(), () => mute.close());
-    const res = validateConfig({
-      site: 's',
-      rack: 'mute',
-      mqtt: { url: b.url, protocolVersion: 4, reconnect: { minMs: 100, maxMs: 1000 } },
-      poll: { intervalMs: 500, deadlineMs: 1000 },
-      actions: { deadlineMs: 2000 },
-      log: { level: 'silent' },
-      stateDir: tempDir('rp-mute-'),
-      health: { port: 0 },
-      devices: [ok.device('ok1'), mute.device('mute1')],
-      engine: { retries: 0 },
-    });
-    assert.ok(res.ok, res.ok ? '' : res.errors.join('\n'));
-    const agent = new Agent(res.config, silent);
-    await agent.start();
-    cleanups.push(() => agent.stop());
+    const { agent, watch } = await startAgent(
+      b.url,
+      'mute',
+      { poll: { intervalMs: 500, deadlineMs: 1000 }, actions: { deadlineMs: 2000 }, devices: [ok.device('ok1'), mute.device('mute1')], engine: { retries: 0 } },
+      ['ok1', 'mute1'],
+    );
     const t = agent.topics;
-    const watch = await MqttWatch.connect(b.url, `${t.root}/#`);
-    cleanups.push(() => watch.close());
-    await until('agent connected', () => agent.bridge.connected);
-    await until('first poll', () => ['ok1', 'mute1'].every((id) => agent.poller.latest.get(id)?.freshness === 'fresh'));
     // armed with a session in hand; from now on the miner accepts connections and never answers
     (mute.sim as LuxosSim).server.fault = { kind: 'silent' };
 
