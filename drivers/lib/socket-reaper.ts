@@ -100,7 +100,7 @@ function tick(): void {
   closeWaiting();
 }
 
-/** Closes every waiting socket now (also for tests and shutdown). */
+/** Closes every waiting socket now (the curtail bench before each timed run; tests). */
 export function closeWaiting(): void {
   if (timer !== undefined) {
     clearTimeout(timer);
@@ -109,7 +109,7 @@ export function closeWaiting(): void {
   for (const s of waiting.splice(0)) s.destroy();
 }
 
-/** Sockets waiting to be closed (for tests). */
+/** Sockets waiting to be closed (the curtail bench; tests). */
 export function waitingCount(): number {
   return waiting.length;
 }
