@@ -11,7 +11,7 @@ import { WhatsminerV3Sim } from '../hil/sim/whatsminer-v3-sim.js';
 import { statusSection } from '../hil/sim/cgminer-server.js';
 import { fdsBackTo, openFds } from '../hil/testing/fds.js';
 import { fakeApi, fakeWeb, silentListener, type Closable } from '../hil/testing/responders.js';
-import { freePort } from '../hil/testing/ports.js';
+import { refusedPort } from '../hil/testing/ports.js';
 import type { DriverDefinition, Fingerprint } from './contract.js';
 import { apiFirmware, detect } from './detect.js';
 import { luxosDriver } from './luxos/index.js';
@@ -33,10 +33,15 @@ after(async () => {
   for (const s of open.splice(0)) await s.close();
 });
 
-/** A port nothing listens on (for the probes that must be refused). */
+/**
+ * A port nothing listens on (for the probes that must be refused). Not from
+ * freePort(): a simulator started later in this file could be handed that
+ * port, and the "refused" probes would then find it (CI saw braiins detected
+ * on a silent listener that way).
+ */
 let closedPort = 0;
 const base = async () => {
-  closedPort ||= await freePort();
+  closedPort ||= await refusedPort();
   return { host: '127.0.0.1', httpPort: closedPort, probeTimeoutMs: 1500, drivers: FAMILIES, portMap: { 4433: closedPort, 50051: closedPort } };
 };
 

@@ -23,7 +23,7 @@ import { startAuthBroker } from '../hil/testing/auth-broker.js';
 import { TestPki } from '../hil/testing/certs.js';
 import { buildMockNvml } from '../hil/testing/mock-nvml.js';
 import { Mosquitto, writePasswordFile } from '../hil/testing/mosquitto.js';
-import { freePort } from '../hil/testing/ports.js';
+import { freePort, refusedPort } from '../hil/testing/ports.js';
 import { ptyPair } from '../hil/testing/pty.js';
 import { startSimRack, type SimRack } from '../hil/testing/rack-fixture.js';
 import { repoRoot } from '../hil/testing/root.js';
@@ -128,9 +128,9 @@ describe('doctor against a simulated rack', () => {
   test('a silent device, a stopped one and a closed broker port: FAIL rows with the reason, exit 1', async () => {
     const silent = rack.sims[0];
     assert.ok(silent);
-    const closed = await freePort();
+    const closed = await refusedPort();
     const raw = base(`mqtt://127.0.0.1:${closed}`);
-    const stoppedPort = await freePort(); // nothing listens there: a stopped miner
+    const stoppedPort = closed; // nothing listens there either: a stopped miner
     raw.devices = [...(raw.devices as Record<string, unknown>[]).slice(0, 1), { id: 'gone', driver: 'luxos', host: '127.0.0.1', port: stoppedPort }];
     silent.server.fault = { kind: 'silent' };
     try {
