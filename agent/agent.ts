@@ -340,11 +340,17 @@ export class Agent {
   private onSignalChange(ch: SignalChange): void {
     // the hot path first: the engine dispatches before anything is logged or published
     this.engine.onSignal(ch.type, ch.signal, ch.measuredAt, ch.value);
-    setImmediate(() => this.publishSignal(ch));
+    const now = Date.now();
+    // A wave that went out (this signal's or one before) is read first: the event and the state message
+    // (256 devices) wait for its answers, and still go out before its curtail.started, which waits for
+    // the state file as well.
+    const wave = this.engine.answersPending;
+    if (wave) void wave.then(() => this.publishSignal(ch, now));
+    else setImmediate(() => this.publishSignal(ch, now));
   }
 
-  private publishSignal(ch: SignalChange): void {
-    const now = Date.now();
+  /** `now`: when the agent saw the change (its latency is counted to then). */
+  private publishSignal(ch: SignalChange, now: number): void {
     const msg: EventMessage = {
       ts: new Date(now).toISOString(),
       site: this.config.site,

@@ -41,6 +41,13 @@ test('a scripted frequency dip raises and then clears the under-frequency signal
   assert.ok(typeof raised.value === 'number' && raised.value < 59.85, String(raised.value));
   const cleared = (await event((e) => e.type === 'signal.cleared' && e.signal === 'underfrequency', 'underfrequency cleared')).json as EventMessage;
   assert.ok(typeof cleared.value === 'number' && cleared.value >= 59.9);
+  // the signal's event waits for the wave's answers, but still comes before the wave's own events
+  const types = watch.messages
+    .filter((m) => m.topic === demo.agent.topics.events)
+    .map((m) => m.json as EventMessage)
+    .filter((e) => e.signal === 'underfrequency' || e.demand?.key === 'signal:underfrequency')
+    .map((e) => e.type);
+  assert.deepEqual(types.slice(0, 3), ['signal.raised', 'curtail.started', 'demand.added'], types.join(' '));
 });
 
 test('a software GPIO edge on the trip contact raises and clears the utility-trip signal, with the edge time', async () => {

@@ -7,7 +7,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { ActionOptions, ActionResult, ArmedAction, DeviceDriver, FiredAction } from '../drivers/contract.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { sleep } from '../drivers/lib/deadline.js';
+import { answerTracker } from '../drivers/lib/send-batch.js';
 import { fanOut, fireArmed, settledOrAfter, WaveAcks, type DeviceHandle, type Fired, type ShedOutcome } from '../agent/engine/executor.js';
 import type { Demand } from '../agent/engine/types.js';
 import { engineRig, FakeDevice } from '../hil/testing/engine-rig.js';
@@ -100,6 +103,53 @@ describe('engine: armed curtails', () => {
     assert.deepEqual(devs.map((d) => d.state), ['curtailed', 'curtailed', 'curtailed']);
     assert.deepEqual(log.filter((l) => l.startsWith('fire')).sort(), ['fire:a', 'fire:c']);
     assert.ok(log.includes('plain:b'));
+    await rig.stop();
+  });
+
+  test("a wave's bookkeeping waits for its answers: nothing is saved or reported before they are in, and its times are the dispatch's", async () => {
+    const log: string[] = [];
+    /** Its fired send starts an exchange that the wave counts (as the transports do), ended when the test says. */
+    class Answering extends ArmableDevice {
+      answer: (() => void) | undefined;
+      override armCurtail(): ArmedAction | undefined {
+        const armed = super.armCurtail();
+        if (!armed) return undefined;
+        return {
+          fire: () => {
+            this.answer = answerTracker();
+            return armed.fire();
+          },
+        };
+      }
+    }
+    const a = new Answering('a', log);
+    // the engine's wait for answers is capped at a quarter of the deadline: far beyond this test's waits
+    const rig = engineRig([a, new ArmableDevice('b', log)], { deadlineMs: 8000 });
+    rig.poll();
+    const stateFile = join(rig.stateDir, 'engine-state.json');
+    const w = rig.engine.raise(shed('command:held'));
+    assert.ok(w && a.answer, 'the fired send joined the wave');
+    assert.ok(rig.engine.answersPending, 'the wave is collecting its answers');
+    assert.equal(rig.engine.state, 'curtailing', 'the rack state is the engine\'s at once');
+    await sleep(80);
+    assert.deepEqual(rig.types(), [], 'no event while the answers are out');
+    assert.equal(existsSync(stateFile), false, 'no save while the answers are out');
+    assert.equal(rig.activations.length, 0);
+    assert.ok(!log.some((l) => l.startsWith('complete')), 'no device finished yet');
+    a.answer();
+    const out = await w.done;
+    assert.equal(out.ok, true);
+    assert.equal(rig.engine.answersPending, undefined);
+    for (let i = 0; i < 500 && !rig.types().includes('curtail.completed'); i++) await sleep(10);
+    assert.ok(rig.types().includes('curtail.completed'), rig.types().join(' '));
+    assert.deepEqual(rig.types().slice(0, 2), ['curtail.started', 'demand.added'], 'in the order documented');
+    const started = rig.events.find((e) => e.type === 'curtail.started');
+    assert.ok(started && started.durationMs !== undefined && started.durationMs < 60, `curtail.started counts to the dispatch, not to the answers (${started?.durationMs} ms)`);
+    const saved = JSON.parse(readFileSync(stateFile, 'utf8')) as { demands: { key: string }[] };
+    assert.deepEqual(
+      saved.demands.map((d) => d.key),
+      ['command:held'],
+    );
     await rig.stop();
   });
 

@@ -147,6 +147,8 @@ export class Engine {
   private waves = 0;
   /** The latest wave's answers are in (or FINISH_WAIT_MAX_MS passed): its devices are finished from then on. */
   private answersIn: Promise<void> | undefined;
+  /** `answersIn` has not settled yet. */
+  private collecting = false;
   private startedAt = Date.now();
   /** Signal demands loaded from disk: cleared once their signal reads normal after the restart. */
   private readonly carried = new Set<string>();
@@ -185,7 +187,7 @@ export class Engine {
       powerBeforeW: (device) => this.shed.get(device)?.loadW ?? o.latest.get(device)?.powerW ?? null,
       lastReading: (device) => o.latest.get(device),
     };
-    this.reporter = new Reporter(o.store, () => this.snapshot(), o.log);
+    this.reporter = new Reporter(o.store, () => this.snapshot(), o.log, () => this.answersPending);
     this.prepare();
   }
 
@@ -295,15 +297,20 @@ export class Engine {
     const later = this.waves !== wavesBefore ? this.answersIn : undefined;
     setImmediate(() => {
       this.scheduleTick();
+      const added = (): void => {
+        if (!prev) this.emit({ type: 'demand.added', commandId: d.commandId ?? null, demand: view(d) });
+      };
       if (later) {
+        // after the wave's own bookkeeping (registered on the same promise first): curtail.started, then this
         void later.then(() => {
           if (!this.stopped) this.prepare();
+          added();
         });
       } else {
         this.prepare();
         this.changed();
+        added();
       }
-      if (!prev) this.emit({ type: 'demand.added', commandId: d.commandId ?? null, demand: view(d) });
     });
     return w;
   }
@@ -429,6 +436,16 @@ export class Engine {
     return 'running';
   }
 
+  /**
+   * While a curtailment wave's answers are coming in: settles once they are
+   * in (or the wave's cap on that wait passed; never rejects). Undefined
+   * otherwise. Work that can wait (publishing, saving) waits for it, so the
+   * answers are read first.
+   */
+  get answersPending(): Promise<void> | undefined {
+    return this.collecting ? this.answersIn : undefined;
+  }
+
   /** True once the engine acted or holds something: the rack state is its, not inferred from readings. */
   get engaged(): boolean {
     return this.waves > 0 || this.demands.size > 0 || this.shed.size > 0;
@@ -451,11 +468,12 @@ export class Engine {
     this.reporter.report(() => this.o.emit(e));
   }
 
-  private changed(): void {
+  /** The state may have changed (`at`: when it did, if not now): save it, then publish it. */
+  private changed(at = Date.now()): void {
     const st = this.state;
     if (st !== this.lastState) {
       this.lastState = st;
-      this.since = Date.now();
+      this.since = at;
     }
     this.reporter.persist();
     this.reporter.report(this.o.onState);
@@ -571,18 +589,27 @@ export class Engine {
     this.commandId = commandId;
     this.phase = 'curtailing';
     // the fired devices are finished once their answers are in (a quarter of their deadline at most)
-    this.answersIn = settledOrAfter(answered, Math.min(FINISH_WAIT_MAX_MS, opts.deadlineMs / 4));
-    wave.done = fanOut(todo, fired, (h, f) => shedDevice(h, opts, this.reads, group.signal(), f), this.answersIn).then((outs) => {
+    const answersIn = settledOrAfter(answered, Math.min(FINISH_WAIT_MAX_MS, opts.deadlineMs / 4));
+    this.answersIn = answersIn;
+    this.collecting = true;
+    // The bookkeeping (evidence record, state, curtail.started) waits for the answers too, which it would
+    // otherwise hold up: nothing of it could be reported sooner, since reports wait for the state file and
+    // the save waits for the same answers (Reporter's gate). Registered before fanOut's own wait on them,
+    // so the record is begun before any device is finished. The times it records are taken now.
+    const startedAt = Date.now();
+    // the state is due to be saved from now on: whatever reports meanwhile waits for that save
+    this.reporter.persist();
+    void answersIn.then(() => {
+      if (this.answersIn === answersIn) this.collecting = false;
+      this.o.evidence.begin({ id, trigger: triggerOf(trigger), signalAt, decidedAt, devices: [], powerBeforeW: null, powerAfterW: null });
+      this.changed(startedAt);
+      this.emit({ type: 'curtail.started', commandId, activation: id, durationMs: Math.max(0, startedAt - trigger.since), demand: view(trigger) });
+    });
+    wave.done = fanOut(todo, fired, (h, f) => shedDevice(h, opts, this.reads, group.signal(), f), answersIn).then((outs) => {
       group.dispose();
       return this.settle(wave, outs, loads);
     });
     this.o.onWave?.(acks.all);
-    // the bookkeeping waits for the check phase, so answers already in are read first
-    setImmediate(() => {
-      this.o.evidence.begin({ id, trigger: triggerOf(trigger), signalAt, decidedAt, devices: [], powerBeforeW: null, powerAfterW: null });
-      this.changed();
-      this.emit({ type: 'curtail.started', commandId, activation: id, durationMs: Math.max(0, Date.now() - trigger.since), demand: view(trigger) });
-    });
     return wave;
   }
 

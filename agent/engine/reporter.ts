@@ -3,6 +3,12 @@
  * order, off the event loop: the writes run in libuv's pool so device answers
  * keep flowing), and events, state messages and command results wait in an
  * outbox until the file that reflects them is on disk.
+ *
+ * A save also waits for the `settled` gate (the engine's: the latest
+ * curtailment wave's answers are in, bounded by the wave's own cap), so that
+ * taking the snapshot, checking it against the schema and the file system
+ * work do not run among the answers being read. Nothing is reported before
+ * the save, so what central control sees is never ahead of the file.
  */
 import type { Logger } from 'pino';
 import { toRackpilotError } from '../../drivers/lib/errors.js';
@@ -17,6 +23,8 @@ export class Reporter {
     private readonly store: EngineStateStore,
     private readonly snapshot: () => PersistedState,
     private readonly log: Logger,
+    /** Resolves when a save may start (the engine: its latest wave's answers are in). Never rejects. */
+    private readonly settled: () => Promise<void> | undefined = () => undefined,
   ) {}
 
   /** Marks the state changed; it is saved after the current tick (after the sends). */
@@ -46,6 +54,8 @@ export class Reporter {
   private async loop(): Promise<void> {
     await new Promise<void>((r) => setImmediate(r));
     while (this.dirty) {
+      const gate = this.settled();
+      if (gate) await gate;
       this.dirty = false;
       try {
         await this.store.saveAsync(this.snapshot());
