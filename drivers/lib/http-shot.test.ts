@@ -14,6 +14,7 @@ import { HttpSimServer, type HttpHandler, type HttpSimOptions } from '../../hil/
 import { expectCode } from '../../hil/testing/expect-code.js';
 import { RackpilotError, type ErrorCode } from './errors.js';
 import { HttpClient, type HttpEndpoint, type HttpRequest } from './http.js';
+import { answerTracker, BatchAnswers, sendBatch } from './send-batch.js';
 
 const closers: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -276,6 +277,30 @@ describe('HttpClient prepared requests', () => {
     const conns = server.connections;
     await c.prepare({ method: 'POST', path: '/x' }).fire()!.result();
     assert.equal(server.connections, conns, 'the next shot found it');
+  });
+
+  test("fired in a wave: the shot's bookkeeping (keep-warm's replacement included) waits for the wave's other answers", async () => {
+    const { server, port } = await sim(undefined, { keepAliveMs: 2000 });
+    const c = client(port, { keepWarm: { minIntervalMs: 100 } });
+    await c.request({ path: '/' });
+    await sleep(150); // past minIntervalMs since that request
+    const wave = new BatchAnswers(10_000);
+    let other!: () => void;
+    const fired = sendBatch(() => {
+      const f = c.prepare({ method: 'POST', path: '/x' }).fire();
+      other = answerTracker() as () => void; // another device of the wave, still to answer
+      return f;
+    }, wave);
+    assert.ok(fired);
+    // answered, but nobody asked for the result yet (the engine asks once the wave's answers are in)
+    for (let i = 0; i < 100 && server.requests < 2; i++) await sleep(10);
+    await sleep(300);
+    assert.equal(server.connections, 1, 'no replacement while the wave still waits for an answer');
+    other();
+    for (let i = 0; i < 300 && server.connections < 2; i++) await sleep(10);
+    assert.equal(server.connections, 2, 'keep-warm opened the replacement once the answers were in');
+    const res = await fired.result();
+    assert.equal(res.status, 200);
   });
 
   test('a status line with three digits that are no HTTP status ("000") is MALFORMED_RESPONSE, fired or requested', async () => {

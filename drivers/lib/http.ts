@@ -18,7 +18,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { RackpilotError } from './errors.js';
-import { afterSends, answerTracker } from './send-batch.js';
+import { afterSends, answerBatch } from './send-batch.js';
 import { closeLater } from './socket-reaper.js';
 import { HttpExchange, StaleSocketError, type ExchangeLimits, type HttpResponse } from './http-exchange.js';
 import { KeepWarm, type KeepWarmOptions, type KeepWarmStats } from './http-keep-warm.js';
@@ -303,10 +303,12 @@ export class HttpClient {
   /**
    * fire(): the bytes written on a pooled socket (or a new connection) with
    * the listeners that collect the answer, and nothing else. What can wait,
-   * waits for `adopt` (in result(), or when the answer is in, whichever is
-   * first): detaching the socket from the agent for good (it can no longer
-   * hand it out: it is off the free list), keep-warm's accounting, and
-   * undoing what pooling did to the socket (unref, idle timeout).
+   * waits: keep-warm's accounting until result() or the answer, whichever is
+   * first; detaching the socket from the agent for good (it can no longer
+   * hand it out: it is off the free list) and undoing what pooling did to
+   * it (unref, idle timeout) until result(), or, fired in a wave
+   * (BatchAnswers), until the wave's answers are all in (at most
+   * LATER_MAX_MS), so that none of it runs among the answers still coming.
    */
   private shoot(
     bytes: Buffer,
@@ -317,8 +319,17 @@ export class HttpClient {
     if (this.closed) return undefined;
     const pooled = this.takeFree();
     const socket = pooled ?? net.connect({ host: this.ep.host, port: this.ep.port, noDelay: true });
+    let claimed = false;
+    /** Keep-warm's accounting: the request is in flight on this socket, which is no longer idle in the pool. */
+    const claim = (): void => {
+      if (claimed) return;
+      claimed = true;
+      this.warm?.begin();
+      this.warm?.taken(socket);
+    };
     let adopted = false;
     const adopt = (): void => {
+      claim();
       if (adopted) return;
       adopted = true;
       // (a socket whose 'close' the agent already saw is forgotten by it; 'agentRemove' would count it out twice)
@@ -327,19 +338,25 @@ export class HttpClient {
         socket.ref();
         socket.setTimeout(0);
       }
-      this.warm?.begin();
-      this.warm?.taken(socket);
     };
-    const ended = answerTracker();
+    const batch = answerBatch();
+    const ended = batch?.member();
     const x = new HttpExchange(where, this.limits, (err) => {
       ended?.();
-      adopt();
+      // at once, before the socket can close: keep-warm must not take its close for an idle pooled one's
+      claim();
       // one request per connection taken: keep-warm opens the next one when the pool ran dry (not at once);
       // after an answer the close can wait for the end of the burst of answers (socket-reaper.ts)
       if (err === null) closeLater(socket);
       else socket.destroy();
-      this.shots.delete(x);
-      this.warm?.end(err === null, true);
+      const rest = (): void => {
+        adopt();
+        this.shots.delete(x);
+        this.warm?.end(err === null, true);
+      };
+      // fired in a wave: the bookkeeping waits for the wave's other answers (result() adopts sooner if called)
+      if (batch) batch.later(rest);
+      else rest();
     });
     this.shots.add(x);
     if (pooled) {

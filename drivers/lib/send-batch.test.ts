@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { afterSends, answerTracker, BatchAnswers, sendBatch } from './send-batch.js';
+import { afterSends, answerBatch, answerTracker, BatchAnswers, sendBatch } from './send-batch.js';
 
 test('inside a batch the deferred work runs after every send, in order, before the batch returns', () => {
   const log: string[] = [];
@@ -87,4 +87,48 @@ test('BatchAnswers: an exchange that ends inside the batch (a synchronous failur
   assert.equal(settled, false);
   later();
   await answers.all;
+});
+
+test('BatchAnswers.later: the put-off work runs when the last answer is in, in order; after that, at once', () => {
+  const answers = new BatchAnswers();
+  const log: string[] = [];
+  let a!: () => void;
+  let b!: () => void;
+  sendBatch(() => {
+    a = answerTracker() as () => void;
+    b = answerTracker() as () => void;
+    assert.equal(answerBatch(), answers, 'the batch running its sends');
+  }, answers);
+  assert.equal(answerBatch(), undefined, 'none once the batch is over');
+  a();
+  answers.later(() => log.push('a done'));
+  assert.equal(log.length, 0, 'one answer still out');
+  b();
+  assert.deepEqual(log, ['a done'], 'run as the last answer came in');
+  answers.later(() => log.push('late'));
+  assert.deepEqual(log, ['a done', 'late']);
+});
+
+test('BatchAnswers.later: an answer that never comes holds the put-off work laterMaxMs at most; a failing piece does not stop the others', async () => {
+  const answers = new BatchAnswers(40);
+  const log: string[] = [];
+  let a!: () => void;
+  sendBatch(() => {
+    a = answerTracker() as () => void;
+    answerTracker(); // never answered
+  }, answers);
+  const warned = new Promise<string>((resolve) => process.once('warning', (w) => resolve(w.message)));
+  const t0 = performance.now();
+  a();
+  answers.later(() => {
+    throw new Error('bookkeeping bug');
+  });
+  answers.later(() => log.push(`ran after ${Math.round(performance.now() - t0)} ms`));
+  // the cap's timer does not keep a process alive (unref): this test does
+  const keepAlive = setTimeout(() => undefined, 5_000);
+  for (let i = 0; i < 200 && log.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  clearTimeout(keepAlive);
+  assert.equal(log.length, 1, 'ran without the missing answer');
+  assert.ok(performance.now() - t0 >= 35, log[0]);
+  assert.match(await warned, /bookkeeping bug/);
 });

@@ -26,10 +26,17 @@ export class BatchAnswers {
   count = 0;
   private left = 0;
   private sealed = false;
-  private release!: () => void;
+  private released = false;
+  private resolve!: () => void;
+  /** Work put off until every answer is in (`later`). */
+  private queued: (() => void)[] = [];
+  private timer: NodeJS.Timeout | undefined;
 
-  constructor() {
-    this.all = new Promise((r) => (this.release = r));
+  constructor(
+    /** How long `later` work waits at most for the last answer (ms). */
+    private readonly laterMaxMs = LATER_MAX_MS,
+  ) {
+    this.all = new Promise((r) => (this.resolve = r));
   }
 
   member(): () => void {
@@ -47,6 +54,50 @@ export class BatchAnswers {
   seal(): void {
     this.sealed = true;
     if (this.left === 0) this.release();
+  }
+
+  /**
+   * Runs `work` once every answer of the batch is in, or `laterMaxMs` after
+   * the first work was put off, whichever comes first (a device that never
+   * answers holds nothing up for long); at once when that time has come.
+   * For what an exchange has to do after its answer and that can wait:
+   * done among the answers still coming in, it would hold up their reading.
+   */
+  later(work: () => void): void {
+    if (this.released) {
+      work();
+      return;
+    }
+    this.queued.push(work);
+    if (this.timer === undefined) {
+      this.timer = setTimeout(() => this.flush(), this.laterMaxMs);
+      this.timer.unref();
+    }
+  }
+
+  private release(): void {
+    this.resolve();
+    this.flush();
+  }
+
+  private flush(): void {
+    this.released = true;
+    clearTimeout(this.timer);
+    const work = this.queued;
+    this.queued = [];
+    // each piece on its own, as after a batch of sends
+    for (const w of work) runSafely(w, 'after the answers of a batch');
+  }
+}
+
+/** How long an exchange's put-off work (BatchAnswers.later) waits at most for the rest of its batch's answers. */
+export const LATER_MAX_MS = 250;
+
+function runSafely(w: () => void, when: string): void {
+  try {
+    w();
+  } catch (err) {
+    process.emitWarning(`rackpilot: work ${when} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   }
 }
 
@@ -68,13 +119,7 @@ export function sendBatch<T>(sends: () => T, answers?: BatchAnswers): T {
     answers?.seal();
     // each piece on its own: one transport's failure must not leave another's answer unread (that
     // exchange then ends at its deadline); it is a bug, said on stderr, never a crash of the agent
-    for (const w of work) {
-      try {
-        w();
-      } catch (err) {
-        process.emitWarning(`rackpilot: reading an answer after a batch of sends failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-      }
-    }
+    for (const w of work) runSafely(w, 'reading an answer after a batch of sends');
   }
 }
 
@@ -85,6 +130,11 @@ export function sendBatch<T>(sends: () => T, answers?: BatchAnswers): T {
  */
 export function answerTracker(): (() => void) | undefined {
   return tracking?.member();
+}
+
+/** The batch that counts its answers, when one is running its sends now (see answerTracker). */
+export function answerBatch(): BatchAnswers | undefined {
+  return tracking;
 }
 
 /** Inside a batch: `work` runs right after the batch's sends; outside one: now. */
