@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DemandSet, combine, isActive, isEmpty, maxHoldOffMs, nextChange, targetsEqual } from './demands.js';
+import { DemandSet, combine, isActive, isEmpty, maxHoldOffMs, nextChange, nextTickIn, targetsEqual } from './demands.js';
 import { NO_TARGET, type Demand } from './types.js';
 
 const T0 = 1_700_000_000_000;
@@ -120,4 +120,16 @@ test('DemandSet: remove and expire', () => {
   assert.equal(maxHoldOffMs(gone), 5000);
   assert.equal(s.size, 0);
   assert.ok(isEmpty(s.activeTarget(T0 + 100)));
+});
+
+test('nextTickIn: planned from the last tick, so a start or an end the clock passed meanwhile is due at once, not skipped', () => {
+  const w = shed('w', { startsAt: T0 + 1000, until: T0 + 2000 });
+  assert.equal(nextTickIn([w], T0, T0), 1000);
+  // a timer fired 1 ms early: its tick acted for T0+999, the clock reads T0+1000 when the next tick is planned
+  assert.equal(nextTickIn([w], T0 + 999, T0 + 1000), 0, 'the start is due at once');
+  assert.equal(nextChange([w], T0 + 1000), T0 + 2000, 'planned from now, the start would have been skipped');
+  assert.equal(nextTickIn([w], T0 + 1999, T0 + 2000), 0, 'the end likewise');
+  assert.equal(nextChange([w], T0 + 2000), null, 'planned from now, the demand would never have run out');
+  assert.equal(nextTickIn([w], T0 + 1000, T0 + 1500), 500, 'after a tick at the start: the end');
+  assert.equal(nextTickIn([w], T0 + 2000, T0 + 2000), null, 'after a tick at the end: nothing');
 });

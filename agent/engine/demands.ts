@@ -40,6 +40,19 @@ export function combine(demands: Iterable<Demand>, now: number): Target {
   return { shedAll, shed, maxW };
 }
 
+/**
+ * How long until the engine's next tick (ms, 0: at once), or null when no
+ * start or end is ahead: the first one after `tickedAt`, the time the last
+ * tick acted for, not after `now`. Whatever fell between the two (a timer
+ * that fired a millisecond early, so that its tick saw a start or an end
+ * still ahead that the clock has passed since) is due at once, never
+ * skipped.
+ */
+export function nextTickIn(demands: Iterable<Demand>, tickedAt: number, now: number): number | null {
+  const next = nextChange(demands, tickedAt);
+  return next === null ? null : Math.max(0, next - now);
+}
+
 /** The earliest `startsAt` or `until` after `now` (when the target may change by itself), or null. */
 export function nextChange(demands: Iterable<Demand>, now: number): number | null {
   let next: number | null = null;

@@ -26,7 +26,7 @@ import { AbortGroup } from '../abort-group.js';
 import { holdUntil as holdReaping } from '../../drivers/lib/socket-reaper.js';
 import { hrNow } from './clock.js';
 import type { EngineConfig } from './config.js';
-import { DemandSet, isActive, nextChange, targetsEqual } from './demands.js';
+import { DemandSet, isActive, nextTickIn, targetsEqual } from './demands.js';
 import type { ActivationRecord, EvidenceLog } from './evidence.js';
 import { fanOut, FINISH_WAIT_MAX_MS, fireArmed, PduReads, settledOrAfter, shedDevice, WaveAcks, type DeviceHandle, type ExecOptions, type ShedOutcome } from './executor.js';
 import { plan } from './planner.js';
@@ -140,6 +140,8 @@ export class Engine {
   private episodeHoldOffMs = 0;
   private holdTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
+  /** The time the last tick acted for: the starts and ends up to it are done. */
+  private tickedAt = Date.now();
   private lostTimer: NodeJS.Timeout | undefined;
   private ramp: Ramp | undefined;
   private rampDeadlineMs: number | undefined;
@@ -761,17 +763,26 @@ export class Engine {
   }
 
   /** Timer for scheduled windows starting and demands running out. */
+  /**
+   * Times the next tick (nextTickIn): counted from the last tick's time, not
+   * from now. A timer can fire a millisecond before the time it was set for
+   * (Node times it from the event loop's cached clock), so a tick may see a
+   * start or an end still ahead that the clock has passed by the time the
+   * next one is planned; planned from now, it was skipped (a window that
+   * never started, a demand that never ran out: seen in the tests under
+   * load).
+   */
   private scheduleTick(): void {
     clearTimeout(this.tickTimer);
-    const now = Date.now();
-    const next = nextChange(this.demands.list(), now);
-    if (next === null || this.stopped) return;
-    this.tickTimer = setTimeout(() => this.tick(), Math.max(0, Math.min(next - now, 2 ** 31 - 1)));
+    const inMs = nextTickIn(this.demands.list(), this.tickedAt, Date.now());
+    if (inMs === null || this.stopped) return;
+    this.tickTimer = setTimeout(() => this.tick(), Math.min(inMs, 2 ** 31 - 1));
     this.tickTimer.unref();
   }
 
   private tick(): void {
     const now = Date.now();
+    this.tickedAt = now;
     for (const d of this.demands.list()) if (d.until !== undefined && d.until <= now) this.clear(d.key, 'ran out');
     // a scheduled window that has started: it acts like a new demand
     for (const d of this.demands.list()) if (d.startsAt !== undefined && d.startsAt <= now && d.startsAt > now - 60_000) this.activate(d);
