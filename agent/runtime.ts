@@ -17,9 +17,9 @@
  *    JIT a main-thread stall of 1.4-5.7 ms (incremental-marking steps of
  *    its larger heap among them) lands on it in some runs.
  * The price is CPU time: the last of 256 commands goes out about 8 ms
- * after the edge instead of 3 ms, and the last acknowledgement about 35 ms
- * after it instead of 22 ms (p50; 1.08-1.29x the raw floor's, the JIT's
- * 1.14x, each floor measured under the same flags). Both are far inside
+ * after the edge instead of 3 ms, and the last acknowledgement 31-37 ms
+ * after it instead of 22-24 ms (p50; 1.14-1.25x the raw floor's, the JIT's
+ * 0.99-1.03x, each floor measured under the same flags). Both are far inside
  * the fastest grid response window (250 ms, ERCOT FFR) and a miner's
  * seconds of winding down.
  */
