@@ -762,8 +762,8 @@ export class Engine {
     return { ok: failed.length === 0, activation: null, durationMs, devices };
   }
 
-  /** Timer for scheduled windows starting and demands running out. */
   /**
+   * The timer for scheduled windows starting and demands running out.
    * Times the next tick (nextTickIn): counted from the last tick's time, not
    * from now. A timer can fire a millisecond before the time it was set for
    * (Node times it from the event loop's cached clock), so a tick may see a
