@@ -304,7 +304,7 @@ install_files() {
 # Node flags put before the agent on the node command line. The default is the low-memory
 # profile (agent/runtime.ts): about 75 MiB RSS with 256 devices instead of 125-155 MiB, and no
 # main-thread stall of a few ms on the signal path. Its price: the last of 256 curtail
-# commands leaves about 10 ms after the edge instead of 4 ms. Empty: node's JIT (the fast
+# commands leaves about 8 ms after the edge instead of 3 ms. Empty: node's JIT (the fast
 # fan-out, for a controller with RAM to spare):
 # RACKPILOT_NODE_FLAGS=
 RACKPILOT_NODE_FLAGS=--jitless --no-expose-wasm --max-semi-space-size=1 --max-old-space-size=96 --optimize-for-size
